@@ -1,0 +1,153 @@
+#include "qccl/algo/collectives.h"
+
+#include <ATen/ops/empty.h>
+
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl::algo {
+namespace {
+
+std::vector<at::Tensor> bytesOf(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> views;
+  views.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    views.push_back(asBytes(t));
+  }
+  return views;
+}
+
+at::Tensor emptyBytes(int64_t n) {
+  return at::empty({n}, at::TensorOptions().dtype(at::kByte));
+}
+
+int64_t bytesPerRow(const at::Tensor& t) {
+  return t.size(0) == 0 ? 0 : byteSize(t) / t.size(0);
+}
+
+std::vector<int64_t> rowsToBytes(const std::vector<int64_t>& splits, int64_t rowBytes) {
+  std::vector<int64_t> bytes;
+  bytes.reserve(splits.size());
+  for (int64_t rows : splits) {
+    bytes.push_back(rows * rowBytes);
+  }
+  return bytes;
+}
+
+} // namespace
+
+void broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root) {
+  std::vector<at::Tensor> bytes{asBytes(tensor)};
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  net.waitFor(net.gloo().broadcast(bytes, opts), "broadcast");
+}
+
+void allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input) {
+  auto flat = emptyBytes(byteSize(input) * net.size());
+  allgatherIntoTensor(net, flat, input);
+  splitBytesInto(flat, outputs);
+}
+
+void allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input) {
+  auto out = asBytes(output);
+  auto in = asBytes(input.contiguous());
+  net.waitFor(net.gloo()._allgather_base(out, in, c10d::AllgatherOptions()), "all_gather_into_tensor");
+}
+
+void allgatherCoalesced(
+    GlooTransport& net,
+    std::vector<std::vector<at::Tensor>>& outputLists,
+    const std::vector<at::Tensor>& inputs) {
+  auto packed = concatBytes(inputs);
+  auto gathered = emptyBytes(packed.numel() * net.size());
+  allgatherIntoTensor(net, gathered, packed);
+  int64_t offset = 0;
+  for (auto& perRank : outputLists) {
+    offset = splitBytesInto(gathered, perRank, offset);
+  }
+}
+
+void allgatherIntoTensorCoalesced(
+    GlooTransport& net,
+    std::vector<at::Tensor>& outputs,
+    const std::vector<at::Tensor>& inputs) {
+  // One collective for all pairs: rank r's packed inputs land in block r, and block r's
+  // i-th piece belongs to the r-th slot of outputs[i].
+  auto packed = concatBytes(inputs);
+  auto gathered = emptyBytes(packed.numel() * net.size());
+  allgatherIntoTensor(net, gathered, packed);
+  int64_t offset = 0;
+  for (int r = 0; r < net.size(); ++r) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const int64_t n = byteSize(inputs[i]);
+      asBytes(outputs[i]).narrow(0, r * n, n).copy_(gathered.narrow(0, offset, n));
+      offset += n;
+    }
+  }
+}
+
+void gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root) {
+  std::vector<std::vector<at::Tensor>> out;
+  if (net.rank() == root) {
+    out.push_back(bytesOf(outputs));
+  }
+  std::vector<at::Tensor> in{asBytes(input.contiguous())};
+  c10d::GatherOptions opts;
+  opts.rootRank = root;
+  net.waitFor(net.gloo().gather(out, in, opts), "gather");
+}
+
+void scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root) {
+  std::vector<std::vector<at::Tensor>> in;
+  if (net.rank() == root) {
+    std::vector<at::Tensor> contiguous;
+    for (const auto& t : inputs) {
+      contiguous.push_back(t.contiguous());
+    }
+    in.push_back(bytesOf(contiguous));
+  }
+  std::vector<at::Tensor> out{asBytes(output)};
+  c10d::ScatterOptions opts;
+  opts.rootRank = root;
+  net.waitFor(net.gloo().scatter(out, in, opts), "scatter");
+}
+
+void alltoallSingle(
+    GlooTransport& net,
+    at::Tensor& output,
+    const at::Tensor& input,
+    const std::vector<int64_t>& outputSplits,
+    const std::vector<int64_t>& inputSplits) {
+  auto out = asBytes(output);
+  auto in = asBytes(input.contiguous());
+  auto outBytes = rowsToBytes(outputSplits, bytesPerRow(output));
+  auto inBytes = rowsToBytes(inputSplits, bytesPerRow(input));
+  net.waitFor(
+      net.gloo().alltoall_base(out, in, outBytes, inBytes, c10d::AllToAllOptions()),
+      "all_to_all_single");
+}
+
+void alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
+  auto packedIn = concatBytes(inputs);
+  std::vector<int64_t> inBytes;
+  std::vector<int64_t> outBytes;
+  int64_t outTotal = 0;
+  for (const auto& t : inputs) {
+    inBytes.push_back(byteSize(t));
+  }
+  for (const auto& t : outputs) {
+    outBytes.push_back(byteSize(t));
+    outTotal += outBytes.back();
+  }
+  auto packedOut = emptyBytes(outTotal);
+  net.waitFor(
+      net.gloo().alltoall_base(packedOut, packedIn, outBytes, inBytes, c10d::AllToAllOptions()),
+      "all_to_all");
+  splitBytesInto(packedOut, outputs);
+}
+
+void barrier(GlooTransport& net) {
+  net.waitFor(net.gloo().barrier(c10d::BarrierOptions()), "barrier");
+}
+
+} // namespace qccl::algo

@@ -1,0 +1,104 @@
+#include "qccl/algo/collectives.h"
+
+#include <map>
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+
+#include "qccl/algo/reduce_lowering.h"
+
+namespace qccl::algo {
+namespace {
+
+// Gloo reduces `wire` in place with the lowered op.
+void glooAllreduce(GlooTransport& net, at::Tensor& wire, c10d::ReduceOp::RedOpType op, const char* what) {
+  std::vector<at::Tensor> tensors{wire};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp(op);
+  net.waitFor(net.gloo().allreduce(tensors, opts), what);
+}
+
+} // namespace
+
+void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {
+  const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
+  auto wire = toWire(lowered, tensor);
+  glooAllreduce(net, wire, lowered.wireOp, "all_reduce");
+  fromWire(lowered, wire, tensor, net.size());
+}
+
+void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) {
+  // One fused buffer per dtype, in order of first appearance: the same on every rank
+  // because every rank passes the same list.
+  std::vector<at::ScalarType> order;
+  std::map<at::ScalarType, std::vector<at::Tensor*>> groups;
+  for (auto& t : tensors) {
+    auto& group = groups[t.scalar_type()];
+    if (group.empty()) {
+      order.push_back(t.scalar_type());
+    }
+    group.push_back(&t);
+  }
+  for (auto type : order) {
+    const auto lowered = lowerReduction(op, type, "all_reduce_coalesced");
+    std::vector<at::Tensor> wires;
+    for (at::Tensor* t : groups[type]) {
+      wires.push_back(toWire(lowered, *t).reshape({-1}));
+    }
+    auto fused = at::cat(wires);
+    glooAllreduce(net, fused, lowered.wireOp, "all_reduce_coalesced");
+    int64_t offset = 0;
+    for (size_t i = 0; i < wires.size(); ++i) {
+      const int64_t n = wires[i].numel();
+      fromWire(lowered, fused.narrow(0, offset, n), *groups[type][i], net.size());
+      offset += n;
+    }
+  }
+}
+
+void reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root) {
+  const auto lowered = lowerReduction(op, tensor.scalar_type(), "reduce");
+  // Gloo may use a non-root's buffer as scratch space; NCCL leaves it untouched, so
+  // non-roots reduce a copy.
+  const bool isRoot = net.rank() == root;
+  auto wire = isRoot ? toWire(lowered, tensor) : toWire(lowered, tensor).clone();
+  std::vector<at::Tensor> tensors{wire};
+  c10d::ReduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
+  opts.rootRank = root;
+  opts.rootTensor = 0;
+  net.waitFor(net.gloo().reduce(tensors, opts), "reduce");
+  if (isRoot) {
+    fromWire(lowered, wire, tensor, net.size());
+  }
+}
+
+void reduceScatter(
+    GlooTransport& net,
+    at::Tensor& output,
+    const std::vector<at::Tensor>& inputs,
+    const c10d::ReduceOp& op) {
+  std::vector<at::Tensor> rows;
+  for (const auto& t : inputs) {
+    rows.push_back(t.reshape({-1}));
+  }
+  auto flat = at::cat(rows);
+  reduceScatterTensor(net, output, flat, op);
+}
+
+void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op) {
+  const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
+  // Gloo reduces the input in place as scratch: keep the caller's input intact.
+  auto wireIn = toWire(lowered, input.contiguous());
+  if (wireIn.is_alias_of(input)) {
+    wireIn = wireIn.clone();
+  }
+  auto wireOut = at::empty({wireIn.numel() / net.size()}, wireIn.options());
+  c10d::ReduceScatterOptions opts;
+  opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
+  auto flatIn = wireIn.reshape({-1});
+  net.waitFor(net.gloo()._reduce_scatter_base(wireOut, flatIn, opts), "reduce_scatter");
+  fromWire(lowered, wireOut, output, net.size());
+}
+
+} // namespace qccl::algo

@@ -1,0 +1,425 @@
+#include "qccl/backend/process_group_qccl.h"
+
+#include "qccl/algo/collectives.h"
+#include "qccl/backend/validation.h"
+#include "qccl/common/errors.h"
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl {
+
+using c10d::OpType;
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+ProcessGroupQCCL::ProcessGroupQCCL(
+    c10::intrusive_ptr<c10d::Backend> gloo,
+    int rank,
+    int size,
+    std::chrono::milliseconds timeout)
+    : Backend(rank, size),
+      transport_(std::move(gloo), timeout),
+      waiter_(std::make_shared<AsyncWaiter>()) {
+  QCCL_CHECK_VALUE(
+      transport_.rank() == rank && transport_.size() == size,
+      "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
+      " but the group is rank ", rank, " of ", size);
+  init();
+}
+
+ProcessGroupQCCL::~ProcessGroupQCCL() {
+  stop("the process group was destroyed");
+}
+
+WorkPtr ProcessGroupQCCL::enqueue(
+    OpType type,
+    const std::string& name,
+    std::vector<at::Tensor> outputs,
+    std::function<void()> body) {
+  auto work = c10::make_intrusive<QueuedWork>(rank_, type, name, std::move(outputs), ++seq_);
+  queue_.enqueue(work, std::move(body));
+  return track(work);
+}
+
+WorkPtr ProcessGroupQCCL::pointToPoint(
+    OpType type,
+    const std::string& name,
+    WorkPtr glooWork,
+    const at::Tensor& tensor) {
+  return track(WaitingWork::create(
+      rank_, type, name, {std::move(glooWork)}, {tensor}, transport_.timeout(), waiter_));
+}
+
+WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
+  std::lock_guard<std::mutex> lock(coalescingMutex_);
+  if (coalescing_) {
+    coalesced_.push_back(work);
+  }
+  return work;
+}
+
+// --- collectives ------------------------------------------------------------------------
+
+WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d::BroadcastOptions& opts) {
+  OpChecker check("broadcast", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.rank(opts.rootRank, "root");
+  const int64_t root = opts.rootRank;
+  return enqueue(OpType::BROADCAST, "broadcast", {tensor}, [this, tensor, root]() mutable {
+    algo::broadcast(transport_, tensor, root);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d::AllreduceOptions& opts) {
+  OpChecker check("all_reduce", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.reducible(opts.reduceOp, tensor.scalar_type());
+  auto op = opts.reduceOp;
+  return enqueue(OpType::ALLREDUCE, "all_reduce", {tensor}, [this, tensor, op]() mutable {
+    algo::allreduce(transport_, tensor, op);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allreduce_coalesced(
+    std::vector<at::Tensor>& tensors,
+    const c10d::AllreduceCoalescedOptions& opts) {
+  OpChecker check("all_reduce_coalesced", rank_, size_);
+  check.nonEmpty(tensors.size(), "the tensor list");
+  for (const auto& t : tensors) {
+    check.tensor(t, "every tensor");
+    check.reducible(opts.reduceOp, t.scalar_type());
+  }
+  auto op = opts.reduceOp;
+  return enqueue(OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", tensors, [this, tensors, op]() mutable {
+    algo::allreduceCoalesced(transport_, tensors, op);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) {
+  OpChecker check("reduce", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.rank(opts.rootRank, "root");
+  check.reducible(opts.reduceOp, tensor.scalar_type());
+  auto op = opts.reduceOp;
+  const int64_t root = opts.rootRank;
+  return enqueue(OpType::REDUCE, "reduce", {tensor}, [this, tensor, op, root]() mutable {
+    algo::reduce(transport_, tensor, op, root);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather(
+    std::vector<std::vector<at::Tensor>>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions&) {
+  OpChecker check("all_gather", rank_, size_);
+  auto input = check.single(inputs);
+  check.count(outputs.size(), 1, "the output list of lists");
+  auto outs = outputs[0];
+  check.count(outs.size(), size_, "the output list");
+  for (const auto& t : outs) {
+    check.tensor(t, "every output");
+    check.sizedLike(t, input, 1, "an output");
+  }
+  return enqueue(OpType::ALLGATHER, "all_gather", outs, [this, outs, input]() mutable {
+    algo::allgather(transport_, outs, input);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions&) {
+  OpChecker check("all_gather_into_tensor", rank_, size_);
+  check.tensor(input, "the input");
+  check.tensor(output, "the output");
+  check.sizedLike(output, input, size_, "the output");
+  return enqueue(OpType::_ALLGATHER_BASE, "all_gather_into_tensor", {output}, [this, output, input]() mutable {
+    algo::allgatherIntoTensor(transport_, output, input);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather_coalesced(
+    std::vector<std::vector<at::Tensor>>& outputLists,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions&) {
+  OpChecker check("all_gather_coalesced", rank_, size_);
+  check.nonEmpty(inputs.size(), "the input list");
+  check.count(outputLists.size(), size_, "the output list of lists");
+  std::vector<at::Tensor> flatOutputs;
+  for (const auto& perRank : outputLists) {
+    check.count(perRank.size(), inputs.size(), "each output list");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check.tensor(perRank[i], "every output");
+      check.sizedLike(perRank[i], inputs[i], 1, "an output");
+      flatOutputs.push_back(perRank[i]);
+    }
+  }
+  for (const auto& t : inputs) {
+    check.tensor(t, "every input");
+  }
+  auto lists = outputLists;
+  auto ins = inputs;
+  return enqueue(OpType::ALLGATHER_COALESCED, "all_gather_coalesced", flatOutputs, [this, lists, ins]() mutable {
+    algo::allgatherCoalesced(transport_, lists, ins);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions&) {
+  OpChecker check("all_gather_into_tensor_coalesced", rank_, size_);
+  check.nonEmpty(inputs.size(), "the input list");
+  check.count(outputs.size(), inputs.size(), "the output list");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    check.tensor(inputs[i], "every input");
+    check.tensor(outputs[i], "every output");
+    check.sizedLike(outputs[i], inputs[i], size_, "an output");
+  }
+  auto outs = outputs;
+  auto ins = inputs;
+  return enqueue(OpType::COALESCED, "all_gather_into_tensor_coalesced", outs, [this, outs, ins]() mutable {
+    algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::gather(
+    std::vector<std::vector<at::Tensor>>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::GatherOptions& opts) {
+  OpChecker check("gather", rank_, size_);
+  auto input = check.single(inputs);
+  check.rank(opts.rootRank, "root");
+  std::vector<at::Tensor> outs;
+  if (rank_ == opts.rootRank) {
+    check.count(outputs.size(), 1, "the output list of lists on the root");
+    outs = outputs[0];
+    check.count(outs.size(), size_, "the gather list");
+    for (const auto& t : outs) {
+      check.tensor(t, "every output");
+      check.sizedLike(t, input, 1, "an output");
+    }
+  }
+  const int64_t root = opts.rootRank;
+  return enqueue(OpType::GATHER, "gather", outs, [this, outs, input, root]() mutable {
+    algo::gather(transport_, outs, input, root);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::scatter(
+    std::vector<at::Tensor>& outputs,
+    std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ScatterOptions& opts) {
+  OpChecker check("scatter", rank_, size_);
+  auto output = check.single(outputs);
+  check.rank(opts.rootRank, "root");
+  std::vector<at::Tensor> ins;
+  if (rank_ == opts.rootRank) {
+    check.count(inputs.size(), 1, "the input list of lists on the root");
+    ins = inputs[0];
+    check.count(ins.size(), size_, "the scatter list");
+    for (const auto& t : ins) {
+      check.tensor(t, "every input");
+      check.sizedLike(t, output, 1, "an input");
+    }
+  }
+  const int64_t root = opts.rootRank;
+  return enqueue(OpType::SCATTER, "scatter", {output}, [this, output, ins, root]() mutable {
+    algo::scatter(transport_, output, ins, root);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce_scatter(
+    std::vector<at::Tensor>& outputs,
+    std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  OpChecker check("reduce_scatter", rank_, size_);
+  auto output = check.single(outputs);
+  check.count(inputs.size(), 1, "the input list of lists");
+  auto ins = inputs[0];
+  check.count(ins.size(), size_, "the input list");
+  for (const auto& t : ins) {
+    check.tensor(t, "every input");
+    check.sizedLike(t, output, 1, "an input");
+  }
+  check.reducible(opts.reduceOp, output.scalar_type());
+  auto op = opts.reduceOp;
+  return enqueue(OpType::REDUCE_SCATTER, "reduce_scatter", {output}, [this, output, ins, op]() mutable {
+    algo::reduceScatter(transport_, output, ins, op);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
+    at::Tensor& output,
+    at::Tensor& input,
+    const c10d::ReduceScatterOptions& opts) {
+  OpChecker check("reduce_scatter_tensor", rank_, size_);
+  check.tensor(input, "the input");
+  check.tensor(output, "the output");
+  check.sizedLike(input, output, size_, "the input");
+  check.reducible(opts.reduceOp, output.scalar_type());
+  auto op = opts.reduceOp;
+  return enqueue(OpType::_REDUCE_SCATTER_BASE, "reduce_scatter_tensor", {output}, [this, output, input, op]() mutable {
+    algo::reduceScatterTensor(transport_, output, input, op);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  OpChecker check("reduce_scatter_tensor_coalesced", rank_, size_);
+  check.nonEmpty(inputs.size(), "the input list");
+  check.count(outputs.size(), inputs.size(), "the output list");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    check.tensor(inputs[i], "every input");
+    check.tensor(outputs[i], "every output");
+    check.sizedLike(inputs[i], outputs[i], size_, "an input");
+    check.reducible(opts.reduceOp, outputs[i].scalar_type());
+  }
+  auto outs = outputs;
+  auto ins = inputs;
+  auto op = opts.reduceOp;
+  return enqueue(OpType::COALESCED, "reduce_scatter_tensor_coalesced", outs, [this, outs, ins, op]() mutable {
+    for (size_t i = 0; i < ins.size(); ++i) {
+      algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+    }
+  });
+}
+
+WorkPtr ProcessGroupQCCL::alltoall_base(
+    at::Tensor& output,
+    at::Tensor& input,
+    std::vector<int64_t>& outputSplits,
+    std::vector<int64_t>& inputSplits,
+    const c10d::AllToAllOptions&) {
+  OpChecker check("all_to_all_single", rank_, size_);
+  check.tensor(input, "the input");
+  check.tensor(output, "the output");
+  check.sameDtype(output, input, "the output");
+  check.splits(inputSplits, input, "the input");
+  check.splits(outputSplits, output, "the output");
+  auto outSplits = outputSplits;
+  auto inSplits = inputSplits;
+  return enqueue(OpType::ALLTOALL_BASE, "all_to_all_single", {output}, [this, output, input, outSplits, inSplits]() mutable {
+    algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::alltoall(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllToAllOptions&) {
+  OpChecker check("all_to_all", rank_, size_);
+  check.count(inputs.size(), size_, "the input list");
+  check.count(outputs.size(), size_, "the output list");
+  for (const auto& t : inputs) {
+    check.tensor(t, "every input");
+    check.sameDtype(t, inputs[0], "an input");
+  }
+  for (const auto& t : outputs) {
+    check.tensor(t, "every output");
+    check.sameDtype(t, inputs[0], "an output");
+  }
+  auto outs = outputs;
+  auto ins = inputs;
+  return enqueue(OpType::ALLTOALL, "all_to_all", outs, [this, outs, ins]() mutable {
+    algo::alltoall(transport_, outs, ins);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
+  return enqueue(OpType::BARRIER, "barrier", {}, [this] { algo::barrier(transport_); });
+}
+
+void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {
+  // Gloo implements the rank-by-rank report of who did not arrive; wait for our queue
+  // first so the barrier means what it says.
+  queue_.drain();
+  transport_.gloo().monitoredBarrier(opts, waitAllRanks);
+}
+
+// --- point to point ----------------------------------------------------------------------
+
+WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
+  OpChecker check("send", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.peer(dstRank);
+  std::vector<at::Tensor> bytes{asBytes(tensor)};
+  return pointToPoint(OpType::SEND, "send", transport_.gloo().send(bytes, dstRank, tag), tensor);
+}
+
+WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
+  OpChecker check("recv", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.peer(srcRank);
+  std::vector<at::Tensor> bytes{asBytes(tensor)};
+  return pointToPoint(OpType::RECV, "recv", transport_.gloo().recv(bytes, srcRank, tag), tensor);
+}
+
+WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
+  OpChecker check("recv", rank_, size_);
+  auto tensor = check.single(tensors);
+  std::vector<at::Tensor> bytes{asBytes(tensor)};
+  return pointToPoint(
+      OpType::RECVANYSOURCE, "recv from any source", transport_.gloo().recvAnysource(bytes, tag), tensor);
+}
+
+// --- coalescing ----------------------------------------------------------------------------
+
+void ProcessGroupQCCL::startCoalescing() {
+  std::lock_guard<std::mutex> lock(coalescingMutex_);
+  QCCL_CHECK_VALUE(!coalescing_, "start_coalescing on rank ", rank_, ": a coalescing window is already open");
+  coalescing_ = true;
+}
+
+WorkPtr ProcessGroupQCCL::endCoalescing() {
+  std::vector<WorkPtr> parts;
+  {
+    std::lock_guard<std::mutex> lock(coalescingMutex_);
+    QCCL_CHECK_VALUE(coalescing_, "end_coalescing on rank ", rank_, ": no coalescing window is open");
+    coalescing_ = false;
+    parts.swap(coalesced_);
+  }
+  std::vector<at::Tensor> outputs;
+  for (const auto& part : parts) {
+    for (auto& t : part->result()) {
+      outputs.push_back(t);
+    }
+  }
+  return WaitingWork::create(
+      rank_, OpType::COALESCED, "coalesced batch", std::move(parts), std::move(outputs),
+      transport_.timeout(), waiter_);
+}
+
+// --- group state ---------------------------------------------------------------------------
+
+uint64_t ProcessGroupQCCL::getSequenceNumberForGroup() {
+  return seq_.load();
+}
+
+void ProcessGroupQCCL::setSequenceNumberForGroup() {
+  // Sequence numbers start at 0 on every rank; nothing to agree on.
+}
+
+void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
+  transport_.setTimeout(timeout);
+}
+
+void ProcessGroupQCCL::stop(const std::string& why) {
+  std::exception_ptr reason;
+  try {
+    throwCommError(why + " (rank " + std::to_string(rank_) + ")");
+  } catch (...) {
+    reason = std::current_exception();
+  }
+  queue_.stop(reason);
+  waiter_->abortAll();
+}
+
+void ProcessGroupQCCL::abort() {
+  transport_.abort();
+  stop("the process group was aborted");
+}
+
+void ProcessGroupQCCL::shutdown() {
+  queue_.drain();
+  stop("the process group was shut down");
+}
+
+} // namespace qccl

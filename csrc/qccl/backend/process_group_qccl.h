@@ -1,0 +1,149 @@
+#pragma once
+
+// qccl's c10d backend. Each op: validate on the caller's thread (bad input raises here),
+// then hand the work to the group's worker (collectives) or post it to Gloo directly
+// (point-to-point), and return a Work at once.
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+
+#include "qccl/backend/async_waiter.h"
+#include "qccl/backend/op_queue.h"
+#include "qccl/transport/gloo_transport.h"
+
+namespace qccl {
+
+class ProcessGroupQCCL : public c10d::Backend {
+ public:
+  // `gloo` is a ProcessGroupGloo over this group's store, rank and size: the transport
+  // for CPU tensors.
+  ProcessGroupQCCL(
+      c10::intrusive_ptr<c10d::Backend> gloo,
+      int rank,
+      int size,
+      std::chrono::milliseconds timeout);
+  ~ProcessGroupQCCL() override;
+
+  const std::string getBackendName() const override {
+    return "qccl";
+  }
+
+  c10::intrusive_ptr<c10d::Work> broadcast(
+      std::vector<at::Tensor>& tensors,
+      const c10d::BroadcastOptions& opts = c10d::BroadcastOptions()) override;
+  c10::intrusive_ptr<c10d::Work> allreduce(
+      std::vector<at::Tensor>& tensors,
+      const c10d::AllreduceOptions& opts = c10d::AllreduceOptions()) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(
+      std::vector<at::Tensor>& tensors,
+      const c10d::AllreduceCoalescedOptions& opts = c10d::AllreduceCoalescedOptions()) override;
+  c10::intrusive_ptr<c10d::Work> reduce(
+      std::vector<at::Tensor>& tensors,
+      const c10d::ReduceOptions& opts = c10d::ReduceOptions()) override;
+  c10::intrusive_ptr<c10d::Work> allgather(
+      std::vector<std::vector<at::Tensor>>& outputs,
+      std::vector<at::Tensor>& inputs,
+      const c10d::AllgatherOptions& opts = c10d::AllgatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(
+      at::Tensor& output,
+      at::Tensor& input,
+      const c10d::AllgatherOptions& opts = c10d::AllgatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> allgather_coalesced(
+      std::vector<std::vector<at::Tensor>>& outputLists,
+      std::vector<at::Tensor>& inputs,
+      const c10d::AllgatherOptions& opts = c10d::AllgatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(
+      std::vector<at::Tensor>& outputs,
+      std::vector<at::Tensor>& inputs,
+      const c10d::AllgatherOptions& opts = c10d::AllgatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> gather(
+      std::vector<std::vector<at::Tensor>>& outputs,
+      std::vector<at::Tensor>& inputs,
+      const c10d::GatherOptions& opts = c10d::GatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> scatter(
+      std::vector<at::Tensor>& outputs,
+      std::vector<std::vector<at::Tensor>>& inputs,
+      const c10d::ScatterOptions& opts = c10d::ScatterOptions()) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(
+      std::vector<at::Tensor>& outputs,
+      std::vector<std::vector<at::Tensor>>& inputs,
+      const c10d::ReduceScatterOptions& opts = c10d::ReduceScatterOptions()) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
+      at::Tensor& output,
+      at::Tensor& input,
+      const c10d::ReduceScatterOptions& opts = c10d::ReduceScatterOptions()) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(
+      std::vector<at::Tensor>& outputs,
+      std::vector<at::Tensor>& inputs,
+      const c10d::ReduceScatterOptions& opts = c10d::ReduceScatterOptions()) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(
+      at::Tensor& output,
+      at::Tensor& input,
+      std::vector<int64_t>& outputSplits,
+      std::vector<int64_t>& inputSplits,
+      const c10d::AllToAllOptions& opts = c10d::AllToAllOptions()) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(
+      std::vector<at::Tensor>& outputs,
+      std::vector<at::Tensor>& inputs,
+      const c10d::AllToAllOptions& opts = c10d::AllToAllOptions()) override;
+  c10::intrusive_ptr<c10d::Work> barrier(
+      const c10d::BarrierOptions& opts = c10d::BarrierOptions()) override;
+  void monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks = false) override;
+
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
+
+  // batch_isend_irecv and _coalescing_manager: ops issued between start and end are
+  // covered by the one Work endCoalescing() returns.
+  bool supportsCoalescing() const override {
+    return true;
+  }
+  void startCoalescing() override;
+  c10::intrusive_ptr<c10d::Work> endCoalescing() override;
+
+  uint64_t getSequenceNumberForGroup() override;
+  void setSequenceNumberForGroup() override;
+  void setTimeout(std::chrono::milliseconds timeout) override;
+
+  // Fails queued and running work at once.
+  void abort() override;
+  // Lets queued work finish (each op is bounded by the timeout), then releases the group.
+  void shutdown() override;
+
+ private:
+  // Queues `body` on the worker; the returned Work completes with `outputs`.
+  c10::intrusive_ptr<c10d::Work> enqueue(
+      c10d::OpType type,
+      const std::string& name,
+      std::vector<at::Tensor> outputs,
+      std::function<void()> body);
+  // Wraps Gloo point-to-point works.
+  c10::intrusive_ptr<c10d::Work> pointToPoint(
+      c10d::OpType type,
+      const std::string& name,
+      c10::intrusive_ptr<c10d::Work> glooWork,
+      const at::Tensor& tensor);
+  // Records `work` for the open coalescing window, if any; returns it.
+  c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
+  void stop(const std::string& why);
+
+  GlooTransport transport_;
+  std::shared_ptr<AsyncWaiter> waiter_;
+  std::atomic<uint64_t> seq_{0};
+
+  std::mutex coalescingMutex_;
+  bool coalescing_ = false;
+  std::vector<c10::intrusive_ptr<c10d::Work>> coalesced_;
+
+  OpQueue queue_;  // declared last: its worker uses the members above
+};
+
+} // namespace qccl

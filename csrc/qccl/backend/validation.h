@@ -1,0 +1,45 @@
+#pragma once
+
+// Argument checks run on the caller's thread before anything is queued, so bad input
+// raises at the call site with a "qccl: <op> on rank <r>: ..." message (docs/errors.md).
+// Only local facts are checked here; what other ranks passed is Gloo's to detect.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+
+namespace qccl {
+
+class OpChecker {
+ public:
+  OpChecker(std::string op, int rank, int size);
+
+  // A dense, contiguous CPU tensor.
+  void tensor(const at::Tensor& t, const std::string& what) const;
+  // Exactly one tensor in the list, checked with tensor(); returns it.
+  at::Tensor& single(std::vector<at::Tensor>& tensors) const;
+  void nonEmpty(size_t count, const std::string& what) const;
+  void count(size_t got, size_t expected, const std::string& what) const;
+  void rank(int64_t r, const std::string& what) const;
+  // A peer for point-to-point: a valid rank other than this one.
+  void peer(int64_t r) const;
+  void sameDtype(const at::Tensor& t, const at::Tensor& ref, const std::string& what) const;
+  // Same dtype, and numel(t) == numel(ref) * factor.
+  void sizedLike(const at::Tensor& t, const at::Tensor& ref, int64_t factor, const std::string& what) const;
+  // A (ReduceOp, dtype) pair qccl can reduce (see algo/reduce_lowering.h).
+  void reducible(const c10d::ReduceOp& op, at::ScalarType dtype) const;
+  // Split sizes for all_to_all_single along dim 0 of `t`.
+  void splits(const std::vector<int64_t>& splits, const at::Tensor& t, const std::string& what) const;
+
+ private:
+  std::string prefix() const;
+
+  std::string op_;
+  int rank_;
+  int size_;
+};
+
+} // namespace qccl

@@ -1,0 +1,149 @@
+#include "qccl/backend/work.h"
+
+#include <ATen/core/jit_type.h>
+
+#include "qccl/common/errors.h"
+
+namespace qccl {
+namespace {
+
+c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture() {
+  return c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
+}
+
+} // namespace
+
+QueuedWork::QueuedWork(
+    int rank,
+    c10d::OpType type,
+    std::string name,
+    std::vector<at::Tensor> outputs,
+    uint64_t seq)
+    : Work(rank, type),
+      name_(std::move(name)),
+      outputs_(std::move(outputs)),
+      seq_(seq),
+      future_(makeTensorListFuture()) {}
+
+void QueuedWork::markSucceeded() {
+  finish();
+  future_->markCompleted(c10::IValue(outputs_));
+}
+
+void QueuedWork::markFailed(std::exception_ptr error) {
+  finish(error);
+  future_->setError(error);
+}
+
+std::vector<at::Tensor> QueuedWork::result() {
+  return outputs_;
+}
+
+c10::intrusive_ptr<c10::ivalue::Future> QueuedWork::getFuture() {
+  return future_;
+}
+
+uint64_t QueuedWork::getSequencenumber() const {
+  return seq_;
+}
+
+c10::intrusive_ptr<WaitingWork> WaitingWork::create(
+    int rank,
+    c10d::OpType type,
+    std::string name,
+    std::vector<c10::intrusive_ptr<c10d::Work>> parts,
+    std::vector<at::Tensor> outputs,
+    std::chrono::milliseconds timeout,
+    const std::weak_ptr<AsyncWaiter>& waiter) {
+  auto work = c10::make_intrusive<WaitingWork>(
+      rank, type, std::move(name), std::move(parts), std::move(outputs), timeout);
+  // Someone has to wait on Gloo's p2p works for them to count as completed: the
+  // background waiter does, so isCompleted() and the future progress on their own.
+  if (auto w = waiter.lock()) {
+    w->post(work);
+  }
+  return work;
+}
+
+WaitingWork::WaitingWork(
+    int rank,
+    c10d::OpType type,
+    std::string name,
+    std::vector<c10::intrusive_ptr<c10d::Work>> parts,
+    std::vector<at::Tensor> outputs,
+    std::chrono::milliseconds timeout)
+    : Work(rank, type),
+      name_(std::move(name)),
+      parts_(std::move(parts)),
+      outputs_(std::move(outputs)),
+      timeout_(timeout),
+      future_(makeTensorListFuture()) {}
+
+void WaitingWork::waitParts(std::chrono::milliseconds timeout) {
+  // Gloo counts completions per buffer: each part must be waited on exactly once.
+  std::lock_guard<std::mutex> once(waitMutex_);
+  if (Work::isCompleted()) {
+    if (auto error = exception()) {
+      std::rethrow_exception(error);
+    }
+    return;
+  }
+  std::exception_ptr error;
+  try {
+    for (auto& part : parts_) {
+      part->wait(timeout);
+    }
+  } catch (...) {
+    try {
+      throwCommError(
+          name_ + " failed on rank " + std::to_string(rank_) + ": " +
+          describeException(std::current_exception()));
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  finish(error);
+  if (error) {
+    future_->setError(error);
+    std::rethrow_exception(error);
+  }
+  future_->markCompleted(c10::IValue(outputs_));
+}
+
+bool WaitingWork::wait(std::chrono::milliseconds timeout) {
+  waitParts(timeout == kNoTimeout ? timeout_ : timeout);
+  return true;
+}
+
+void WaitingWork::waitQuietly() {
+  try {
+    waitParts(timeout_);
+  } catch (...) {
+    // Recorded in the work by waitParts(); whoever waits on it sees the error.
+  }
+}
+
+void WaitingWork::abort() {
+  for (auto& part : parts_) {
+    try {
+      part->abort();
+    } catch (...) {
+      // Collective parts cannot be aborted one by one; the group abort stops them.
+    }
+  }
+}
+
+int WaitingWork::sourceRank() const {
+  TORCH_CHECK(parts_.size() == 1, "qccl: ", name_, " has no single source rank");
+  return parts_.front()->sourceRank();
+}
+
+std::vector<at::Tensor> WaitingWork::result() {
+  return outputs_;
+}
+
+c10::intrusive_ptr<c10::ivalue::Future> WaitingWork::getFuture() {
+  return future_;
+}
+
+} // namespace qccl

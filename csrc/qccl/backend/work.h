@@ -1,0 +1,88 @@
+#pragma once
+
+// The Work objects qccl hands to PyTorch.
+//
+// QueuedWork: a collective run by the group's worker thread. Its future completes with
+// the output tensors (DDP reads them through getFuture()), or carries the error.
+//
+// WaitingWork: completes when the Gloo works it holds complete. Used for point-to-point
+// ops (Gloo's send/recv works have no future) and for a coalesced batch. wait() waits on
+// the parts directly, so a wait on one op never queues behind another; the group's
+// AsyncWaiter also waits on them in the background so that isCompleted() and the future
+// progress without anyone calling wait().
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ATen/core/ivalue.h>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include "qccl/backend/async_waiter.h"
+
+namespace qccl {
+
+class QueuedWork : public c10d::Work {
+ public:
+  QueuedWork(int rank, c10d::OpType type, std::string name, std::vector<at::Tensor> outputs, uint64_t seq);
+
+  const std::string& name() const {
+    return name_;
+  }
+  void markSucceeded();
+  void markFailed(std::exception_ptr error);
+
+  std::vector<at::Tensor> result() override;
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
+  uint64_t getSequencenumber() const override;
+
+ private:
+  std::string name_;
+  std::vector<at::Tensor> outputs_;
+  uint64_t seq_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
+class WaitingWork : public c10d::Work {
+ public:
+  // Creates the work and hands it to `waiter` (if the group still has one).
+  static c10::intrusive_ptr<WaitingWork> create(
+      int rank,
+      c10d::OpType type,
+      std::string name,
+      std::vector<c10::intrusive_ptr<c10d::Work>> parts,
+      std::vector<at::Tensor> outputs,
+      std::chrono::milliseconds timeout,
+      const std::weak_ptr<AsyncWaiter>& waiter);
+
+  WaitingWork(
+      int rank,
+      c10d::OpType type,
+      std::string name,
+      std::vector<c10::intrusive_ptr<c10d::Work>> parts,
+      std::vector<at::Tensor> outputs,
+      std::chrono::milliseconds timeout);
+
+  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
+  // Waits with the group timeout; a failure stays recorded in the work instead of throwing.
+  void waitQuietly();
+  // Aborts the underlying Gloo works, which wakes whoever waits on them.
+  void abort() override;
+  int sourceRank() const override;
+  std::vector<at::Tensor> result() override;
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
+
+ private:
+  void waitParts(std::chrono::milliseconds timeout);
+
+  std::string name_;
+  std::vector<c10::intrusive_ptr<c10d::Work>> parts_;
+  std::vector<at::Tensor> outputs_;
+  std::chrono::milliseconds timeout_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+  std::mutex waitMutex_;
+};
+
+} // namespace qccl

@@ -1,0 +1,27 @@
+#pragma once
+
+// The error policy (docs/errors.md) in code: every qccl error message starts with
+// "qccl: ". The exception type tells Python users what went wrong:
+//   QCCL_CHECK_VALUE -> ValueError   (sizes, counts, ranks, layout)
+//   QCCL_CHECK_TYPE  -> TypeError    (dtype or reduce op the operation cannot take)
+//   QCCL_CHECK_SUPPORTED -> NotImplementedError (valid request this build cannot serve)
+//   throwCommError   -> torch.distributed.DistBackendError (the network or a peer failed)
+
+#include <string>
+
+#include <c10/util/Exception.h>
+
+#define QCCL_CHECK_VALUE(cond, ...) TORCH_CHECK_VALUE(cond, "qccl: ", __VA_ARGS__)
+#define QCCL_CHECK_TYPE(cond, ...) TORCH_CHECK_TYPE(cond, "qccl: ", __VA_ARGS__)
+#define QCCL_CHECK_SUPPORTED(cond, ...) \
+  TORCH_CHECK_NOT_IMPLEMENTED(cond, "qccl: ", __VA_ARGS__)
+
+namespace qccl {
+
+// Raises torch.distributed.DistBackendError with a "qccl: " prefix.
+[[noreturn]] void throwCommError(const std::string& message);
+
+// The message of an exception without the C++ backtrace c10 appends.
+std::string describeException(const std::exception_ptr& error);
+
+} // namespace qccl

@@ -1,0 +1,26 @@
+#pragma once
+
+// Data-movement collectives do not care about element types: qccl hands Gloo the raw
+// bytes of every tensor, so every dtype (int16, complex, float8, ...) moves, including
+// those Gloo's own type dispatch rejects.
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace qccl {
+
+// A flat uint8 view of a contiguous tensor's elements (no copy).
+at::Tensor asBytes(const at::Tensor& tensor);
+
+int64_t byteSize(const at::Tensor& tensor);
+
+// Copies the bytes of every tensor, in order, into one new flat uint8 tensor.
+at::Tensor concatBytes(const std::vector<at::Tensor>& tensors);
+
+// Copies consecutive byte ranges of `flat` (starting at `offset`) back into `tensors`;
+// returns the offset just past the last byte consumed.
+int64_t splitBytesInto(const at::Tensor& flat, std::vector<at::Tensor>& tensors, int64_t offset = 0);
+
+} // namespace qccl

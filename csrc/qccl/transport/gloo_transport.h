@@ -1,0 +1,62 @@
+#pragma once
+
+// The CPU transport: Gloo, reached through the ProcessGroupGloo that PyTorch ships.
+// torch wheels ship ProcessGroupGloo.hpp but not Gloo's own headers, so qccl never
+// constructs Gloo objects itself; the Python registration creates a ProcessGroupGloo on
+// the group's store and hands it over as a plain c10d::Backend (see docs/design.md).
+//
+// This layer only moves bytes and waits: it knows nothing of codecs or reduce-op
+// lowering. Every wait is bounded by the group timeout and wakes up on abort().
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+
+namespace qccl {
+
+class GlooTransport {
+ public:
+  GlooTransport(c10::intrusive_ptr<c10d::Backend> gloo, std::chrono::milliseconds timeout);
+
+  // The Gloo backend: collectives are issued on it, then handed to waitFor().
+  c10d::Backend& gloo() {
+    return *gloo_;
+  }
+
+  int rank() const {
+    return gloo_->getRank();
+  }
+  int size() const {
+    return gloo_->getSize();
+  }
+
+  // Blocks until `work` (a Gloo collective) has finished. Raises DistBackendError naming
+  // `what` when it fails, when the group timeout passes first, or after abort().
+  void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+
+  std::chrono::milliseconds timeout() const;
+  void setTimeout(std::chrono::milliseconds timeout);
+
+  // Wakes every current and future waitFor() with an error; irreversible.
+  void abort();
+  bool aborted() const;
+
+ private:
+  struct WakeUp {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool aborted = false;
+  };
+
+  c10::intrusive_ptr<c10d::Backend> gloo_;
+  // Shared with the completion callbacks Gloo runs on its own threads, which may fire
+  // after this transport is gone.
+  std::shared_ptr<WakeUp> wakeUp_;
+  std::chrono::milliseconds timeout_;
+};
+
+} // namespace qccl

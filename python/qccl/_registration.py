@@ -1,0 +1,33 @@
+"""Registers "qccl" with torch.distributed and creates one backend per process group."""
+
+import torch.distributed as dist
+
+BACKEND_NAME = "qccl"
+
+
+def _create_backend(backend_opts, pg_options):
+    """The creator torch calls (extended API) for every group that uses qccl.
+
+    qccl's CPU transport is Gloo: a ProcessGroupGloo on the same store, rank and size,
+    created here because torch wheels ship no Gloo headers to build one from C++.
+    """
+    from ._extension import load
+
+    if pg_options is not None:
+        raise ValueError(
+            f"qccl: pg_options of type {type(pg_options).__name__} are not supported yet; "
+            "pass pg_options=None"
+        )
+    rank, size, timeout = backend_opts.group_rank, backend_opts.group_size, backend_opts.timeout
+    gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
+    gloo = dist.ProcessGroupGloo(gloo_store, rank, size, timeout)
+    return load().ProcessGroupQCCL(gloo, rank, size, timeout)
+
+
+def register_backend() -> None:
+    """Makes backend="qccl" (and "cpu:qccl,...") usable; calling it again is harmless."""
+    if BACKEND_NAME in dist.Backend.backend_list:
+        return
+    dist.Backend.register_backend(
+        BACKEND_NAME, _create_backend, extended_api=True, devices=["cpu", "cuda"]
+    )
