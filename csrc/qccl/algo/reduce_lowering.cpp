@@ -105,6 +105,10 @@ LoweredReduction lowerReduction(
   if (requested == RedOp::AVG) {
     lowered.wireOp = RedOp::SUM;
     lowered.divideByWorldSize = true;
+    if (integral) {
+      // Sum in 64 bits so the mean of small integers is exact, not a mean of wrapped sums.
+      lowered.wireType = at::kLong;
+    }
   }
   if (requested == RedOp::PREMUL_SUM) {
     lowered.wireOp = RedOp::SUM;
