@@ -10,12 +10,55 @@ namespace qccl {
 using c10d::OpType;
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
+namespace {
+
+// The signature of a call on one tensor (see algo/agreement.h).
+OpSignature signatureOf(OpType op, const at::Tensor& t, int64_t reduceOp = -1, int64_t root = -1) {
+  OpSignature s;
+  s.op = op;
+  s.dtype = static_cast<int64_t>(t.scalar_type());
+  s.elements = t.numel();
+  s.reduceOp = reduceOp;
+  s.root = root;
+  return s;
+}
+
+// The signature of a call on a list of tensors.
+OpSignature signatureOfList(OpType op, const std::vector<at::Tensor>& ts, int64_t reduceOp = -1) {
+  OpSignature s;
+  s.op = op;
+  for (const auto& t : ts) {
+    s.elements += byteSize(t);
+  }
+  s.reduceOp = reduceOp;
+  s.layoutHash = layoutHash(ts);
+  return s;
+}
+
+// Bytes exchanged with each peer when `t`'s rows are split by `splits` (empty: equally).
+std::vector<int64_t> bytesPerPeer(const at::Tensor& t, const std::vector<int64_t>& splits, int size) {
+  const int64_t rowBytes = t.size(0) == 0 ? 0 : byteSize(t) / t.size(0);
+  std::vector<int64_t> bytes;
+  for (int peer = 0; peer < size; ++peer) {
+    bytes.push_back((splits.empty() ? t.size(0) / size : splits[peer]) * rowBytes);
+  }
+  return bytes;
+}
+
+int64_t redOp(const c10d::ReduceOp& op) {
+  return static_cast<int64_t>(op.op_);
+}
+
+} // namespace
+
 ProcessGroupQCCL::ProcessGroupQCCL(
     c10::intrusive_ptr<c10d::Backend> gloo,
     int rank,
     int size,
-    std::chrono::milliseconds timeout)
+    std::chrono::milliseconds timeout,
+    Config config)
     : Backend(rank, size),
+      config_(config),
       transport_(std::move(gloo), timeout),
       waiter_(std::make_shared<AsyncWaiter>()) {
   QCCL_CHECK_VALUE(
@@ -30,12 +73,17 @@ ProcessGroupQCCL::~ProcessGroupQCCL() {
 }
 
 WorkPtr ProcessGroupQCCL::enqueue(
-    OpType type,
     const std::string& name,
+    OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
-  auto work = c10::make_intrusive<QueuedWork>(rank_, type, name, std::move(outputs), ++seq_);
-  queue_.enqueue(work, std::move(body));
+  auto work = c10::make_intrusive<QueuedWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
+  queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
+    if (config_.verifyAcrossRanks) {
+      verifyAgreement(transport_, name, signature);
+    }
+    body();
+  });
   return track(work);
 }
 
@@ -63,7 +111,7 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
   auto tensor = check.single(tensors);
   check.rank(opts.rootRank, "root");
   const int64_t root = opts.rootRank;
-  return enqueue(OpType::BROADCAST, "broadcast", {tensor}, [this, tensor, root]() mutable {
+  return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
     algo::broadcast(transport_, tensor, root);
   });
 }
@@ -73,7 +121,7 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
   auto tensor = check.single(tensors);
   check.reducible(opts.reduceOp, tensor.scalar_type());
   auto op = opts.reduceOp;
-  return enqueue(OpType::ALLREDUCE, "all_reduce", {tensor}, [this, tensor, op]() mutable {
+  return enqueue("all_reduce", signatureOf(OpType::ALLREDUCE, tensor, redOp(op)), {tensor}, [this, tensor, op]() mutable {
     algo::allreduce(transport_, tensor, op);
   });
 }
@@ -88,7 +136,7 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
     check.reducible(opts.reduceOp, t.scalar_type());
   }
   auto op = opts.reduceOp;
-  return enqueue(OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", tensors, [this, tensors, op]() mutable {
+  return enqueue("all_reduce_coalesced", signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(op)), tensors, [this, tensors, op]() mutable {
     algo::allreduceCoalesced(transport_, tensors, op);
   });
 }
@@ -100,7 +148,7 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
   check.reducible(opts.reduceOp, tensor.scalar_type());
   auto op = opts.reduceOp;
   const int64_t root = opts.rootRank;
-  return enqueue(OpType::REDUCE, "reduce", {tensor}, [this, tensor, op, root]() mutable {
+  return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
     algo::reduce(transport_, tensor, op, root);
   });
 }
@@ -118,7 +166,7 @@ WorkPtr ProcessGroupQCCL::allgather(
     check.tensor(t, "every output");
     check.sizedLike(t, input, 1, "an output");
   }
-  return enqueue(OpType::ALLGATHER, "all_gather", outs, [this, outs, input]() mutable {
+  return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
     algo::allgather(transport_, outs, input);
   });
 }
@@ -128,7 +176,7 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
   check.tensor(input, "the input");
   check.tensor(output, "the output");
   check.sizedLike(output, input, size_, "the output");
-  return enqueue(OpType::_ALLGATHER_BASE, "all_gather_into_tensor", {output}, [this, output, input]() mutable {
+  return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
     algo::allgatherIntoTensor(transport_, output, input);
   });
 }
@@ -154,7 +202,7 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
   }
   auto lists = outputLists;
   auto ins = inputs;
-  return enqueue(OpType::ALLGATHER_COALESCED, "all_gather_coalesced", flatOutputs, [this, lists, ins]() mutable {
+  return enqueue("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, [this, lists, ins]() mutable {
     algo::allgatherCoalesced(transport_, lists, ins);
   });
 }
@@ -173,7 +221,7 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
   }
   auto outs = outputs;
   auto ins = inputs;
-  return enqueue(OpType::COALESCED, "all_gather_into_tensor_coalesced", outs, [this, outs, ins]() mutable {
+  return enqueue("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, ins), outs, [this, outs, ins]() mutable {
     algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
   });
 }
@@ -196,7 +244,7 @@ WorkPtr ProcessGroupQCCL::gather(
     }
   }
   const int64_t root = opts.rootRank;
-  return enqueue(OpType::GATHER, "gather", outs, [this, outs, input, root]() mutable {
+  return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
     algo::gather(transport_, outs, input, root);
   });
 }
@@ -219,7 +267,7 @@ WorkPtr ProcessGroupQCCL::scatter(
     }
   }
   const int64_t root = opts.rootRank;
-  return enqueue(OpType::SCATTER, "scatter", {output}, [this, output, ins, root]() mutable {
+  return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
     algo::scatter(transport_, output, ins, root);
   });
 }
@@ -239,7 +287,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
   }
   check.reducible(opts.reduceOp, output.scalar_type());
   auto op = opts.reduceOp;
-  return enqueue(OpType::REDUCE_SCATTER, "reduce_scatter", {output}, [this, output, ins, op]() mutable {
+  return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
     algo::reduceScatter(transport_, output, ins, op);
   });
 }
@@ -254,7 +302,7 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
   check.sizedLike(input, output, size_, "the input");
   check.reducible(opts.reduceOp, output.scalar_type());
   auto op = opts.reduceOp;
-  return enqueue(OpType::_REDUCE_SCATTER_BASE, "reduce_scatter_tensor", {output}, [this, output, input, op]() mutable {
+  return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
     algo::reduceScatterTensor(transport_, output, input, op);
   });
 }
@@ -275,7 +323,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
   auto outs = outputs;
   auto ins = inputs;
   auto op = opts.reduceOp;
-  return enqueue(OpType::COALESCED, "reduce_scatter_tensor_coalesced", outs, [this, outs, ins, op]() mutable {
+  return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
     for (size_t i = 0; i < ins.size(); ++i) {
       algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
     }
@@ -296,7 +344,11 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
   check.splits(outputSplits, output, "the output");
   auto outSplits = outputSplits;
   auto inSplits = inputSplits;
-  return enqueue(OpType::ALLTOALL_BASE, "all_to_all_single", {output}, [this, output, input, outSplits, inSplits]() mutable {
+  auto signature = signatureOf(OpType::ALLTOALL_BASE, input);
+  signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+  signature.sendBytes = bytesPerPeer(input, inSplits, size_);
+  signature.recvBytes = bytesPerPeer(output, outSplits, size_);
+  return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
     algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
   });
 }
@@ -318,13 +370,19 @@ WorkPtr ProcessGroupQCCL::alltoall(
   }
   auto outs = outputs;
   auto ins = inputs;
-  return enqueue(OpType::ALLTOALL, "all_to_all", outs, [this, outs, ins]() mutable {
+  auto signature = signatureOf(OpType::ALLTOALL, inputs[0]);
+  signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+  for (int peer = 0; peer < size_; ++peer) {
+    signature.sendBytes.push_back(byteSize(inputs[peer]));
+    signature.recvBytes.push_back(byteSize(outputs[peer]));
+  }
+  return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
     algo::alltoall(transport_, outs, ins);
   });
 }
 
 WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
-  return enqueue(OpType::BARRIER, "barrier", {}, [this] { algo::barrier(transport_); });
+  return enqueue("barrier", OpSignature{OpType::BARRIER}, {}, [this] { algo::barrier(transport_); });
 }
 
 void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {

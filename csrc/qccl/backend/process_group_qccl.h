@@ -14,8 +14,10 @@
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
+#include "qccl/algo/agreement.h"
 #include "qccl/backend/async_waiter.h"
 #include "qccl/backend/op_queue.h"
+#include "qccl/common/config.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl {
@@ -28,7 +30,8 @@ class ProcessGroupQCCL : public c10d::Backend {
       c10::intrusive_ptr<c10d::Backend> gloo,
       int rank,
       int size,
-      std::chrono::milliseconds timeout);
+      std::chrono::milliseconds timeout,
+      Config config = Config::fromEnvironment());
   ~ProcessGroupQCCL() override;
 
   const std::string getBackendName() const override {
@@ -119,10 +122,11 @@ class ProcessGroupQCCL : public c10d::Backend {
   void shutdown() override;
 
  private:
-  // Queues `body` on the worker; the returned Work completes with `outputs`.
+  // Queues `body` on the worker, after the cross-rank check of `signature`; the returned
+  // Work completes with `outputs`.
   c10::intrusive_ptr<c10d::Work> enqueue(
-      c10d::OpType type,
       const std::string& name,
+      OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
   // Wraps Gloo point-to-point works.
@@ -135,6 +139,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
   void stop(const std::string& why);
 
+  const Config config_;
   GlooTransport transport_;
   std::shared_ptr<AsyncWaiter> waiter_;
   std::atomic<uint64_t> seq_{0};

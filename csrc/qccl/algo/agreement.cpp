@@ -1,0 +1,97 @@
+#include "qccl/algo/agreement.h"
+
+#include <sstream>
+
+#include <ATen/ops/empty.h>
+#include <c10/util/hash.h>
+
+#include "qccl/algo/reduce_lowering.h"
+#include "qccl/common/errors.h"
+
+namespace qccl {
+namespace {
+
+constexpr int64_t kHeaderFields = 6;
+
+std::vector<int64_t> encode(const OpSignature& s, int worldSize) {
+  std::vector<int64_t> record = {
+      static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash};
+  // Fixed length on every rank, all-to-all or not, so the check itself always matches.
+  for (int peer = 0; peer < worldSize; ++peer) {
+    record.push_back(s.sendBytes.empty() ? -1 : s.sendBytes[peer]);
+  }
+  for (int peer = 0; peer < worldSize; ++peer) {
+    record.push_back(s.recvBytes.empty() ? -1 : s.recvBytes[peer]);
+  }
+  return record;
+}
+
+std::string describe(const int64_t* r) {
+  std::ostringstream out;
+  out << c10d::opTypeToString(static_cast<c10d::OpType>(r[0]));
+  if (r[1] >= 0) {
+    out << " on " << r[2] << " " << c10::toString(static_cast<at::ScalarType>(r[1])) << " elements";
+  } else {
+    out << " on " << r[2] << " bytes (layout " << r[5] << ")";
+  }
+  if (r[3] >= 0) {
+    out << " with ReduceOp." << reduceOpName(static_cast<c10d::ReduceOp::RedOpType>(r[3]));
+  }
+  if (r[4] >= 0) {
+    out << " from/to root " << r[4];
+  }
+  return out.str();
+}
+
+} // namespace
+
+int64_t layoutHash(const std::vector<at::Tensor>& tensors) {
+  size_t h = 0;
+  for (const auto& t : tensors) {
+    h = c10::hash_combine(h, static_cast<size_t>(t.scalar_type()));
+    h = c10::hash_combine(h, static_cast<size_t>(t.numel()));
+  }
+  return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
+}
+
+void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSignature& mine) {
+  const int n = net.size();
+  if (n == 1) {
+    return;
+  }
+  const auto record = encode(mine, n);
+  const int64_t width = static_cast<int64_t>(record.size());
+  auto options = at::TensorOptions().dtype(at::kLong);
+  auto in = at::empty({width}, options);
+  std::copy(record.begin(), record.end(), in.data_ptr<int64_t>());
+  auto all = at::empty({width * n}, options);
+  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), opName + " (argument check)");
+
+  const int64_t* records = all.data_ptr<int64_t>();
+  auto rec = [&](int r) { return records + r * width; };
+  std::ostringstream problems;
+  for (int r = 0; r < n; ++r) {
+    if (!std::equal(rec(r), rec(r) + kHeaderFields, rec(0))) {
+      problems << "; rank 0 calls " << describe(rec(0)) << " but rank " << r << " calls " << describe(rec(r));
+      break;
+    }
+  }
+  // all-to-all: what rank s sends to rank d must be what rank d expects from rank s.
+  for (int s = 0; s < n && problems.tellp() == 0; ++s) {
+    for (int d = 0; d < n; ++d) {
+      const int64_t sent = rec(s)[kHeaderFields + d];
+      const int64_t expected = rec(d)[kHeaderFields + n + s];
+      if (sent != expected) {
+        problems << "; rank " << s << " sends " << sent << " bytes to rank " << d
+                 << ", which expects " << expected << " bytes from it";
+        break;
+      }
+    }
+  }
+  const std::string found = problems.str();
+  QCCL_CHECK_VALUE(
+      found.empty(), opName, " on rank ", net.rank(), ": the ranks' arguments do not match",
+      found, " (every rank must make the same collective calls with matching sizes)");
+}
+
+} // namespace qccl

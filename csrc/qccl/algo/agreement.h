@@ -1,0 +1,38 @@
+#pragma once
+
+// Cross-rank argument check. Gloo trusts every rank to pass matching sizes; when they
+// differ, its network thread hits an enforce and the whole process aborts. So before each
+// collective, qccl allgathers a small fixed-size record describing the call (op, dtype,
+// element count, reduce op, root, per-peer byte counts for all-to-all) and raises a clear
+// error on every rank when the records disagree. One extra small message per collective;
+// QCCL_VERIFY=0 turns it off (see docs/errors.md).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include "qccl/transport/gloo_transport.h"
+
+namespace qccl {
+
+struct OpSignature {
+  c10d::OpType op = c10d::OpType::UNKNOWN;
+  int64_t dtype = -1;       // at::ScalarType, or -1 when not one dtype
+  int64_t elements = 0;     // this rank's contribution (elements, or bytes for lists)
+  int64_t reduceOp = -1;    // c10d::ReduceOp::RedOpType, or -1
+  int64_t root = -1;        // root rank, or -1
+  int64_t layoutHash = 0;   // lists of tensors: a hash of every dtype and size
+  // all_to_all: bytes this rank sends to / receives from each peer; empty otherwise.
+  std::vector<int64_t> sendBytes;
+  std::vector<int64_t> recvBytes;
+};
+
+// Raises ValueError on every rank when the ranks' signatures disagree.
+void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSignature& mine);
+
+// Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
+int64_t layoutHash(const std::vector<at::Tensor>& tensors);
+
+} // namespace qccl
