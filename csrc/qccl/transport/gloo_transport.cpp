@@ -14,7 +14,13 @@ GlooTransport::GlooTransport(
 }
 
 void GlooTransport::waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
-  auto future = work->getFuture();
+  c10::intrusive_ptr<c10::ivalue::Future> future;
+  try {
+    future = work->getFuture();
+  } catch (const c10::Error&) {
+    waitWithoutFuture(work, what);  // some Gloo works (reduce_scatter) have no future
+    return;
+  }
   auto done = std::make_shared<bool>(false);
   future->addCallback([wakeUp = wakeUp_, done](c10::ivalue::Future&) {
     std::lock_guard<std::mutex> lock(wakeUp->mutex);
@@ -39,6 +45,19 @@ void GlooTransport::waitFor(const c10::intrusive_ptr<c10d::Work>& work, const st
     throwCommError(
         what + " failed on rank " + std::to_string(rank()) + ": " +
         describeException(future->exception_ptr()));
+  }
+}
+
+void GlooTransport::waitWithoutFuture(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
+  if (aborted()) {
+    throwCommError(what + " on rank " + std::to_string(rank()) + " was aborted");
+  }
+  try {
+    work->wait(timeout());
+  } catch (const std::exception&) {
+    throwCommError(
+        what + " failed on rank " + std::to_string(rank()) + ": " +
+        describeException(std::current_exception()));
   }
 }
 

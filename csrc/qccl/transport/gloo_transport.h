@@ -46,6 +46,9 @@ class GlooTransport {
   bool aborted() const;
 
  private:
+  // For Gloo works without a future: a plain bounded wait, which abort() cannot cut short.
+  void waitWithoutFuture(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+
   struct WakeUp {
     std::mutex mutex;
     std::condition_variable cv;
