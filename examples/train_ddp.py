@@ -1,0 +1,110 @@
+"""Data-parallel training of a small character-level transformer language model.
+
+An ordinary DDP script: nothing in it is specific to qccl except the --backend flag.
+The text is Python's own documentation (the pydoc_data package in every CPython
+install), so nothing is downloaded.
+
+    torchrun --nproc-per-node 2 examples/train_ddp.py --backend qccl
+    torchrun --nproc-per-node 2 examples/train_ddp.py --backend gloo
+"""
+
+import argparse
+import math
+import os
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def load_corpus() -> torch.Tensor:
+    """Python's documentation topics as one byte sequence (about 450k characters)."""
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[key] for key in sorted(topics))
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+
+
+class CharTransformer(nn.Module):
+    """A GPT-style decoder over bytes."""
+
+    def __init__(self, width=128, layers=2, heads=4, context=64, vocab=256):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.zeros(context, width))
+        block = nn.TransformerEncoderLayer(
+            width, heads, dim_feedforward=4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(context))
+
+    def forward(self, tokens):
+        n = tokens.shape[1]
+        x = self.embed(tokens) + self.position[:n]
+        x = self.blocks(x, mask=self.causal[:n, :n], is_causal=True)
+        return self.head(self.norm(x))
+
+
+def batches(corpus, rank, world_size, batch_size, context, seed):
+    """An endless stream of (input, target) batches; each rank draws its own."""
+    g = torch.Generator().manual_seed(seed * 1000 + rank)
+    while True:
+        starts = torch.randint(0, len(corpus) - context - 1, (batch_size,), generator=g)
+        window = torch.stack([corpus[s : s + context + 1] for s in starts.tolist()])
+        yield window[:, :-1], window[:, 1:]
+
+
+def train(model, group, steps, batch_size, context, seed, lr=3e-3, log_every=0):
+    """Trains `model` with DDP over `group`; returns the mean loss of the last steps."""
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    ddp = DDP(model, process_group=group)
+    optimizer = torch.optim.AdamW(ddp.parameters(), lr=lr)
+    data = batches(load_corpus(), rank, world_size, batch_size, context, seed)
+    recent = []
+    for step in range(1, steps + 1):
+        tokens, targets = next(data)
+        loss = F.cross_entropy(ddp(tokens).flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent = (recent + [loss.item()])[-10:]
+        if log_every and step % log_every == 0 and rank == 0:
+            print(f"step {step:5d}  loss {sum(recent) / len(recent):.4f}", flush=True)
+    return sum(recent) / len(recent)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="qccl", help="torch.distributed backend, e.g. qccl or gloo")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    dist.init_process_group(args.backend)  # rank, world size and rendezvous from torchrun
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(args.seed)  # same initial weights on every rank
+    model = CharTransformer(context=args.context)
+    if rank == 0:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"backend {args.backend}, {world_size} ranks, {params / 1e6:.2f}M parameters", flush=True)
+
+    start = time.perf_counter()
+    final = train(model, None, args.steps, args.batch_size, args.context, args.seed, log_every=20)
+    elapsed = time.perf_counter() - start
+    samples = args.steps * args.batch_size * world_size
+    if rank == 0:
+        print(f"final loss {final:.6f} (perplexity {math.exp(final):.2f})")
+        print(f"{samples / elapsed:.1f} samples/s over {args.steps} steps ({elapsed:.1f} s)")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""A peer that dies or hangs makes the survivors raise within the group timeout (5 s
+here), abort() wakes waiters at once, and destroy_process_group returns promptly."""
+
+import datetime
+import multiprocessing as mp
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+from world import spawn_ranks
+
+TIMEOUT_S = 5
+# Generous slack for a loaded 2-core CI machine; what matters is "bounded", not "fast".
+SLACK_S = 20
+
+
+def _init(rank, size, port, timeout_s=TIMEOUT_S):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "qccl",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+
+
+def _survivor(rank, report, action):
+    """Runs `action` (expected to raise); reports (rank, error type, message, seconds)."""
+    start = time.monotonic()
+    try:
+        action()
+        report.put((rank, None, "no error", time.monotonic() - start))
+    except Exception as error:  # noqa: BLE001 - the error is the result
+        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+    start = time.monotonic()
+    dist.destroy_process_group()
+    report.put((rank, "destroyed", "", time.monotonic() - start))
+
+
+def dead_peer_rank(rank, size, port, report):
+    _init(rank, size, port)
+    dist.barrier()
+    if rank == size - 1:
+        os._exit(17)  # dies without a word, like a crashed worker
+    _survivor(rank, report, lambda: dist.all_reduce(torch.ones(1000)))
+
+
+def hung_peer_rank(rank, size, port, report, release, shorter_timeout):
+    _init(rank, size, port)
+    dist.barrier()
+    if rank == size - 1:
+        release.wait(120)  # alive, but never joins the collective
+        return
+    if shorter_timeout:
+        dist.set_timeout(datetime.timedelta(seconds=2))
+    _survivor(rank, report, lambda: dist.all_reduce(torch.ones(10)))
+    release.set()
+
+
+def abort_rank(rank, size, port, report, release):
+    _init(rank, size, port, timeout_s=600)
+    dist.barrier()
+    if rank == 1:
+        release.wait(120)  # never joins the collective below
+        return
+    work = dist.all_reduce(torch.ones(10), async_op=True)
+    backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+    start = time.monotonic()
+    backend.abort()
+    try:
+        work.wait()
+        report.put((rank, None, "no error", time.monotonic() - start))
+    except Exception as error:  # noqa: BLE001
+        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+    release.set()
+
+
+def collect(report, count):
+    return [report.get(timeout=120) for _ in range(count)]
+
+
+def test_dead_peer_raises_on_survivors_within_timeout():
+    ctx = mp.get_context("spawn")
+    report = ctx.Queue()
+    codes = spawn_ranks(3, dead_peer_rank, (report,))
+    assert codes == [0, 0, 17], codes
+    results = collect(report, 4)
+    errors = [r for r in results if r[1] != "destroyed"]
+    destroys = [r for r in results if r[1] == "destroyed"]
+    assert len(errors) == 2 and len(destroys) == 2, results
+    for rank, kind, message, seconds in errors:
+        assert kind == "DistBackendError", (rank, kind, message)
+        assert message.startswith("qccl: "), message
+        assert seconds < TIMEOUT_S + SLACK_S, (rank, seconds)
+    for rank, _, _, seconds in destroys:
+        assert seconds < SLACK_S, f"destroy_process_group took {seconds:.1f}s on rank {rank}"
+
+
+def _run_hung(shorter_timeout):
+    ctx = mp.get_context("spawn")
+    report, release = ctx.Queue(), ctx.Event()
+    codes = spawn_ranks(2, hung_peer_rank, (report, release, shorter_timeout))
+    assert codes == [0, 0], codes
+    results = collect(report, 2)
+    (rank, kind, message, seconds) = [r for r in results if r[1] != "destroyed"][0]
+    assert kind == "DistBackendError", (kind, message)
+    assert message.startswith("qccl: all_reduce") and "timed out" in message, message
+    return seconds
+
+
+def test_hung_peer_raises_after_the_group_timeout():
+    seconds = _run_hung(shorter_timeout=False)
+    assert TIMEOUT_S - 1 <= seconds < TIMEOUT_S + SLACK_S, seconds
+
+
+def test_set_timeout_shortens_the_wait():
+    seconds = _run_hung(shorter_timeout=True)
+    assert seconds < TIMEOUT_S - 1, f"set_timeout(2s) ignored: waited {seconds:.1f}s"
+
+
+def test_abort_wakes_a_waiter_at_once():
+    ctx = mp.get_context("spawn")
+    report, release = ctx.Queue(), ctx.Event()
+    spawn_ranks(2, abort_rank, (report, release))
+    (rank, kind, message, seconds) = collect(report, 1)[0]
+    assert kind == "DistBackendError", (kind, message)
+    assert "abort" in message, message
+    assert seconds < SLACK_S, seconds
