@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole qccl test suite on a fresh machine (the README's test command):
+#   1. installs torch and the test tools if they are missing,
+#   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
+#   3. builds libqccl and the GoogleTest suite with CMake and runs it through ctest,
+#   4. runs the multi-process Python tests with pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip --version >/dev/null
+python -c "import torch" 2>/dev/null || python -m pip install torch
+python -c "import pytest, ninja" 2>/dev/null || python -m pip install pytest ninja
+if ! command -v cmake >/dev/null || ! ls /usr/include/gtest/gtest.h >/dev/null 2>&1; then
+  echo "qccl tests need cmake and GoogleTest (Debian: apt-get install cmake libgtest-dev)" >&2
+  exit 1
+fi
+
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+python -m pip install --no-build-isolation --no-deps .
+
+cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build/cmake
+ctest --test-dir build/cmake --output-on-failure -j "$MAX_JOBS"
+
+python -m pytest tests/python -q
