@@ -385,13 +385,6 @@ WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
   return enqueue("barrier", OpSignature{OpType::BARRIER}, {}, [this] { algo::barrier(transport_); });
 }
 
-void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {
-  // Gloo implements the rank-by-rank report of who did not arrive; wait for our queue
-  // first so the barrier means what it says.
-  queue_.drain();
-  transport_.gloo().monitoredBarrier(opts, waitAllRanks);
-}
-
 // --- point to point ----------------------------------------------------------------------
 
 WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {

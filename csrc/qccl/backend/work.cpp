@@ -25,14 +25,15 @@ QueuedWork::QueuedWork(
       seq_(seq),
       future_(makeTensorListFuture()) {}
 
+// The future completes first, so whoever wait()s on the work finds it complete too.
 void QueuedWork::markSucceeded() {
-  finish();
   future_->markCompleted(c10::IValue(outputs_));
+  finish();
 }
 
 void QueuedWork::markFailed(std::exception_ptr error) {
-  finish(error);
   future_->setError(error);
+  finish(error);
 }
 
 std::vector<at::Tensor> QueuedWork::result() {
@@ -102,12 +103,14 @@ void WaitingWork::waitParts(std::chrono::milliseconds timeout) {
       error = std::current_exception();
     }
   }
-  finish(error);
+  // The future first, so whoever wait()s on the work finds it complete too.
   if (error) {
     future_->setError(error);
+    finish(error);
     std::rethrow_exception(error);
   }
   future_->markCompleted(c10::IValue(outputs_));
+  finish();
 }
 
 bool WaitingWork::wait(std::chrono::milliseconds timeout) {
