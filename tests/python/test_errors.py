@@ -44,7 +44,7 @@ def rank_bad_local_input(ctx):
     expect(ValueError, f"peer {n} is not a rank of this group",
            lambda: qccl_backend().send([torch.ones(1)], n, 0))
     if me == 0:  # the root checks its scatter list before anything is sent
-        expect(ValueError, f"the scatter list must hold {n} tensors, got 1",
+        expect(ValueError, f"the input list must hold {n} tensors, got 1",
                lambda: qccl_backend().scatter([torch.zeros(1)], [[torch.ones(1)]], dist.ScatterOptions()))
     expect(ValueError, "the tensor list must not be empty",
            lambda: qccl_backend().allreduce_coalesced([]))

@@ -159,13 +159,7 @@ WorkPtr ProcessGroupQCCL::allgather(
     const c10d::AllgatherOptions&) {
   OpChecker check("all_gather", rank_, size_);
   auto input = check.single(inputs);
-  check.count(outputs.size(), 1, "the output list of lists");
-  auto outs = outputs[0];
-  check.count(outs.size(), size_, "the output list");
-  for (const auto& t : outs) {
-    check.tensor(t, "every output");
-    check.sizedLike(t, input, 1, "an output");
-  }
+  auto outs = check.onePerRank(outputs, input, "output");
   return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
     algo::allgather(transport_, outs, input);
   });
@@ -235,13 +229,7 @@ WorkPtr ProcessGroupQCCL::gather(
   check.rank(opts.rootRank, "root");
   std::vector<at::Tensor> outs;
   if (rank_ == opts.rootRank) {
-    check.count(outputs.size(), 1, "the output list of lists on the root");
-    outs = outputs[0];
-    check.count(outs.size(), size_, "the gather list");
-    for (const auto& t : outs) {
-      check.tensor(t, "every output");
-      check.sizedLike(t, input, 1, "an output");
-    }
+    outs = check.onePerRank(outputs, input, "output");
   }
   const int64_t root = opts.rootRank;
   return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
@@ -258,13 +246,7 @@ WorkPtr ProcessGroupQCCL::scatter(
   check.rank(opts.rootRank, "root");
   std::vector<at::Tensor> ins;
   if (rank_ == opts.rootRank) {
-    check.count(inputs.size(), 1, "the input list of lists on the root");
-    ins = inputs[0];
-    check.count(ins.size(), size_, "the scatter list");
-    for (const auto& t : ins) {
-      check.tensor(t, "every input");
-      check.sizedLike(t, output, 1, "an input");
-    }
+    ins = check.onePerRank(inputs, output, "input");
   }
   const int64_t root = opts.rootRank;
   return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
@@ -278,13 +260,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     const c10d::ReduceScatterOptions& opts) {
   OpChecker check("reduce_scatter", rank_, size_);
   auto output = check.single(outputs);
-  check.count(inputs.size(), 1, "the input list of lists");
-  auto ins = inputs[0];
-  check.count(ins.size(), size_, "the input list");
-  for (const auto& t : ins) {
-    check.tensor(t, "every input");
-    check.sizedLike(t, output, 1, "an input");
-  }
+  auto ins = check.onePerRank(inputs, output, "input");
   check.reducible(opts.reduceOp, output.scalar_type());
   auto op = opts.reduceOp;
   return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {

@@ -36,6 +36,19 @@ at::Tensor& OpChecker::single(std::vector<at::Tensor>& tensors) const {
   return tensors[0];
 }
 
+std::vector<at::Tensor> OpChecker::onePerRank(
+    const std::vector<std::vector<at::Tensor>>& lists,
+    const at::Tensor& ref,
+    const std::string& what) const {
+  count(lists.size(), 1, "the list of " + what + " lists");
+  count(lists[0].size(), size_, "the " + what + " list");
+  for (const auto& t : lists[0]) {
+    tensor(t, "every " + what);
+    sizedLike(t, ref, 1, "an " + what);
+  }
+  return lists[0];
+}
+
 void OpChecker::nonEmpty(size_t count, const std::string& what) const {
   QCCL_CHECK_VALUE(count > 0, prefix(), what, " must not be empty");
 }

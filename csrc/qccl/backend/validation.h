@@ -21,6 +21,12 @@ class OpChecker {
   void tensor(const at::Tensor& t, const std::string& what) const;
   // Exactly one tensor in the list, checked with tensor(); returns it.
   at::Tensor& single(std::vector<at::Tensor>& tensors) const;
+  // The one list (of one per rank) inside `lists`: `size` tensors, each checked with
+  // tensor() and sizedLike(ref). Returns that list.
+  std::vector<at::Tensor> onePerRank(
+      const std::vector<std::vector<at::Tensor>>& lists,
+      const at::Tensor& ref,
+      const std::string& what) const;
   void nonEmpty(size_t count, const std::string& what) const;
   void count(size_t got, size_t expected, const std::string& what) const;
   void rank(int64_t r, const std::string& what) const;
