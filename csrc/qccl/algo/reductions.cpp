@@ -61,7 +61,10 @@ void reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, in
   // Gloo may use a non-root's buffer as scratch space; NCCL leaves it untouched, so
   // non-roots reduce a copy.
   const bool isRoot = net.rank() == root;
-  auto wire = isRoot ? toWire(lowered, tensor) : toWire(lowered, tensor).clone();
+  auto wire = toWire(lowered, tensor);
+  if (!isRoot && wire.is_alias_of(tensor)) {
+    wire = wire.clone();
+  }
   std::vector<at::Tensor> tensors{wire};
   c10d::ReduceOptions opts;
   opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
