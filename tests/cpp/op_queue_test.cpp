@@ -7,14 +7,14 @@
 
 namespace {
 
-c10::intrusive_ptr<qccl::QueuedWork> newWork(const std::string& name) {
-  return c10::make_intrusive<qccl::QueuedWork>(0, c10d::OpType::UNKNOWN, name, std::vector<at::Tensor>{}, 0);
+c10::intrusive_ptr<qccl::FutureWork> newWork(const std::string& name) {
+  return c10::make_intrusive<qccl::FutureWork>(0, c10d::OpType::UNKNOWN, name, std::vector<at::Tensor>{}, 0);
 }
 
 TEST(OpQueue, RunsOpsInTheOrderTheyWereQueued) {
   qccl::OpQueue queue;
   std::vector<int> order;
-  std::vector<c10::intrusive_ptr<qccl::QueuedWork>> works;
+  std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
   for (int i = 0; i < 50; ++i) {
     works.push_back(newWork("op"));
     queue.enqueue(works.back(), [&order, i] { order.push_back(i); });

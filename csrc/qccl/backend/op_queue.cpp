@@ -14,7 +14,7 @@ OpQueue::~OpQueue() {
   }
 }
 
-void OpQueue::enqueue(c10::intrusive_ptr<QueuedWork> work, std::function<void()> body) {
+void OpQueue::enqueue(c10::intrusive_ptr<FutureWork> work, std::function<void()> body) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (stopped_) {
     lock.unlock();

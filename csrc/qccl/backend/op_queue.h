@@ -23,7 +23,7 @@ class OpQueue {
   OpQueue& operator=(const OpQueue&) = delete;
 
   // Runs `body` on the worker, then completes `work` with its outputs or its exception.
-  void enqueue(c10::intrusive_ptr<QueuedWork> work, std::function<void()> body);
+  void enqueue(c10::intrusive_ptr<FutureWork> work, std::function<void()> body);
 
   // Blocks until everything enqueued so far has run.
   void drain();
@@ -34,7 +34,7 @@ class OpQueue {
 
  private:
   struct Op {
-    c10::intrusive_ptr<QueuedWork> work;
+    c10::intrusive_ptr<FutureWork> work;
     std::function<void()> body;
   };
 

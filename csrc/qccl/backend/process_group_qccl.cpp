@@ -77,7 +77,7 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
-  auto work = c10::make_intrusive<QueuedWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
+  auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
     if (config_.verifyAcrossRanks) {
       verifyAgreement(transport_, name, signature);

@@ -13,7 +13,7 @@ c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture() {
 
 } // namespace
 
-QueuedWork::QueuedWork(
+FutureWork::FutureWork(
     int rank,
     c10d::OpType type,
     std::string name,
@@ -26,25 +26,25 @@ QueuedWork::QueuedWork(
       future_(makeTensorListFuture()) {}
 
 // The future completes first, so whoever wait()s on the work finds it complete too.
-void QueuedWork::markSucceeded() {
+void FutureWork::markSucceeded() {
   future_->markCompleted(c10::IValue(outputs_));
   finish();
 }
 
-void QueuedWork::markFailed(std::exception_ptr error) {
+void FutureWork::markFailed(std::exception_ptr error) {
   future_->setError(error);
   finish(error);
 }
 
-std::vector<at::Tensor> QueuedWork::result() {
+std::vector<at::Tensor> FutureWork::result() {
   return outputs_;
 }
 
-c10::intrusive_ptr<c10::ivalue::Future> QueuedWork::getFuture() {
+c10::intrusive_ptr<c10::ivalue::Future> FutureWork::getFuture() {
   return future_;
 }
 
-uint64_t QueuedWork::getSequencenumber() const {
+uint64_t FutureWork::getSequencenumber() const {
   return seq_;
 }
 
@@ -73,12 +73,9 @@ WaitingWork::WaitingWork(
     std::vector<c10::intrusive_ptr<c10d::Work>> parts,
     std::vector<at::Tensor> outputs,
     std::chrono::milliseconds timeout)
-    : Work(rank, type),
-      name_(std::move(name)),
+    : FutureWork(rank, type, std::move(name), std::move(outputs)),
       parts_(std::move(parts)),
-      outputs_(std::move(outputs)),
-      timeout_(timeout),
-      future_(makeTensorListFuture()) {}
+      timeout_(timeout) {}
 
 void WaitingWork::waitParts(std::chrono::milliseconds timeout) {
   // Gloo counts completions per buffer: each part must be waited on exactly once.
@@ -97,20 +94,17 @@ void WaitingWork::waitParts(std::chrono::milliseconds timeout) {
   } catch (...) {
     try {
       throwCommError(
-          name_ + " failed on rank " + std::to_string(rank_) + ": " +
+          name() + " failed on rank " + std::to_string(rank_) + ": " +
           describeException(std::current_exception()));
     } catch (...) {
       error = std::current_exception();
     }
   }
-  // The future first, so whoever wait()s on the work finds it complete too.
   if (error) {
-    future_->setError(error);
-    finish(error);
+    markFailed(error);
     std::rethrow_exception(error);
   }
-  future_->markCompleted(c10::IValue(outputs_));
-  finish();
+  markSucceeded();
 }
 
 bool WaitingWork::wait(std::chrono::milliseconds timeout) {
@@ -137,16 +131,8 @@ void WaitingWork::abort() {
 }
 
 int WaitingWork::sourceRank() const {
-  TORCH_CHECK(parts_.size() == 1, "qccl: ", name_, " has no single source rank");
+  TORCH_CHECK(parts_.size() == 1, "qccl: ", name(), " has no single source rank");
   return parts_.front()->sourceRank();
-}
-
-std::vector<at::Tensor> WaitingWork::result() {
-  return outputs_;
-}
-
-c10::intrusive_ptr<c10::ivalue::Future> WaitingWork::getFuture() {
-  return future_;
 }
 
 } // namespace qccl

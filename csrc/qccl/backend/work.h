@@ -2,8 +2,9 @@
 
 // The Work objects qccl hands to PyTorch.
 //
-// QueuedWork: a collective run by the group's worker thread. Its future completes with
-// the output tensors (DDP reads them through getFuture()), or carries the error.
+// FutureWork: a Work whose future completes with its output tensors (DDP reads them
+// through getFuture()) or carries its error. Collectives use it directly: the group's
+// worker thread marks it succeeded or failed.
 //
 // WaitingWork: completes when the Gloo works it holds complete. Used for point-to-point
 // ops (Gloo's send/recv works have no future) and for a coalesced batch. wait() waits on
@@ -24,9 +25,14 @@
 
 namespace qccl {
 
-class QueuedWork : public c10d::Work {
+class FutureWork : public c10d::Work {
  public:
-  QueuedWork(int rank, c10d::OpType type, std::string name, std::vector<at::Tensor> outputs, uint64_t seq);
+  FutureWork(
+      int rank,
+      c10d::OpType type,
+      std::string name,
+      std::vector<at::Tensor> outputs,
+      uint64_t seq = 0);
 
   const std::string& name() const {
     return name_;
@@ -45,7 +51,7 @@ class QueuedWork : public c10d::Work {
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
 
-class WaitingWork : public c10d::Work {
+class WaitingWork : public FutureWork {
  public:
   // Creates the work and hands it to `waiter` (if the group still has one).
   static c10::intrusive_ptr<WaitingWork> create(
@@ -71,17 +77,12 @@ class WaitingWork : public c10d::Work {
   // Aborts the underlying Gloo works, which wakes whoever waits on them.
   void abort() override;
   int sourceRank() const override;
-  std::vector<at::Tensor> result() override;
-  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
 
  private:
   void waitParts(std::chrono::milliseconds timeout);
 
-  std::string name_;
   std::vector<c10::intrusive_ptr<c10d::Work>> parts_;
-  std::vector<at::Tensor> outputs_;
   std::chrono::milliseconds timeout_;
-  c10::intrusive_ptr<c10::ivalue::Future> future_;
   std::mutex waitMutex_;
 };
 
