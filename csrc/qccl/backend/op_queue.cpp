@@ -7,11 +7,7 @@ namespace qccl {
 OpQueue::OpQueue() : worker_([this] { loop(); }) {}
 
 OpQueue::~OpQueue() {
-  try {
-    throwCommError("the process group was destroyed");
-  } catch (...) {
-    stop(std::current_exception());
-  }
+  stop(makeCommError("the process group was destroyed"));
 }
 
 void OpQueue::enqueue(c10::intrusive_ptr<FutureWork> work, std::function<void()> body) {

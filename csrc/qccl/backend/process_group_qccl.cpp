@@ -429,13 +429,7 @@ void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
 }
 
 void ProcessGroupQCCL::stop(const std::string& why) {
-  std::exception_ptr reason;
-  try {
-    throwCommError(why + " (rank " + std::to_string(rank_) + ")");
-  } catch (...) {
-    reason = std::current_exception();
-  }
-  queue_.stop(reason);
+  queue_.stop(makeCommError(why + " (rank " + std::to_string(rank_) + ")"));
   waiter_->abortAll();
 }
 

@@ -92,13 +92,7 @@ void WaitingWork::waitParts(std::chrono::milliseconds timeout) {
       part->wait(timeout);
     }
   } catch (...) {
-    try {
-      throwCommError(
-          name() + " failed on rank " + std::to_string(rank_) + ": " +
-          describeException(std::current_exception()));
-    } catch (...) {
-      error = std::current_exception();
-    }
+    error = makeCommError(failureMessage(name(), rank_, std::current_exception()));
   }
   if (error) {
     markFailed(error);

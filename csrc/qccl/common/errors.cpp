@@ -6,6 +6,18 @@ void throwCommError(const std::string& message) {
   C10_THROW_ERROR(DistBackendError, "qccl: " + message);
 }
 
+std::exception_ptr makeCommError(const std::string& message) {
+  try {
+    throwCommError(message);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+std::string failureMessage(const std::string& what, int rank, const std::exception_ptr& cause) {
+  return what + " failed on rank " + std::to_string(rank) + ": " + describeException(cause);
+}
+
 std::string describeException(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);

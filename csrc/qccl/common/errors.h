@@ -21,6 +21,12 @@ namespace qccl {
 // Raises torch.distributed.DistBackendError with a "qccl: " prefix.
 [[noreturn]] void throwCommError(const std::string& message);
 
+// The same error as an exception_ptr, for failing Works and futures without throwing.
+std::exception_ptr makeCommError(const std::string& message);
+
+// "<what> failed on rank <rank>: <the cause's message>".
+std::string failureMessage(const std::string& what, int rank, const std::exception_ptr& cause);
+
 // The message of an exception without the C++ backtrace c10 appends.
 std::string describeException(const std::exception_ptr& error);
 

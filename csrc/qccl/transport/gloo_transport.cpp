@@ -42,9 +42,7 @@ void GlooTransport::waitFor(const c10::intrusive_ptr<c10d::Work>& work, const st
     }
   }
   if (future->hasError()) {
-    throwCommError(
-        what + " failed on rank " + std::to_string(rank()) + ": " +
-        describeException(future->exception_ptr()));
+    throwCommError(failureMessage(what, rank(), future->exception_ptr()));
   }
 }
 
@@ -55,9 +53,7 @@ void GlooTransport::waitWithoutFuture(const c10::intrusive_ptr<c10d::Work>& work
   try {
     work->wait(timeout());
   } catch (const std::exception&) {
-    throwCommError(
-        what + " failed on rank " + std::to_string(rank()) + ": " +
-        describeException(std::current_exception()));
+    throwCommError(failureMessage(what, rank(), std::current_exception()));
   }
 }
 
