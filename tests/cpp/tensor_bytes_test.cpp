@@ -42,3 +42,15 @@ TEST(TensorBytes, AsBytesIsAViewOfTheSameMemory) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(TensorBytes, SplitBytesCountsRowsOfDimZero) {
+  auto t = at::zeros({6, 3}, at::TensorOptions().dtype(at::kShort));  // 6 bytes a row
+  EXPECT_EQ(qccl::splitBytes(t, {}, 3), (std::vector<int64_t>{12, 12, 12}));
+  EXPECT_EQ(qccl::splitBytes(t, {1, 0, 5}, 3), (std::vector<int64_t>{6, 0, 30}));
+  auto empty = at::zeros({0, 3});
+  EXPECT_EQ(qccl::splitBytes(empty, {}, 2), (std::vector<int64_t>{0, 0}));
+}
+
+} // namespace

@@ -20,19 +20,6 @@ at::Tensor emptyBytes(int64_t n) {
   return at::empty({n}, at::TensorOptions().dtype(at::kByte));
 }
 
-int64_t bytesPerRow(const at::Tensor& t) {
-  return t.size(0) == 0 ? 0 : byteSize(t) / t.size(0);
-}
-
-std::vector<int64_t> rowsToBytes(const std::vector<int64_t>& splits, int64_t rowBytes) {
-  std::vector<int64_t> bytes;
-  bytes.reserve(splits.size());
-  for (int64_t rows : splits) {
-    bytes.push_back(rows * rowBytes);
-  }
-  return bytes;
-}
-
 } // namespace
 
 void broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root) {
@@ -120,8 +107,8 @@ void alltoallSingle(
     const std::vector<int64_t>& inputSplits) {
   auto out = asBytes(output);
   auto in = asBytes(input.contiguous());
-  auto outBytes = rowsToBytes(outputSplits, bytesPerRow(output));
-  auto inBytes = rowsToBytes(inputSplits, bytesPerRow(input));
+  auto outBytes = splitBytes(output, outputSplits, net.size());
+  auto inBytes = splitBytes(input, inputSplits, net.size());
   net.waitFor(
       net.gloo().alltoall_base(out, in, outBytes, inBytes, c10d::AllToAllOptions()),
       "all_to_all_single");

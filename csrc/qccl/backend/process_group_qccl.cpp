@@ -35,16 +35,6 @@ OpSignature signatureOfList(OpType op, const std::vector<at::Tensor>& ts, int64_
   return s;
 }
 
-// Bytes exchanged with each peer when `t`'s rows are split by `splits` (empty: equally).
-std::vector<int64_t> bytesPerPeer(const at::Tensor& t, const std::vector<int64_t>& splits, int size) {
-  const int64_t rowBytes = t.size(0) == 0 ? 0 : byteSize(t) / t.size(0);
-  std::vector<int64_t> bytes;
-  for (int peer = 0; peer < size; ++peer) {
-    bytes.push_back((splits.empty() ? t.size(0) / size : splits[peer]) * rowBytes);
-  }
-  return bytes;
-}
-
 int64_t redOp(const c10d::ReduceOp& op) {
   return static_cast<int64_t>(op.op_);
 }
@@ -322,8 +312,8 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
   auto inSplits = inputSplits;
   auto signature = signatureOf(OpType::ALLTOALL_BASE, input);
   signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
-  signature.sendBytes = bytesPerPeer(input, inSplits, size_);
-  signature.recvBytes = bytesPerPeer(output, outSplits, size_);
+  signature.sendBytes = splitBytes(input, inSplits, size_);
+  signature.recvBytes = splitBytes(output, outSplits, size_);
   return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
     algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
   });

@@ -13,6 +13,17 @@ int64_t byteSize(const at::Tensor& tensor) {
   return tensor.numel() * static_cast<int64_t>(tensor.element_size());
 }
 
+std::vector<int64_t> splitBytes(const at::Tensor& tensor, const std::vector<int64_t>& rowSplits, int parts) {
+  const int64_t rows = tensor.size(0);
+  const int64_t rowBytes = rows == 0 ? 0 : byteSize(tensor) / rows;
+  std::vector<int64_t> bytes;
+  bytes.reserve(parts);
+  for (int i = 0; i < parts; ++i) {
+    bytes.push_back((rowSplits.empty() ? rows / parts : rowSplits[i]) * rowBytes);
+  }
+  return bytes;
+}
+
 at::Tensor concatBytes(const std::vector<at::Tensor>& tensors) {
   std::vector<at::Tensor> views;
   views.reserve(tensors.size());

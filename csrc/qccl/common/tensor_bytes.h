@@ -16,6 +16,10 @@ at::Tensor asBytes(const at::Tensor& tensor);
 
 int64_t byteSize(const at::Tensor& tensor);
 
+// The bytes in each of `parts` pieces of `tensor` cut along dim 0 into `rowSplits` rows
+// each (empty: equal pieces), as all_to_all_single cuts its input and output.
+std::vector<int64_t> splitBytes(const at::Tensor& tensor, const std::vector<int64_t>& rowSplits, int parts);
+
 // Copies the bytes of every tensor, in order, into one new flat uint8 tensor.
 at::Tensor concatBytes(const std::vector<at::Tensor>& tensors);
 
