@@ -84,9 +84,9 @@ class World:
         for p in self._procs:
             p.start()
         self.broken = False
-        self._collect("ready", RUN_TIMEOUT_S)
+        self._collect(RUN_TIMEOUT_S)  # every rank reports "ready"
 
-    def _collect(self, expected, timeout_s):
+    def _collect(self, timeout_s):
         results, errors = {}, {}
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout_s)
         while len(results) + len(errors) < self.size:
@@ -114,7 +114,7 @@ class World:
     def run(self, fn, *args, timeout_s=RUN_TIMEOUT_S):
         for q in self._tasks:
             q.put((fn, args))
-        return self._collect("ok", timeout_s)
+        return self._collect(timeout_s)
 
     def close(self):
         for q in self._tasks:
