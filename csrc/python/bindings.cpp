@@ -3,13 +3,139 @@
 // Store are the very types torch registered.
 
 #include <pybind11/chrono.h>
+#include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 #include <torch/version.h>
 
+#include <ATen/ops/empty.h>
+
 #include "qccl/backend/process_group_qccl.h"
+#include "qccl/codec/codec.h"
 #include "qccl/common/build_info.h"
+#include "qccl/common/errors.h"
 
 namespace py = pybind11;
+using Settings = std::map<std::string, std::string>;
+
+namespace {
+
+qccl::Config configWith(const Settings& settings) {
+  return qccl::Config::fromEnvironment().overriddenBy(settings);
+}
+
+py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
+  py::dict exact;
+  for (size_t i = 0; i < s.tensorsByRoute.size(); ++i) {
+    const auto route = static_cast<qccl::algo::Route>(i);
+    if (route != qccl::algo::Route::Compressed) {
+      exact[qccl::algo::routeName(route)] = s.tensorsByRoute[i];
+    }
+  }
+  py::dict d;
+  d["calls"] = s.calls;
+  d["tensors"] = s.tensors;
+  d["compressed_tensors"] = s.compressedTensors;
+  d["exact_tensors"] = exact;
+  d["logical_bytes"] = s.logicalBytes;
+  d["wire_bytes"] = s.wireBytes;
+  d["exact_wire_bytes"] = s.exactWireBytes;
+  d["encode_seconds"] = s.encodeSeconds;
+  d["communicate_seconds"] = s.communicateSeconds;
+  d["decode_seconds"] = s.decodeSeconds;
+  return d;
+}
+
+std::unique_ptr<qccl::codec::Codec> codecNamed(const std::string& name, int64_t block) {
+  auto kind = qccl::parseCodecName(name);
+  QCCL_CHECK_VALUE(kind.has_value() && *kind != qccl::CodecKind::None, "'", name, "' is not a compressing codec");
+  return qccl::codec::makeCodec(*kind, block);
+}
+
+at::Tensor flatFloat32(const at::Tensor& t) {
+  QCCL_CHECK_TYPE(t.device().is_cpu() && t.scalar_type() == at::kFloat, "codecs take CPU float32 tensors");
+  return t.contiguous().view({-1});
+}
+
+// The codecs on their own, for tests and benchmarks (python/qccl/testing).
+void bindCodecs(py::module_& m) {
+  m.def("codec_encoded_bytes", [](const std::string& name, int64_t block, int64_t n) {
+    return codecNamed(name, block)->encodedBytes(n);
+  });
+  m.def(
+      "codec_encode",
+      [](const std::string& name, int64_t block, const at::Tensor& values, bool stochastic, uint64_t seed) {
+        auto codec = codecNamed(name, block);
+        auto in = flatFloat32(values);
+        auto out = at::empty({codec->encodedBytes(in.numel())}, at::TensorOptions().dtype(at::kByte));
+        qccl::codec::EncodeOptions options;
+        options.stochastic = stochastic;
+        options.seed = seed;
+        py::gil_scoped_release release;
+        codec->encode(in.data_ptr<float>(), in.numel(), out.data_ptr<uint8_t>(), options);
+        return out;
+      },
+      py::arg("name"), py::arg("block"), py::arg("values"), py::arg("stochastic") = false, py::arg("seed") = 0);
+  m.def(
+      "codec_decode",
+      [](const std::string& name, int64_t block, const at::Tensor& bytes, int64_t n, std::optional<at::Tensor> addTo) {
+        auto codec = codecNamed(name, block);
+        QCCL_CHECK_TYPE(bytes.scalar_type() == at::kByte && bytes.is_contiguous(), "codec_decode takes contiguous uint8 bytes");
+        QCCL_CHECK_VALUE(
+            bytes.numel() == codec->encodedBytes(n), name, " encodes ", n, " elements in ",
+            codec->encodedBytes(n), " bytes, not ", bytes.numel());
+        at::Tensor out = addTo.has_value() ? flatFloat32(*addTo) : at::empty({n}, at::TensorOptions().dtype(at::kFloat));
+        QCCL_CHECK_VALUE(out.numel() == n, "add_to holds ", out.numel(), " elements, not ", n);
+        py::gil_scoped_release release;
+        if (addTo.has_value()) {
+          codec->decodeAdd(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
+        } else {
+          codec->decode(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
+        }
+        return out;
+      },
+      py::arg("name"), py::arg("block"), py::arg("bytes"), py::arg("n"), py::arg("add_to") = py::none());
+}
+
+void bindBackend(py::module_& m) {
+  using qccl::ProcessGroupQCCL;
+  py::class_<ProcessGroupQCCL, c10d::Backend, c10::intrusive_ptr<ProcessGroupQCCL>>(m, "ProcessGroupQCCL")
+      .def(
+          py::init([](const c10::intrusive_ptr<c10d::Backend>& gloo,
+                      int rank,
+                      int size,
+                      std::chrono::milliseconds timeout,
+                      const Settings& settings) {
+            return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, timeout, configWith(settings));
+          }),
+          py::arg("gloo"),
+          py::arg("rank"),
+          py::arg("size"),
+          py::arg("timeout"),
+          py::arg("settings") = Settings{},
+          py::call_guard<py::gil_scoped_release>(),
+          "Wraps `gloo` (a ProcessGroupGloo over the same store, rank and size) as the "
+          "CPU transport; `settings` override the QCCL_* environment.")
+      .def("settings", [](const ProcessGroupQCCL& pg) { return pg.config().describe(); })
+      .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
+      .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
+      .def("enter_exact", &ProcessGroupQCCL::enterExactRegion)
+      .def("exit_exact", &ProcessGroupQCCL::exitExactRegion)
+      .def(
+          "compression_state",
+          [](ProcessGroupQCCL& pg) {
+            auto state = pg.saveCompressionState();
+            return py::make_tuple(state.calls, state.residuals);
+          },
+          py::call_guard<py::gil_scoped_release>())
+      .def(
+          "load_compression_state",
+          [](ProcessGroupQCCL& pg, int64_t calls, const std::vector<at::Tensor>& residuals) {
+            pg.loadCompressionState({calls, residuals});
+          },
+          py::call_guard<py::gil_scoped_release>());
+}
+
+} // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "qccl C++ extension: the ProcessGroupQCCL c10d backend";
@@ -17,23 +143,11 @@ PYBIND11_MODULE(_C, m) {
   // torch registers c10d::Backend in torch._C._distributed_c10d; it must exist first.
   py::module_::import("torch._C._distributed_c10d");
 
-  py::class_<qccl::ProcessGroupQCCL, c10d::Backend, c10::intrusive_ptr<qccl::ProcessGroupQCCL>>(
-      m, "ProcessGroupQCCL")
-      .def(
-          py::init([](const c10::intrusive_ptr<c10d::Backend>& gloo,
-                      int rank,
-                      int size,
-                      std::chrono::milliseconds timeout) {
-            return c10::make_intrusive<qccl::ProcessGroupQCCL>(gloo, rank, size, timeout);
-          }),
-          py::arg("gloo"),
-          py::arg("rank"),
-          py::arg("size"),
-          py::arg("timeout"),
-          py::call_guard<py::gil_scoped_release>(),
-          "Wraps `gloo` (a ProcessGroupGloo over the same store, rank and size) as the "
-          "CPU transport.");
-
+  bindBackend(m);
+  bindCodecs(m);
+  m.def("resolve_settings", [](const Settings& settings) { return configWith(settings).describe(); },
+        "The settings a group created now would use: the QCCL_* environment overridden by "
+        "`settings`. Raises ValueError for unknown keys or invalid values.");
   m.def("has_cuda", &qccl::builtWithCuda, "Whether this build compiled qccl's CUDA code.");
   m.def("cuda_self_test", &qccl::cudaSelfTest,
         "Launches a trivial kernel; returns True when a GPU ran it (False without a GPU).");

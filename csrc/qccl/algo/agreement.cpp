@@ -11,11 +11,14 @@
 namespace qccl {
 namespace {
 
-constexpr int64_t kHeaderFields = 6;
+// The record: kCallFields describing the call, then how qccl will run it (settings,
+// plan), then the all-to-all byte counts.
+constexpr int64_t kCallFields = 6;
+constexpr int64_t kHeaderFields = 8;
 
 std::vector<int64_t> encode(const OpSignature& s, int worldSize) {
   std::vector<int64_t> record = {
-      static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash};
+      static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash, s.settings, s.plan};
   // Fixed length on every rank, all-to-all or not, so the check itself always matches.
   for (int peer = 0; peer < worldSize; ++peer) {
     record.push_back(s.sendBytes.empty() ? -1 : s.sendBytes[peer]);
@@ -71,6 +74,12 @@ void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSign
   auto rec = [&](int r) { return records + r * width; };
   std::ostringstream problems;
   for (int r = 0; r < n; ++r) {
+    if (std::equal(rec(r), rec(r) + kCallFields, rec(0)) && !std::equal(rec(r), rec(r) + kHeaderFields, rec(0))) {
+      problems << "; rank 0 and rank " << r << " make the same call (" << describe(rec(0))
+               << ") but with different qccl settings (QCCL_* variables or qccl.Options) or "
+                  "one of them inside qccl.exact() and the other not";
+      break;
+    }
     if (!std::equal(rec(r), rec(r) + kHeaderFields, rec(0))) {
       problems << "; rank 0 calls " << describe(rec(0)) << " but rank " << r << " calls " << describe(rec(r));
       break;

@@ -24,6 +24,8 @@ struct OpSignature {
   int64_t reduceOp = -1;    // c10d::ReduceOp::RedOpType, or -1
   int64_t root = -1;        // root rank, or -1
   int64_t layoutHash = 0;   // lists of tensors: a hash of every dtype and size
+  int64_t settings = 0;     // Config::fingerprint(): the group's qccl settings
+  int64_t plan = 0;         // allreduce: a hash of how each tensor is routed (exact or compressed)
   // all_to_all: bytes this rank sends to / receives from each peer; empty otherwise.
   std::vector<int64_t> sendBytes;
   std::vector<int64_t> recvBytes;

@@ -1,5 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
+#include <c10/util/hash.h>
+
 #include "qccl/algo/collectives.h"
 #include "qccl/backend/validation.h"
 #include "qccl/common/errors.h"
@@ -50,6 +52,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
     : Backend(rank, size),
       config_(config),
       transport_(std::move(gloo), timeout),
+      allreduce_(config),
       waiter_(std::make_shared<AsyncWaiter>()) {
   QCCL_CHECK_VALUE(
       transport_.rank() == rank && transport_.size() == size,
@@ -67,6 +70,7 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
+  signature.settings = config_.fingerprint();
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
     if (config_.verifyAcrossRanks) {
@@ -110,10 +114,7 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
   OpChecker check("all_reduce", rank_, size_);
   auto tensor = check.single(tensors);
   check.reducible(opts.reduceOp, tensor.scalar_type());
-  auto op = opts.reduceOp;
-  return enqueue("all_reduce", signatureOf(OpType::ALLREDUCE, tensor, redOp(op)), {tensor}, [this, tensor, op]() mutable {
-    algo::allreduce(transport_, tensor, op);
-  });
+  return allreduceList("all_reduce", signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp)), {tensor}, opts.reduceOp);
 }
 
 WorkPtr ProcessGroupQCCL::allreduce_coalesced(
@@ -125,9 +126,26 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
     check.tensor(t, "every tensor");
     check.reducible(opts.reduceOp, t.scalar_type());
   }
-  auto op = opts.reduceOp;
-  return enqueue("all_reduce_coalesced", signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(op)), tensors, [this, tensors, op]() mutable {
-    algo::allreduceCoalesced(transport_, tensors, op);
+  auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
+  return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
+}
+
+WorkPtr ProcessGroupQCCL::allreduceList(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> tensors,
+    const c10d::ReduceOp& op) {
+  // Routes are decided now, on the caller's thread: qccl.exact() applies to the calls
+  // made inside it, whenever they run.
+  std::vector<algo::Route> routes;
+  size_t plan = 0;
+  for (const auto& t : tensors) {
+    routes.push_back(allreduce_.route(t, op, exactDepth_.load() > 0));
+    plan = c10::hash_combine(plan, static_cast<size_t>(routes.back()) + 1);
+  }
+  signature.plan = static_cast<int64_t>(plan & 0x7fffffffffffffffULL);
+  return enqueue(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
+    allreduce_.run(transport_, tensors, routes, op);
   });
 }
 
@@ -402,6 +420,29 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
   return WaitingWork::create(
       rank_, OpType::COALESCED, "coalesced batch", std::move(parts), std::move(outputs),
       transport_.timeout(), waiter_);
+}
+
+// --- compression state ---------------------------------------------------------------------
+
+void ProcessGroupQCCL::enterExactRegion() {
+  exactDepth_.fetch_add(1);
+}
+
+void ProcessGroupQCCL::exitExactRegion() {
+  if (exactDepth_.fetch_sub(1) <= 0) {
+    exactDepth_.fetch_add(1);
+    QCCL_CHECK_VALUE(false, "an exact region was exited more often than entered");
+  }
+}
+
+algo::CompressionState ProcessGroupQCCL::saveCompressionState() {
+  queue_.drain();
+  return allreduce_.saveState();
+}
+
+void ProcessGroupQCCL::loadCompressionState(const algo::CompressionState& state) {
+  queue_.drain();
+  allreduce_.loadState(state);
 }
 
 // --- group state ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
 #include "qccl/algo/agreement.h"
+#include "qccl/algo/bucketed_allreduce.h"
 #include "qccl/backend/async_waiter.h"
 #include "qccl/backend/op_queue.h"
 #include "qccl/common/config.h"
@@ -115,6 +116,23 @@ class ProcessGroupQCCL : public c10d::Backend {
   void setSequenceNumberForGroup() override;
   void setTimeout(std::chrono::milliseconds timeout) override;
 
+  // --- compression (qccl.stats, qccl.exact, qccl.state_dict) ---
+  const Config& config() const {
+    return config_;
+  }
+  algo::StatsSnapshot compressionStats() const {
+    return allreduce_.stats();
+  }
+  void resetCompressionStats() {
+    allreduce_.resetStats();
+  }
+  // Allreduces issued while the count is above zero are exact (qccl.exact()).
+  void enterExactRegion();
+  void exitExactRegion();
+  // Waits for queued work, so that the state includes every call issued before.
+  algo::CompressionState saveCompressionState();
+  void loadCompressionState(const algo::CompressionState& state);
+
   // Fails queued and running work at once.
   void abort() override;
   // Lets queued work finish (each op is bounded by the timeout), then releases the group.
@@ -128,6 +146,12 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
+  // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
+  c10::intrusive_ptr<c10d::Work> allreduceList(
+      const std::string& name,
+      OpSignature signature,
+      std::vector<at::Tensor> tensors,
+      const c10d::ReduceOp& op);
   // Wraps Gloo point-to-point works.
   c10::intrusive_ptr<c10d::Work> pointToPoint(
       c10d::OpType type,
@@ -140,6 +164,8 @@ class ProcessGroupQCCL : public c10d::Backend {
 
   const Config config_;
   GlooTransport transport_;
+  algo::BucketedAllreduce allreduce_;
+  std::atomic<int> exactDepth_{0};
   std::shared_ptr<AsyncWaiter> waiter_;
   std::atomic<uint64_t> seq_{0};
 

@@ -1,17 +1,46 @@
 #pragma once
 
-// qccl's settings. This is the one place that reads QCCL_* environment variables; the
-// environment supplies defaults, and code paths receive a Config, never the environment.
+// qccl's settings. This is the one place that reads QCCL_* environment variables. A
+// group's Config is the environment's values overridden by the settings passed at group
+// creation (qccl.Options in Python); code paths receive a Config, never the environment.
+//
+// Every setting has a key ("codec") and an environment variable ("QCCL_CODEC"); values
+// are parsed from text in both cases, so both give the same errors.
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "qccl/common/codec_kind.h"
 
 namespace qccl {
 
 struct Config {
   // Before each collective, check across ranks that the calls match (algo/agreement.h).
-  // QCCL_VERIFY=0 saves one small message per collective, at the price that a size
-  // mismatch across ranks crashes the process inside Gloo instead of raising.
+  // verify=0 saves one small message per collective, at the price that a size mismatch
+  // across ranks crashes the process inside Gloo instead of raising.
   bool verifyAcrossRanks = true;
 
+  // --- compressed allreduce (docs/algorithms.md) ---
+  CodecKind codec = CodecKind::None;
+  int64_t block = 256;                 // elements per quantization block
+  int64_t minBytes = 64 << 10;         // smaller tensors are reduced exactly
+  bool errorFeedback = false;          // carry what the encoder dropped into the next call
+  bool stochastic = false;             // stochastic rounding in the encoder
+  int64_t bucketBytes = 25 << 20;      // fusion cap for lists of tensors
+  int64_t errorFeedbackMaxBytes = int64_t{1} << 30;  // residuals kept, least recent dropped
+
   static Config fromEnvironment();
+
+  // This configuration with `settings` (key -> text) applied; raises ValueError for an
+  // unknown key or an invalid value, naming the valid ones.
+  Config overriddenBy(const std::map<std::string, std::string>& settings) const;
+
+  // key -> value as text, for qccl.Options' repr and for error messages.
+  std::map<std::string, std::string> describe() const;
+
+  // Equal on ranks whose settings are equal: checked across ranks with every collective.
+  int64_t fingerprint() const;
 };
 
 } // namespace qccl

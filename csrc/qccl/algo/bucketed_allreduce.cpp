@@ -1,0 +1,149 @@
+#include "qccl/algo/bucketed_allreduce.h"
+
+#include <ATen/ops/empty.h>
+
+#include "qccl/algo/collectives.h"
+#include "qccl/algo/compressed_allreduce.h"
+#include "qccl/bucket/bucket_plan.h"
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl::algo {
+namespace {
+
+bool compressibleDtype(at::ScalarType type) {
+  return type == at::kFloat || type == at::kHalf || type == at::kBFloat16;
+}
+
+// Bytes a ring allreduce (reduce-scatter + allgather) sends per rank, uncompressed.
+int64_t exactWireBytes(int64_t bytes, int ranks) {
+  return ranks > 1 ? 2 * bytes * (ranks - 1) / ranks : 0;
+}
+
+// The bucket's tensors as one flat float32 buffer. A single contiguous float32 tensor is
+// used in place.
+at::Tensor packFloat32(const std::vector<at::Tensor>& tensors) {
+  if (tensors.size() == 1 && tensors[0].scalar_type() == at::kFloat) {
+    return tensors[0].view({-1});
+  }
+  int64_t total = 0;
+  for (const auto& t : tensors) {
+    total += t.numel();
+  }
+  auto buffer = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
+  int64_t offset = 0;
+  for (const auto& t : tensors) {
+    buffer.narrow(0, offset, t.numel()).copy_(t.reshape({-1}));
+    offset += t.numel();
+  }
+  return buffer;
+}
+
+void unpackFloat32(const at::Tensor& buffer, std::vector<at::Tensor>& tensors) {
+  if (tensors.size() == 1 && tensors[0].is_alias_of(buffer)) {
+    return;
+  }
+  int64_t offset = 0;
+  for (auto& t : tensors) {
+    t.view({-1}).copy_(buffer.narrow(0, offset, t.numel()));
+    offset += t.numel();
+  }
+}
+
+} // namespace
+
+BucketedAllreduce::BucketedAllreduce(const Config& config)
+    : config_(config), codec_(codec::makeCodec(config.codec, config.block)), residuals_(config.errorFeedbackMaxBytes) {}
+
+Route BucketedAllreduce::route(const at::Tensor& tensor, const c10d::ReduceOp& op, bool forcedExact) const {
+  if (!codec_) {
+    return Route::ExactCodecNone;
+  }
+  if (forcedExact) {
+    return Route::ExactForced;
+  }
+  if (!compressibleDtype(tensor.scalar_type())) {
+    return Route::ExactDtype;
+  }
+  if (op.op_ != c10d::ReduceOp::SUM && op.op_ != c10d::ReduceOp::AVG) {
+    return Route::ExactReduceOp;
+  }
+  if (byteSize(tensor) < config_.minBytes || tensor.numel() == 0) {
+    return Route::ExactSmall;
+  }
+  return Route::Compressed;
+}
+
+void BucketedAllreduce::run(
+    GlooTransport& net,
+    std::vector<at::Tensor>& tensors,
+    const std::vector<Route>& routes,
+    const c10d::ReduceOp& op) {
+  StatsSnapshot delta;
+  delta.calls = 1;
+  delta.tensors = static_cast<int64_t>(tensors.size());
+
+  // Compressed tensors of every float dtype share buckets (they travel as float32);
+  // exact ones are grouped by dtype, the unit Gloo reduces.
+  constexpr int64_t kCompressedGroup = -1;
+  std::vector<bucket::Item> items;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t bytes = byteSize(tensors[i]);
+    const bool compressed = routes[i] == Route::Compressed;
+    items.push_back({bytes, compressed ? kCompressedGroup : static_cast<int64_t>(tensors[i].scalar_type())});
+    delta.tensorsByRoute[static_cast<size_t>(routes[i])] += 1;
+    delta.compressedTensors += compressed ? 1 : 0;
+    delta.logicalBytes += bytes;
+    delta.exactWireBytes += exactWireBytes(bytes, net.size());
+  }
+
+  const bool average = op.op_ == c10d::ReduceOp::AVG;
+  for (const auto& b : bucket::planBuckets(items, config_.bucketBytes)) {
+    std::vector<at::Tensor> members;
+    for (size_t i : b.items) {
+      members.push_back(tensors[i]);
+    }
+    if (b.group == kCompressedGroup) {
+      runCompressed(net, members, average, delta);
+      continue;
+    }
+    auto clock = CompressionStats::Clock::now();
+    if (members.size() == 1) {
+      allreduce(net, members[0], op);
+    } else {
+      allreduceCoalesced(net, members, op);
+    }
+    delta.communicateSeconds += lap(clock);
+    delta.wireBytes += exactWireBytes(b.bytes, net.size());
+  }
+  stats_.add(delta);
+}
+
+void BucketedAllreduce::runCompressed(GlooTransport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats) {
+  auto clock = CompressionStats::Clock::now();
+  auto buffer = packFloat32(tensors);
+  stats.encodeSeconds += lap(clock);
+
+  CompressedAllreduceOptions options;
+  options.average = average;
+  options.stochastic = config_.stochastic;
+  options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
+  if (config_.errorFeedback) {
+    options.residual = residuals_.lookup(bucketKey(tensors), buffer.numel());
+  }
+  compressedAllreduce(net, *codec_, buffer, options, stats);
+
+  clock = CompressionStats::Clock::now();
+  unpackFloat32(buffer, tensors);
+  stats.decodeSeconds += lap(clock);
+}
+
+CompressionState BucketedAllreduce::saveState() const {
+  return {calls_.load(), residuals_.save()};
+}
+
+void BucketedAllreduce::loadState(const CompressionState& state) {
+  calls_.store(state.calls);
+  residuals_.load(state.residuals);
+}
+
+} // namespace qccl::algo

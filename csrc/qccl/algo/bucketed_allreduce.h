@@ -1,0 +1,62 @@
+#pragma once
+
+// qccl's allreduce: routes each tensor to the compressed or the exact path, fuses lists
+// of tensors into buckets (bucket/bucket_plan.h), runs them, and keeps the group's
+// compression state (error-feedback residuals, the call counter that seeds stochastic
+// rounding) and counters. One per process group, used from its worker thread; stats and
+// state may be read from any thread.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+
+#include "qccl/algo/compression_stats.h"
+#include "qccl/algo/residual_store.h"
+#include "qccl/codec/codec.h"
+#include "qccl/common/config.h"
+#include "qccl/transport/gloo_transport.h"
+
+namespace qccl::algo {
+
+// What a checkpoint of the compression state holds.
+struct CompressionState {
+  int64_t calls = 0;                 // compressed buckets so far (seeds stochastic rounding)
+  std::vector<at::Tensor> residuals;  // error feedback, see ResidualStore
+};
+
+class BucketedAllreduce {
+ public:
+  explicit BucketedAllreduce(const Config& config);
+
+  // How `tensor` will be reduced. Decided on the caller's thread from shared facts only
+  // (dtype, size, op, config, whether the caller is inside qccl.exact()), so every rank
+  // decides the same.
+  Route route(const at::Tensor& tensor, const c10d::ReduceOp& op, bool forcedExact) const;
+
+  // Reduces `tensors` in place; routes[i] is route(tensors[i], ...).
+  void run(GlooTransport& net, std::vector<at::Tensor>& tensors, const std::vector<Route>& routes, const c10d::ReduceOp& op);
+
+  StatsSnapshot stats() const {
+    return stats_.snapshot();
+  }
+  void resetStats() {
+    stats_.reset();
+  }
+  CompressionState saveState() const;
+  void loadState(const CompressionState& state);
+
+ private:
+  void runCompressed(GlooTransport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats);
+
+  const Config config_;
+  std::unique_ptr<codec::Codec> codec_;  // null for codec "none"
+  std::atomic<int64_t> calls_{0};
+  ResidualStore residuals_;
+  CompressionStats stats_;
+};
+
+} // namespace qccl::algo

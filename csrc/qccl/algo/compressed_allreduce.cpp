@@ -1,0 +1,244 @@
+#include "qccl/algo/compressed_allreduce.h"
+
+#include <algorithm>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sub.h>
+#include <ATen/ops/zeros.h>
+
+namespace qccl::algo {
+namespace {
+
+using Clock = CompressionStats::Clock;
+
+// Shard r of a chunk: elements [begin(r), begin(r) + length(r)). Every shard but the last
+// non-empty one holds `shardElements`, a whole number of blocks.
+struct ShardPlan {
+  int64_t total = 0;
+  int64_t shardElements = 0;
+
+  int64_t begin(int r) const {
+    return std::min(total, r * shardElements);
+  }
+  int64_t length(int r) const {
+    return std::min(total, (r + 1) * shardElements) - begin(r);
+  }
+};
+
+ShardPlan planShards(int64_t n, int64_t block, int ranks) {
+  const int64_t blocks = (n + block - 1) / block;
+  const int64_t blocksPerShard = (blocks + ranks - 1) / ranks;
+  return {n, blocksPerShard * block};
+}
+
+// A different random stream for every (call, chunk, rank, stage).
+uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage) {
+  uint64_t s = seed;
+  for (uint64_t part : {static_cast<uint64_t>(chunk), static_cast<uint64_t>(rank), static_cast<uint64_t>(stage)}) {
+    s = (s ^ part) * 0x100000001B3ull + 0x9E3779B97F4A7C15ull;
+  }
+  return s;
+}
+
+at::Tensor emptyBytes(int64_t n) {
+  return at::empty({n}, at::TensorOptions().dtype(at::kByte));
+}
+
+// One chunk's buffers and Gloo works while it is in flight.
+struct Chunk {
+  int64_t index = 0;
+  at::Tensor values;    // this chunk of the buffer
+  at::Tensor residual;  // this chunk of the residual, or undefined
+  ShardPlan shards;
+  at::Tensor sent;
+  at::Tensor received;
+  c10::intrusive_ptr<c10d::Work> exchange;
+  int64_t segmentBytes = 0;  // one rank's encoded shard in the allgather, padded
+  at::Tensor mine;
+  at::Tensor gathered;
+  c10::intrusive_ptr<c10d::Work> gather;
+};
+
+class ChunkPipeline {
+ public:
+  ChunkPipeline(GlooTransport& net, const codec::Codec& codec, const CompressedAllreduceOptions& options, StatsSnapshot& stats)
+      : net_(net), codec_(codec), options_(options), stats_(stats), rank_(net.rank()), ranks_(net.size()) {}
+
+  // Steps 1-2: encode the shards this rank does not own, post the all-to-all.
+  void sendContributions(Chunk& c) {
+    auto clock = Clock::now();
+    std::vector<int64_t> sendSplits(ranks_, 0);
+    std::vector<int64_t> recvSplits(ranks_, 0);
+    for (int r = 0; r < ranks_; ++r) {
+      if (r != rank_) {
+        sendSplits[r] = codec_.encodedBytes(c.shards.length(r));
+        recvSplits[r] = codec_.encodedBytes(c.shards.length(rank_));
+      }
+    }
+    c.sent = emptyBytes(sum(sendSplits));
+    int64_t offset = 0;
+    for (int r = 0; r < ranks_; ++r) {
+      if (r != rank_) {
+        encodeShard(c, r, c.sent.data_ptr<uint8_t>() + offset, /*stage=*/0);
+        offset += sendSplits[r];
+      }
+    }
+    c.received = emptyBytes(sum(recvSplits));
+    stats_.encodeSeconds += lap(clock);
+    stats_.wireBytes += c.sent.numel();
+    if (ranks_ > 1) {
+      c.exchange = net_.gloo().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions());
+    }
+  }
+
+  // Step 3: sum the contributions to this rank's shard, re-encode it, post the allgather.
+  void reduceOwnShard(Chunk& c) {
+    auto clock = Clock::now();
+    if (c.exchange) {
+      net_.waitFor(c.exchange, "all_reduce (compressed, all-to-all)");
+      c.exchange.reset();
+    }
+    c.sent.reset();
+    stats_.communicateSeconds += lap(clock);
+
+    const int64_t begin = c.shards.begin(rank_);
+    const int64_t length = c.shards.length(rank_);
+    auto own = c.values.narrow(0, begin, length);
+    auto sum = at::zeros({length}, own.options());
+    const uint8_t* received = c.received.data_ptr<uint8_t>();
+    for (int r = 0; r < ranks_; ++r) {  // rank order: the same sum on every run
+      if (r == rank_) {
+        sum.add_(own);
+      } else {
+        codec_.decodeAdd(received, length, sum.data_ptr<float>());
+        received += codec_.encodedBytes(length);
+      }
+    }
+    c.received.reset();
+    if (options_.average) {
+      sum.div_(ranks_);
+    }
+    stats_.decodeSeconds += lap(clock);
+
+    if (c.residual.defined()) {
+      sum.add_(c.residual.narrow(0, begin, length));
+    }
+    c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
+    c.mine = at::zeros({c.segmentBytes}, at::TensorOptions().dtype(at::kByte));
+    encode(sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
+           c.mine.data_ptr<uint8_t>(), streamSeed(options_.seed, c.index, rank_, /*stage=*/1));
+    c.gathered = emptyBytes(c.segmentBytes * ranks_);
+    stats_.encodeSeconds += lap(clock);
+    stats_.wireBytes += c.segmentBytes * (ranks_ - 1);
+    if (ranks_ > 1) {
+      c.gather = net_.gloo()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions());
+    } else {
+      c.gathered.copy_(c.mine);
+    }
+  }
+
+  // Step 4: every rank decodes every shard from the same gathered bytes.
+  void decodeResult(Chunk& c) {
+    auto clock = Clock::now();
+    if (c.gather) {
+      net_.waitFor(c.gather, "all_reduce (compressed, allgather)");
+      c.gather.reset();
+    }
+    c.mine.reset();
+    stats_.communicateSeconds += lap(clock);
+    const uint8_t* gathered = c.gathered.data_ptr<uint8_t>();
+    float* values = c.values.data_ptr<float>();
+    for (int r = 0; r < ranks_; ++r) {
+      codec_.decode(gathered + r * c.segmentBytes, c.shards.length(r), values + c.shards.begin(r));
+    }
+    c.gathered.reset();
+    stats_.decodeSeconds += lap(clock);
+  }
+
+ private:
+  static int64_t sum(const std::vector<int64_t>& v) {
+    int64_t total = 0;
+    for (auto x : v) {
+      total += x;
+    }
+    return total;
+  }
+
+  void encodeShard(Chunk& c, int r, uint8_t* out, int stage) {
+    auto values = c.values.narrow(0, c.shards.begin(r), c.shards.length(r));
+    at::Tensor residual;
+    if (c.residual.defined()) {
+      residual = c.residual.narrow(0, c.shards.begin(r), c.shards.length(r));
+      values.add_(residual);  // the buffer is overwritten by the result anyway
+    }
+    encode(values, residual, out, streamSeed(options_.seed, c.index, rank_, stage));
+  }
+
+  // Encodes `values` to `out`; with error feedback, `residual` becomes what was dropped.
+  void encode(const at::Tensor& values, at::Tensor residual, uint8_t* out, uint64_t seed) {
+    codec::EncodeOptions encodeOptions;
+    encodeOptions.stochastic = options_.stochastic;
+    encodeOptions.seed = seed;
+    const int64_t n = values.numel();
+    codec_.encode(values.data_ptr<float>(), n, out, encodeOptions);
+    if (residual.defined()) {
+      codec_.decode(out, n, residual.data_ptr<float>());
+      at::sub_out(residual, values, residual);
+    }
+  }
+
+  GlooTransport& net_;
+  const codec::Codec& codec_;
+  const CompressedAllreduceOptions& options_;
+  StatsSnapshot& stats_;
+  const int rank_;
+  const int ranks_;
+};
+
+} // namespace
+
+void compressedAllreduce(
+    GlooTransport& net,
+    const codec::Codec& codec,
+    at::Tensor& buffer,
+    const CompressedAllreduceOptions& options,
+    StatsSnapshot& stats) {
+  const int64_t n = buffer.numel();
+  const int64_t chunkElements = std::max<int64_t>(options.chunkElements, 1);
+  ChunkPipeline pipeline(net, codec, options, stats);
+  auto chunkAt = [&](int64_t index) {
+    Chunk c;
+    c.index = index;
+    const int64_t offset = index * chunkElements;
+    const int64_t length = std::min(chunkElements, n - offset);
+    c.values = buffer.narrow(0, offset, length);
+    if (options.residual.defined()) {
+      c.residual = options.residual.narrow(0, offset, length);
+    }
+    c.shards = planShards(length, codec.block(), net.size());
+    return c;
+  };
+
+  // Gloo calls go out in the same order on every rank: the all-to-all of chunk c+1
+  // before the allgather of chunk c, so encoding c+1 overlaps the transfer of c.
+  std::vector<Chunk> chunks;
+  for (int64_t offset = 0; offset < n; offset += chunkElements) {
+    chunks.push_back(chunkAt(static_cast<int64_t>(chunks.size())));
+  }
+  if (chunks.empty()) {
+    return;
+  }
+  pipeline.sendContributions(chunks[0]);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i + 1 < chunks.size()) {
+      pipeline.sendContributions(chunks[i + 1]);
+    }
+    pipeline.reduceOwnShard(chunks[i]);
+    if (i > 0) {
+      pipeline.decodeResult(chunks[i - 1]);
+    }
+  }
+  pipeline.decodeResult(chunks.back());
+}
+
+} // namespace qccl::algo

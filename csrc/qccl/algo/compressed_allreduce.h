@@ -1,0 +1,46 @@
+#pragma once
+
+// The compressed allreduce of one flat float32 buffer (docs/algorithms.md):
+//
+//   1. cut the buffer into chunks; cut each chunk into one shard per rank (whole blocks)
+//   2. every rank encodes the shards it does not own and sends each to its owner
+//      (all-to-all)
+//   3. each owner decodes every contribution and sums them in float32 in rank order (its
+//      own shard enters exactly), divides for AVG, re-encodes the sum
+//   4. allgather the encoded sums; every rank, the owner too, decodes the same bytes
+//
+// Two quantization stages whatever the world size, and identical bits on every rank
+// because every rank decodes identical bytes. Message sizes depend only on the element
+// count and the configuration. Chunks are pipelined: chunk c+1 is encoded while chunk c
+// is on the wire.
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "qccl/algo/compression_stats.h"
+#include "qccl/codec/codec.h"
+#include "qccl/transport/gloo_transport.h"
+
+namespace qccl::algo {
+
+struct CompressedAllreduceOptions {
+  bool average = false;
+  // Error feedback: float32, shaped like the buffer; added before encoding and replaced
+  // by what the encoders dropped. Undefined: no error feedback.
+  at::Tensor residual;
+  bool stochastic = false;
+  uint64_t seed = 0;  // shared state (the group's call counter): same on every rank
+  int64_t chunkElements = int64_t{1} << 20;
+};
+
+// Reduces `buffer` (contiguous float32) in place across the ranks of `net`; adds what it
+// sent, and its timings, to `stats`.
+void compressedAllreduce(
+    GlooTransport& net,
+    const codec::Codec& codec,
+    at::Tensor& buffer,
+    const CompressedAllreduceOptions& options,
+    StatsSnapshot& stats);
+
+} // namespace qccl::algo

@@ -1,0 +1,58 @@
+#include "qccl/algo/compression_stats.h"
+
+namespace qccl::algo {
+
+const char* routeName(Route route) {
+  switch (route) {
+    case Route::Compressed:
+      return "compressed";
+    case Route::ExactCodecNone:
+      return "codec_none";
+    case Route::ExactForced:
+      return "forced_exact";
+    case Route::ExactDtype:
+      return "dtype";
+    case Route::ExactReduceOp:
+      return "reduce_op";
+    case Route::ExactSmall:
+      return "below_min_bytes";
+    case Route::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+void CompressionStats::add(const StatsSnapshot& d) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  totals_.calls += d.calls;
+  totals_.tensors += d.tensors;
+  totals_.compressedTensors += d.compressedTensors;
+  totals_.logicalBytes += d.logicalBytes;
+  totals_.wireBytes += d.wireBytes;
+  totals_.exactWireBytes += d.exactWireBytes;
+  totals_.encodeSeconds += d.encodeSeconds;
+  totals_.communicateSeconds += d.communicateSeconds;
+  totals_.decodeSeconds += d.decodeSeconds;
+  for (size_t i = 0; i < d.tensorsByRoute.size(); ++i) {
+    totals_.tensorsByRoute[i] += d.tensorsByRoute[i];
+  }
+}
+
+StatsSnapshot CompressionStats::snapshot() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return totals_;
+}
+
+void CompressionStats::reset() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  totals_ = StatsSnapshot{};
+}
+
+double lap(CompressionStats::Clock::time_point& start) {
+  const auto now = CompressionStats::Clock::now();
+  const double seconds = std::chrono::duration<double>(now - start).count();
+  start = now;
+  return seconds;
+}
+
+} // namespace qccl::algo

@@ -1,0 +1,104 @@
+// bf16: the upper 16 bits of each float32, rounded. No scale: bfloat16 has float32's
+// exponent range, so nothing overflows and NaN/Inf stay NaN/Inf.
+
+#include <algorithm>
+#include <cstring>
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+
+#include "qccl/codec/codec_impls.h"
+#include "qccl/codec/counter_rng.h"
+
+namespace qccl::codec {
+namespace {
+
+constexpr int64_t kGrain = int64_t{1} << 16;
+
+uint32_t bitsOf(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits;
+}
+
+float floatOf(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof(x));
+  return x;
+}
+
+// Adds 16 random bits below the kept ones, then truncates: rounds up with probability
+// equal to the dropped fraction. A finite value never rounds up to Inf.
+uint16_t roundStochastically(float x, uint64_t seed, uint64_t index) {
+  const uint32_t bits = bitsOf(x);
+  if ((bits & 0x7F800000u) == 0x7F800000u) {
+    return c10::detail::round_to_nearest_even(x);  // NaN and Inf as they are
+  }
+  const uint32_t rounded = (bits + (randomBits(seed, index) >> 16)) >> 16;
+  const bool overflowed = (rounded & 0x7F80u) == 0x7F80u;
+  return static_cast<uint16_t>(overflowed ? bits >> 16 : rounded);
+}
+
+class Bf16Codec final : public Codec {
+ public:
+  // bf16 has no scales; the block only aligns the algorithm's shards.
+  explicit Bf16Codec(int64_t block) : block_(block) {}
+
+  CodecKind kind() const override {
+    return CodecKind::Bf16;
+  }
+  int64_t block() const override {
+    return block_;
+  }
+
+  // Rounded up to 4 bytes so that consecutive segments in a buffer stay aligned.
+  int64_t encodedBytes(int64_t n) const override {
+    return (2 * n + 3) / 4 * 4;
+  }
+
+  void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
+    auto* h = reinterpret_cast<uint16_t*>(out);
+    at::parallel_for(0, n, kGrain, [&](int64_t first, int64_t last) {
+      if (options.stochastic) {
+        for (int64_t i = first; i < last; ++i) {
+          h[i] = roundStochastically(in[i], options.seed, static_cast<uint64_t>(i));
+        }
+      } else {
+        for (int64_t i = first; i < last; ++i) {
+          h[i] = c10::detail::round_to_nearest_even(in[i]);
+        }
+      }
+    });
+    std::fill(out + 2 * n, out + encodedBytes(n), uint8_t{0});
+  }
+
+  void decode(const uint8_t* in, int64_t n, float* out) const override {
+    decodeInto<false>(in, n, out);
+  }
+
+  void decodeAdd(const uint8_t* in, int64_t n, float* acc) const override {
+    decodeInto<true>(in, n, acc);
+  }
+
+ private:
+  template <bool kAccumulate>
+  void decodeInto(const uint8_t* in, int64_t n, float* out) const {
+    const auto* h = reinterpret_cast<const uint16_t*>(in);
+    at::parallel_for(0, n, kGrain, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const float v = floatOf(static_cast<uint32_t>(h[i]) << 16);
+        out[i] = kAccumulate ? out[i] + v : v;
+      }
+    });
+  }
+
+  const int64_t block_;
+};
+
+} // namespace
+
+std::unique_ptr<Codec> makeBf16Codec(int64_t block) {
+  return std::make_unique<Bf16Codec>(block);
+}
+
+} // namespace qccl::codec

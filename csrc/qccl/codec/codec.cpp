@@ -1,0 +1,32 @@
+#include "qccl/codec/codec.h"
+
+#include "qccl/codec/codec_impls.h"
+#include "qccl/common/errors.h"
+
+namespace qccl::codec {
+
+bool validBlock(int64_t block) {
+  return block >= kMinBlock && block <= kMaxBlock && block % 8 == 0;
+}
+
+std::unique_ptr<Codec> makeCodec(CodecKind kind, int64_t block) {
+  QCCL_CHECK_VALUE(
+      validBlock(block), "block=", block, " is not valid; use a multiple of 8 from ", kMinBlock,
+      " to ", kMaxBlock);
+  switch (kind) {
+    case CodecKind::None:
+      return nullptr;
+    case CodecKind::Fp16:
+      return makeFp16Codec(block);
+    case CodecKind::Bf16:
+      return makeBf16Codec(block);
+    case CodecKind::Int8:
+      return makeInt8Codec(block);
+    case CodecKind::Int4:
+      return makeInt4Codec(block);
+  }
+  QCCL_CHECK_VALUE(false, "unknown codec kind ", static_cast<int>(kind));
+  return nullptr;  // unreachable
+}
+
+} // namespace qccl::codec

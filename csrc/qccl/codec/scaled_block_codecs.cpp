@@ -1,0 +1,226 @@
+// fp16, int8 and int4: codecs that store one float32 scale per block, then the payload.
+// ScaledBlockCodec does the block bookkeeping and threading; a Format says how one
+// block's values become payload and back.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+
+#include "qccl/codec/block_scan.h"
+#include "qccl/codec/codec_impls.h"
+#include "qccl/codec/counter_rng.h"
+
+namespace qccl::codec {
+namespace {
+
+// (v + kRoundingShift) - kRoundingShift rounds |v| < 2^22 to the nearest integer (ties to
+// even) with two additions the compiler vectorizes, unlike std::nearbyint.
+constexpr float kRoundingShift = 0x1.8p23f;
+
+// Integer codes in [-kLevels, kLevels], nearest or stochastic rounding of x * inverse.
+template <int kLevels>
+void quantize(const float* x, int64_t n, float inverse, int8_t* q, const EncodeOptions& options, int64_t first) {
+  if (!options.stochastic) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = x[i] * inverse;
+      int32_t code = static_cast<int32_t>((v + kRoundingShift) - kRoundingShift);
+      code = std::min(std::max(code, -kLevels), kLevels);
+      q[i] = static_cast<int8_t>(code);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] * inverse + uniform01(options.seed, static_cast<uint64_t>(first + i));
+    int32_t code = static_cast<int32_t>(v);        // truncates toward zero...
+    code -= static_cast<float>(code) > v ? 1 : 0;  // ...so step down below zero: floor
+    code = std::min(std::max(code, -kLevels), kLevels);
+    q[i] = static_cast<int8_t>(code);
+  }
+}
+
+struct Int8Format {
+  static constexpr int kLevels = 127;
+  static int64_t payloadBytes(int64_t n) {
+    return n;
+  }
+  static void scales(float absmax, float& scale, float& inverse) {
+    scale = absmax / kLevels;
+    inverse = kLevels / absmax;
+  }
+  static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
+    quantize<kLevels>(x, n, inverse, reinterpret_cast<int8_t*>(out), o, first);
+  }
+  template <bool kAccumulate>
+  static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
+    const auto* q = reinterpret_cast<const int8_t*>(in);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = static_cast<float>(q[i]) * scale;
+      out[i] = kAccumulate ? out[i] + v : v;
+    }
+  }
+};
+
+struct Int4Format {
+  static constexpr int kLevels = 7;
+  static constexpr int64_t kTile = 256;  // codes quantized at a time before packing
+  static int64_t payloadBytes(int64_t n) {
+    return (n + 1) / 2;
+  }
+  static void scales(float absmax, float& scale, float& inverse) {
+    scale = absmax / kLevels;
+    inverse = kLevels / absmax;
+  }
+  // Element 2j goes to the low nibble of byte j, element 2j+1 to the high nibble.
+  static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
+    int8_t q[kTile];
+    for (int64_t start = 0; start < n; start += kTile) {
+      const int64_t len = std::min(kTile, n - start);
+      quantize<kLevels>(x + start, len, inverse, q, o, first + start);
+      if (len % 2 != 0) {
+        q[len] = 0;
+      }
+      uint8_t* bytes = out + start / 2;
+      for (int64_t j = 0; j < (len + 1) / 2; ++j) {
+        bytes[j] = static_cast<uint8_t>((q[2 * j] & 0x0F) | (q[2 * j + 1] << 4));
+      }
+    }
+  }
+  template <bool kAccumulate>
+  static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t byte = in[i / 2];
+      // Shift the nibble to the top, then arithmetic-shift back: sign extension.
+      const int8_t code = static_cast<int8_t>((i % 2 == 0 ? byte << 4 : byte) & 0xF0) >> 4;
+      const float v = static_cast<float>(code) * scale;
+      out[i] = kAccumulate ? out[i] + v : v;
+    }
+  }
+};
+
+// float16 values x / scale with a power-of-two scale that puts the block's largest
+// magnitude in [2^14, 2^15): no finite input overflows float16's 65504, small gradients
+// keep float16's full precision instead of falling into its subnormals, and dividing by a
+// power of two is exact.
+struct Fp16Format {
+  static int64_t payloadBytes(int64_t n) {
+    return 2 * n;
+  }
+  static void scales(float absmax, float& scale, float& inverse) {
+    const int exponent = std::ilogb(absmax);
+    scale = std::ldexp(1.0f, exponent - 14);
+    inverse = std::ldexp(1.0f, 14 - exponent);
+  }
+  static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions&, int64_t) {
+    auto* h = reinterpret_cast<uint16_t*>(out);  // segments are 4-byte aligned (encodedBytes)
+    for (int64_t i = 0; i < n; ++i) {
+      h[i] = c10::detail::fp16_ieee_from_fp32_value(x[i] * inverse);
+    }
+  }
+  template <bool kAccumulate>
+  static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
+    const auto* h = reinterpret_cast<const uint16_t*>(in);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = c10::detail::fp16_ieee_to_fp32_value(h[i]) * scale;
+      out[i] = kAccumulate ? out[i] + v : v;
+    }
+  }
+};
+
+template <class Format>
+class ScaledBlockCodec final : public Codec {
+ public:
+  ScaledBlockCodec(CodecKind kind, int64_t block) : kind_(kind), block_(block) {}
+
+  CodecKind kind() const override {
+    return kind_;
+  }
+  int64_t block() const override {
+    return block_;
+  }
+
+  // Rounded up to 4 bytes so that consecutive segments in a buffer stay aligned.
+  int64_t encodedBytes(int64_t n) const override {
+    const int64_t bytes = blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n);
+    return (bytes + 3) / 4 * 4;
+  }
+
+  void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
+    uint8_t* payload = out + blocks(n) * sizeof(float);
+    forEachBlock(n, [&](int64_t b, int64_t begin, int64_t len) {
+      const BlockScan scan = scanBlock(in + begin, len);
+      float scale = 0.0f;
+      float inverse = 0.0f;
+      if (scan.nonFinite) {
+        scale = std::numeric_limits<float>::quiet_NaN();
+      } else if (scan.absmax >= kTinyBlock) {
+        Format::scales(scan.absmax, scale, inverse);
+      }
+      storeScale(out, b, scale);
+      uint8_t* blockPayload = payload + Format::payloadBytes(begin);
+      if (inverse == 0.0f) {  // the scale alone decides the decoded values
+        std::fill_n(blockPayload, Format::payloadBytes(len), uint8_t{0});
+      } else {
+        Format::encode(in + begin, len, inverse, blockPayload, options, begin);
+      }
+    });
+    // The alignment padding, so that the wire bytes are fully determined.
+    const int64_t used = blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n);
+    std::fill(out + used, out + encodedBytes(n), uint8_t{0});
+  }
+
+  void decode(const uint8_t* in, int64_t n, float* out) const override {
+    decodeInto<false>(in, n, out);
+  }
+
+  void decodeAdd(const uint8_t* in, int64_t n, float* acc) const override {
+    decodeInto<true>(in, n, acc);
+  }
+
+ private:
+  int64_t blocks(int64_t n) const {
+    return (n + block_ - 1) / block_;
+  }
+
+  // Calls fn(block index, first element, length) for every block, blocks spread over
+  // ATen's intra-op threads in tasks of at least ~64K elements.
+  template <class Fn>
+  void forEachBlock(int64_t n, const Fn& fn) const {
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / block_);
+    at::parallel_for(0, blocks(n), grain, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t begin = b * block_;
+        fn(b, begin, std::min(block_, n - begin));
+      }
+    });
+  }
+
+  template <bool kAccumulate>
+  void decodeInto(const uint8_t* in, int64_t n, float* out) const {
+    const uint8_t* payload = in + blocks(n) * sizeof(float);
+    forEachBlock(n, [&](int64_t b, int64_t begin, int64_t len) {
+      Format::template decode<kAccumulate>(payload + Format::payloadBytes(begin), len, loadScale(in, b), out + begin);
+    });
+  }
+
+  const CodecKind kind_;
+  const int64_t block_;
+};
+
+} // namespace
+
+std::unique_ptr<Codec> makeFp16Codec(int64_t block) {
+  return std::make_unique<ScaledBlockCodec<Fp16Format>>(CodecKind::Fp16, block);
+}
+
+std::unique_ptr<Codec> makeInt8Codec(int64_t block) {
+  return std::make_unique<ScaledBlockCodec<Int8Format>>(CodecKind::Int8, block);
+}
+
+std::unique_ptr<Codec> makeInt4Codec(int64_t block) {
+  return std::make_unique<ScaledBlockCodec<Int4Format>>(CodecKind::Int4, block);
+}
+
+} // namespace qccl::codec
