@@ -6,10 +6,15 @@ torch.backends entry point does the same at `import torch`, so the import is opt
     import torch.distributed as dist
     dist.init_process_group("qccl")            # CPU tensors go through qccl
     dist.init_process_group("cpu:qccl,cuda:nccl")
+
+Compression is configured with QCCL_* variables or qccl.Options (pg_options), and
+observed with qccl.stats(); see the README.
 """
 
 from ._registration import BACKEND_NAME, register_backend
 from ._version import __version__
+from .compression import exact, load_state_dict, reset_stats, state_dict, stats
+from .options import Options
 
 register_backend()
 
@@ -21,4 +26,15 @@ def has_cuda() -> bool:
     return load().has_cuda()
 
 
-__all__ = ["BACKEND_NAME", "__version__", "has_cuda", "register_backend"]
+__all__ = [
+    "BACKEND_NAME",
+    "Options",
+    "__version__",
+    "exact",
+    "has_cuda",
+    "load_state_dict",
+    "register_backend",
+    "reset_stats",
+    "state_dict",
+    "stats",
+]

@@ -13,15 +13,18 @@ def _create_backend(backend_opts, pg_options):
     """
     from ._extension import load
 
-    if pg_options is not None:
-        raise ValueError(
-            f"qccl: pg_options of type {type(pg_options).__name__} are not supported yet; "
-            "pass pg_options=None"
+    from .options import Options
+
+    if pg_options is None:
+        pg_options = Options()
+    if not isinstance(pg_options, Options):
+        raise TypeError(
+            f"qccl: pg_options must be a qccl.Options, not {type(pg_options).__name__}"
         )
     rank, size, timeout = backend_opts.group_rank, backend_opts.group_size, backend_opts.timeout
     gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
     gloo = dist.ProcessGroupGloo(gloo_store, rank, size, timeout)
-    return load().ProcessGroupQCCL(gloo, rank, size, timeout)
+    return load().ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings())
 
 
 def register_backend() -> None:

@@ -1,0 +1,1 @@
+"""Pure-PyTorch references for testing qccl (not used by qccl itself)."""
