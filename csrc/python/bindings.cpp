@@ -123,10 +123,13 @@ void bindBackend(py::module_& m) {
       .def(
           "compression_state",
           [](ProcessGroupQCCL& pg) {
-            auto state = pg.saveCompressionState();
+            qccl::algo::CompressionState state;
+            {
+              py::gil_scoped_release release;  // waits for the group's queued work
+              state = pg.saveCompressionState();
+            }
             return py::make_tuple(state.calls, state.residuals);
-          },
-          py::call_guard<py::gil_scoped_release>())
+          })
       .def(
           "load_compression_state",
           [](ProcessGroupQCCL& pg, int64_t calls, const std::vector<at::Tensor>& residuals) {
