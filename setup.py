@@ -51,12 +51,21 @@ def extension():
     if not cuda:
         sources = [s for s in sources if not s.endswith(".cu")]
     paths = [str(Path("csrc") / s) for s in sources] + ["csrc/python/bindings.cpp"]
-    cxx_flags = ["-O3", "-Wall", "-Wno-unused-parameter"]
+    # -fopenmp: ATen's parallel_for (the codecs use it) is OpenMP pragmas inlined from
+    # torch's headers; without the flag they compile to a serial loop. The runtime is the
+    # libgomp torch already loads. -ffp-contract=off: no fused multiply-adds, so the
+    # codecs round the same way on every CPU and match their Python reference.
+    # -fno-trapping-math: lets the compiler vectorize the codecs' float-to-int loops
+    # (qccl never inspects floating-point exception flags).
+    cxx_flags = [
+        "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-Wall", "-Wno-unused-parameter",
+    ]
     kwargs = dict(
         name="qccl._C",
         sources=paths,
         include_dirs=[str(CSRC)],
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
     )
     if not cuda:
         return cpp_extension.CppExtension(**kwargs)

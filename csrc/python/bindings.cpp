@@ -63,10 +63,15 @@ void bindCodecs(py::module_& m) {
   });
   m.def(
       "codec_encode",
-      [](const std::string& name, int64_t block, const at::Tensor& values, bool stochastic, uint64_t seed) {
+      [](const std::string& name, int64_t block, const at::Tensor& values, bool stochastic, uint64_t seed,
+         std::optional<at::Tensor> into) {
         auto codec = codecNamed(name, block);
         auto in = flatFloat32(values);
-        auto out = at::empty({codec->encodedBytes(in.numel())}, at::TensorOptions().dtype(at::kByte));
+        const int64_t bytes = codec->encodedBytes(in.numel());
+        auto out = into.has_value() ? *into : at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+        QCCL_CHECK_VALUE(
+            out.scalar_type() == at::kByte && out.is_contiguous() && out.numel() == bytes,
+            "codec_encode: `out` must be contiguous uint8 of ", bytes, " bytes");
         qccl::codec::EncodeOptions options;
         options.stochastic = stochastic;
         options.seed = seed;
@@ -74,7 +79,8 @@ void bindCodecs(py::module_& m) {
         codec->encode(in.data_ptr<float>(), in.numel(), out.data_ptr<uint8_t>(), options);
         return out;
       },
-      py::arg("name"), py::arg("block"), py::arg("values"), py::arg("stochastic") = false, py::arg("seed") = 0);
+      py::arg("name"), py::arg("block"), py::arg("values"), py::arg("stochastic") = false, py::arg("seed") = 0,
+      py::arg("out") = py::none());
   m.def(
       "codec_decode",
       [](const std::string& name, int64_t block, const at::Tensor& bytes, int64_t n, std::optional<at::Tensor> addTo) {

@@ -21,22 +21,25 @@ namespace {
 constexpr float kRoundingShift = 0x1.8p23f;
 
 // Integer codes in [-kLevels, kLevels], nearest or stochastic rounding of x * inverse.
+// Clamping happens in float (minps/maxps), so the loop vectorizes with SSE2 alone.
 template <int kLevels>
 void quantize(const float* x, int64_t n, float inverse, int8_t* q, const EncodeOptions& options, int64_t first) {
+  constexpr float kMax = static_cast<float>(kLevels);
   if (!options.stochastic) {
     for (int64_t i = 0; i < n; ++i) {
-      const float v = x[i] * inverse;
-      int32_t code = static_cast<int32_t>((v + kRoundingShift) - kRoundingShift);
-      code = std::min(std::max(code, -kLevels), kLevels);
-      q[i] = static_cast<int8_t>(code);
+      float v = x[i] * inverse;
+      v = v < -kMax ? -kMax : v;
+      v = v > kMax ? kMax : v;
+      q[i] = static_cast<int8_t>(static_cast<int32_t>((v + kRoundingShift) - kRoundingShift));
     }
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] * inverse + uniform01(options.seed, static_cast<uint64_t>(first + i));
+    float v = x[i] * inverse + uniform01(options.seed, static_cast<uint64_t>(first + i));
+    v = v < -kMax ? -kMax : v;
+    v = v > kMax ? kMax : v;
     int32_t code = static_cast<int32_t>(v);        // truncates toward zero...
     code -= static_cast<float>(code) > v ? 1 : 0;  // ...so step down below zero: floor
-    code = std::min(std::max(code, -kLevels), kLevels);
     q[i] = static_cast<int8_t>(code);
   }
 }
@@ -90,12 +93,19 @@ struct Int4Format {
   }
   template <bool kAccumulate>
   static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
-    for (int64_t i = 0; i < n; ++i) {
-      const uint8_t byte = in[i / 2];
-      // Shift the nibble to the top, then arithmetic-shift back: sign extension.
-      const int8_t code = static_cast<int8_t>((i % 2 == 0 ? byte << 4 : byte) & 0xF0) >> 4;
-      const float v = static_cast<float>(code) * scale;
-      out[i] = kAccumulate ? out[i] + v : v;
+    // Shift a nibble to the top of an int8, then arithmetic-shift back: sign extension.
+    auto low = [](uint8_t byte) { return static_cast<float>(static_cast<int8_t>(byte << 4) >> 4); };
+    auto high = [](uint8_t byte) { return static_cast<float>(static_cast<int8_t>(byte) >> 4); };
+    const int64_t pairs = n / 2;
+    for (int64_t j = 0; j < pairs; ++j) {
+      const float a = low(in[j]) * scale;
+      const float b = high(in[j]) * scale;
+      out[2 * j] = kAccumulate ? out[2 * j] + a : a;
+      out[2 * j + 1] = kAccumulate ? out[2 * j + 1] + b : b;
+    }
+    if (n % 2 != 0) {
+      const float a = low(in[pairs]) * scale;
+      out[n - 1] = kAccumulate ? out[n - 1] + a : a;
     }
   }
 };

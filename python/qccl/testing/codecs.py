@@ -62,7 +62,8 @@ def encode(name: str, block: int, x: torch.Tensor) -> torch.Tensor:
         return _pad4(x.to(torch.bfloat16).view(torch.uint8))
     blocks, count = _blocks(x, block)
     scale, inverse = _scales(blocks, name)
-    values = (blocks * inverse[:, None]).reshape(-1)[:n]
+    # Blocks with NaN/Inf or below TINY_BLOCK carry a zero payload: their scale decides.
+    values = torch.where(inverse[:, None] == 0, 0.0, blocks * inverse[:, None]).reshape(-1)[:n]
     if name == "fp16":
         payload = values.to(torch.float16).view(torch.uint8)
     else:
