@@ -102,21 +102,34 @@ def test_torch_distributed_debug_detail():
     assert all("mismatch" in m.lower() for m in messages), messages
 
 
-def run_example(backend, cwd):
-    """The README's command, with fewer steps; returns the final loss it prints."""
+def run_example(backend, cwd, steps=20, env=None):
+    """The README's command, with fewer steps; returns the final loss it prints and the
+    whole output."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-port", str(free_port()),
-        str(ROOT / "examples" / "train_ddp.py"), "--backend", backend, "--steps", "20",
+        str(ROOT / "examples" / "train_ddp.py"), "--backend", backend, "--steps", str(steps),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"backend {backend}, 2 ranks" in result.stdout
     assert "samples/s" in result.stdout
     match = re.search(r"final loss (\d+\.\d+)", result.stdout)
     assert match, result.stdout
-    return match.group(1)
+    return match.group(1), result.stdout
 
 
 def test_example_runs_under_torchrun_with_both_backends(tmp_path):
-    assert run_example("qccl", tmp_path) == run_example("gloo", tmp_path)
+    assert run_example("qccl", tmp_path)[0] == run_example("gloo", tmp_path)[0]
+
+
+def test_example_with_int8_sends_4x_fewer_bytes_at_gloo_loss(tmp_path):
+    """The README's QCCL_CODEC=int8 command: the loss stays within 2% of Gloo's, and the
+    example's qccl.stats line reports about 4x fewer bytes."""
+    int8_loss, output = run_example("qccl", tmp_path, steps=100, env={"QCCL_CODEC": "int8"})
+    gloo_loss, _ = run_example("gloo", tmp_path, steps=100)
+    assert float(int8_loss) <= float(gloo_loss) * 1.02, (int8_loss, gloo_loss)
+    match = re.search(r"qccl codec int8: .* \((\d+\.\d+)x fewer bytes\)", output)
+    assert match and 3.8 < float(match.group(1)) < 4.0, output

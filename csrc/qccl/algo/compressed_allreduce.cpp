@@ -75,7 +75,7 @@ class ChunkPipeline {
         recvSplits[r] = codec_.encodedBytes(c.shards.length(rank_));
       }
     }
-    c.sent = emptyBytes(sum(sendSplits));
+    c.sent = emptyBytes(totalOf(sendSplits));
     int64_t offset = 0;
     for (int r = 0; r < ranks_; ++r) {
       if (r != rank_) {
@@ -83,7 +83,7 @@ class ChunkPipeline {
         offset += sendSplits[r];
       }
     }
-    c.received = emptyBytes(sum(recvSplits));
+    c.received = emptyBytes(totalOf(recvSplits));
     stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.sent.numel();
     if (ranks_ > 1) {
@@ -156,7 +156,7 @@ class ChunkPipeline {
   }
 
  private:
-  static int64_t sum(const std::vector<int64_t>& v) {
+  static int64_t totalOf(const std::vector<int64_t>& v) {
     int64_t total = 0;
     for (auto x : v) {
       total += x;
