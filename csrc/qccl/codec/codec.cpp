@@ -5,10 +5,6 @@
 
 namespace qccl::codec {
 
-bool validBlock(int64_t block) {
-  return block >= kMinBlock && block <= kMaxBlock && block % 8 == 0;
-}
-
 std::unique_ptr<Codec> makeCodec(CodecKind kind, int64_t block) {
   QCCL_CHECK_VALUE(
       validBlock(block), "block=", block, " is not valid; use a multiple of 8 from ", kMinBlock,

@@ -51,12 +51,6 @@ class Codec {
   virtual void decodeAdd(const uint8_t* in, int64_t n, float* acc) const = 0;
 };
 
-// Valid blocks: multiples of 8 in [kMinBlock, kMaxBlock] (int4 packs pairs, and whole
-// bytes per block keep every block's payload byte-aligned).
-constexpr int64_t kMinBlock = 8;
-constexpr int64_t kMaxBlock = 1 << 20;
-bool validBlock(int64_t block);
-
 // nullptr for CodecKind::None. Raises ValueError for an invalid block.
 std::unique_ptr<Codec> makeCodec(CodecKind kind, int64_t block);
 

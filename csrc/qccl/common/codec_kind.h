@@ -18,4 +18,12 @@ const std::vector<std::string>& codecNames();
 std::string_view codecName(CodecKind kind);
 std::optional<CodecKind> parseCodecName(std::string_view name);
 
+// Valid quantization blocks: multiples of 8 in [kMinBlock, kMaxBlock] (int4 packs pairs,
+// and whole bytes per block keep every block's payload byte-aligned).
+constexpr int64_t kMinBlock = 8;
+constexpr int64_t kMaxBlock = 1 << 20;
+constexpr bool validBlock(int64_t block) {
+  return block >= kMinBlock && block <= kMaxBlock && block % 8 == 0;
+}
+
 } // namespace qccl

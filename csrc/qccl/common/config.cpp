@@ -81,8 +81,9 @@ const std::vector<Setting>& settings() {
        [](const Config& c) { return std::string(codecName(c.codec)); }},
       {"block",
        [](Config& c, const std::string& v, const std::string& s) {
-         c.block = parseInteger(v, s, 8, 1 << 20);
-         QCCL_CHECK_VALUE(c.block % 8 == 0, s, "=", v, " is not valid; use a multiple of 8 from 8 to ", 1 << 20);
+         c.block = parseInteger(v, s, kMinBlock, kMaxBlock);
+         QCCL_CHECK_VALUE(
+             validBlock(c.block), s, "=", v, " is not valid; use a multiple of 8 from ", kMinBlock, " to ", kMaxBlock);
        },
        [](const Config& c) { return std::to_string(c.block); }},
       {"min_bytes",
