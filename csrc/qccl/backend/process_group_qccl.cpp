@@ -51,6 +51,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
     Config config)
     : Backend(rank, size),
       config_(config),
+      settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
       allreduce_(config),
       waiter_(std::make_shared<AsyncWaiter>()) {
@@ -70,7 +71,7 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
-  signature.settings = config_.fingerprint();
+  signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
     if (config_.verifyAcrossRanks) {

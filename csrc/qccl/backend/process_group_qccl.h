@@ -163,6 +163,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   void stop(const std::string& why);
 
   const Config config_;
+  const int64_t settingsFingerprint_;  // config_.fingerprint(), sent with every collective
   GlooTransport transport_;
   algo::BucketedAllreduce allreduce_;
   std::atomic<int> exactDepth_{0};
