@@ -94,11 +94,7 @@ class ChunkPipeline {
   // Step 3: sum the contributions to this rank's shard, re-encode it, post the allgather.
   void reduceOwnShard(Chunk& c) {
     auto clock = Clock::now();
-    if (c.exchange) {
-      net_.waitFor(c.exchange, "all_reduce (compressed, all-to-all)");
-      c.exchange.reset();
-    }
-    c.sent.reset();
+    awaitTransfer(c.exchange, c.sent, "all_reduce (compressed, all-to-all)");
     stats_.communicateSeconds += lap(clock);
 
     const int64_t begin = c.shards.begin(rank_);
@@ -140,11 +136,7 @@ class ChunkPipeline {
   // Step 4: every rank decodes every shard from the same gathered bytes.
   void decodeResult(Chunk& c) {
     auto clock = Clock::now();
-    if (c.gather) {
-      net_.waitFor(c.gather, "all_reduce (compressed, allgather)");
-      c.gather.reset();
-    }
-    c.mine.reset();
+    awaitTransfer(c.gather, c.mine, "all_reduce (compressed, allgather)");
     stats_.communicateSeconds += lap(clock);
     const uint8_t* gathered = c.gathered.data_ptr<uint8_t>();
     float* values = c.values.data_ptr<float>();
@@ -156,6 +148,15 @@ class ChunkPipeline {
   }
 
  private:
+  // Waits for `work` (none with one rank), then lets go of it and of the bytes it sent.
+  void awaitTransfer(c10::intrusive_ptr<c10d::Work>& work, at::Tensor& sent, const char* what) {
+    if (work) {
+      net_.waitFor(work, what);
+      work.reset();
+    }
+    sent.reset();
+  }
+
   static int64_t totalOf(const std::vector<int64_t>& v) {
     int64_t total = 0;
     for (auto x : v) {
