@@ -75,11 +75,6 @@ void ResidualStore::load(const std::vector<at::Tensor>& residuals) {
   }
 }
 
-int64_t ResidualStore::bytes() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return bytes_;
-}
-
 uint64_t bucketKey(const std::vector<at::Tensor>& tensors) {
   size_t h = 0;
   for (const auto& t : tensors) {

@@ -31,7 +31,6 @@ class ResidualStore {
   std::vector<at::Tensor> save() const;
   // Replaces the state with `residuals` (as save() returned them).
   void load(const std::vector<at::Tensor>& residuals);
-  int64_t bytes() const;
 
  private:
   struct Entry {

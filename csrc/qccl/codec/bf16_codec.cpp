@@ -2,10 +2,10 @@
 // exponent range, so nothing overflows and NaN/Inf stay NaN/Inf.
 
 #include <algorithm>
-#include <cstring>
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/bit_cast.h>
 
 #include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
@@ -15,22 +15,10 @@ namespace {
 
 constexpr int64_t kGrain = int64_t{1} << 16;
 
-uint32_t bitsOf(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-}
-
-float floatOf(uint32_t bits) {
-  float x;
-  std::memcpy(&x, &bits, sizeof(x));
-  return x;
-}
-
 // Adds 16 random bits below the kept ones, then truncates: rounds up with probability
 // equal to the dropped fraction. A finite value never rounds up to Inf.
 uint16_t roundStochastically(float x, uint64_t seed, uint64_t index) {
-  const uint32_t bits = bitsOf(x);
+  const uint32_t bits = c10::bit_cast<uint32_t>(x);
   if ((bits & 0x7F800000u) == 0x7F800000u) {
     return c10::detail::round_to_nearest_even(x);  // NaN and Inf as they are
   }
@@ -51,9 +39,8 @@ class Bf16Codec final : public Codec {
     return block_;
   }
 
-  // Rounded up to 4 bytes so that consecutive segments in a buffer stay aligned.
   int64_t encodedBytes(int64_t n) const override {
-    return (2 * n + 3) / 4 * 4;
+    return alignedWireBytes(2 * n);
   }
 
   void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
@@ -86,7 +73,7 @@ class Bf16Codec final : public Codec {
     const auto* h = reinterpret_cast<const uint16_t*>(in);
     at::parallel_for(0, n, kGrain, [&](int64_t first, int64_t last) {
       for (int64_t i = first; i < last; ++i) {
-        const float v = floatOf(static_cast<uint32_t>(h[i]) << 16);
+        const float v = c10::bit_cast<float>(static_cast<uint32_t>(h[i]) << 16);
         out[i] = kAccumulate ? out[i] + v : v;
       }
     });

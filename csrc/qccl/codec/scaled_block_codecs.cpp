@@ -151,10 +151,8 @@ class ScaledBlockCodec final : public Codec {
     return block_;
   }
 
-  // Rounded up to 4 bytes so that consecutive segments in a buffer stay aligned.
   int64_t encodedBytes(int64_t n) const override {
-    const int64_t bytes = blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n);
-    return (bytes + 3) / 4 * 4;
+    return alignedWireBytes(blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n));
   }
 
   void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
