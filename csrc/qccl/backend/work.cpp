@@ -25,7 +25,9 @@ FutureWork::FutureWork(
       seq_(seq),
       future_(makeTensorListFuture()) {}
 
-// The future completes first, so whoever wait()s on the work finds it complete too.
+// The future completes first, so whoever wait()s on the work finds the future complete
+// too; isCompleted() and exception() read the future, so whoever waits on the future
+// finds the work complete.
 void FutureWork::markSucceeded() {
   future_->markCompleted(c10::IValue(outputs_));
   finish();
@@ -34,6 +36,18 @@ void FutureWork::markSucceeded() {
 void FutureWork::markFailed(std::exception_ptr error) {
   future_->setError(error);
   finish(error);
+}
+
+bool FutureWork::isCompleted() {
+  return future_->completed();
+}
+
+bool FutureWork::isSuccess() const {
+  return future_->completed() && !future_->hasError();
+}
+
+std::exception_ptr FutureWork::exception() const {
+  return future_->completed() && future_->hasError() ? future_->exception_ptr() : nullptr;
 }
 
 std::vector<at::Tensor> FutureWork::result() {

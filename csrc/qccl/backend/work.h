@@ -40,6 +40,10 @@ class FutureWork : public c10d::Work {
   void markSucceeded();
   void markFailed(std::exception_ptr error);
 
+  // The future is the single source of truth for completion and error.
+  bool isCompleted() override;
+  bool isSuccess() const override;
+  std::exception_ptr exception() const override;
   std::vector<at::Tensor> result() override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
   uint64_t getSequencenumber() const override;
