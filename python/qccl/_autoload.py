@@ -5,10 +5,16 @@ is turned into a warning. Only Python is imported: the extension loads when a gr
 created.
 """
 
+import sys
 import warnings
 
 
 def autoload() -> None:
+    registration = sys.modules.get(f"{__package__}._registration")
+    if registration is not None and not hasattr(registration, "register_backend"):
+        # `import qccl` came first and is importing torch right now: qccl/__init__
+        # registers the backend once torch is in, so there is nothing to do here.
+        return
     try:
         from ._registration import register_backend
 

@@ -53,6 +53,15 @@ def test_autoload_hook_never_raises(monkeypatch):
     assert any("qccl: could not register" in str(w.message) for w in caught)
 
 
+def test_import_qccl_before_torch_registers_without_warning():
+    result = run_python(
+        "import warnings; warnings.simplefilter('error'); import qccl, torch.distributed as dist; "
+        "assert 'qccl' in dist.Backend.backend_list; print('ok')"
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    assert "qccl" not in result.stderr, result.stderr
+
+
 def test_import_qccl_twice_is_harmless():
     result = run_python("import qccl, importlib; qccl.register_backend(); qccl.register_backend(); print('ok')")
     assert result.returncode == 0, result.stderr
