@@ -1,0 +1,1 @@
+"""Backend comparison benchmark: `python -m qccl.bench --help`."""

@@ -1,0 +1,190 @@
+"""python -m qccl.bench: collectives timed on several backends side by side.
+
+    python -m qccl.bench                     # 2 local ranks, every collective, 4 KiB..256 MiB
+    python -m qccl.bench --ranks 4 --collectives allreduce --max-size 64M
+    benchmarks/netlab --ranks 2 --rate 1gbit -- python -m qccl.bench --collectives allreduce
+
+Without RANK/WORLD_SIZE in the environment it starts --ranks processes on this machine
+(loopback); under torchrun or benchmarks/netlab every process is one rank. Rank 0 prints
+an nccl-tests style table and writes results.csv, results.json and one PNG per collective
+into --out.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+from .backends import DEFAULT_BACKENDS, create_groups, parse_backends
+from .collectives import COLLECTIVES
+from .report import add_ratios, format_table, human_bytes, write_files
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'4K', '256M', '64MiB', '1024' -> bytes (binary units)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1] if t and t[-1] in _UNITS else ""
+    try:
+        return int(float(t[: len(t) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4K, 64M)") from None
+
+
+def parse_rate(text: str) -> float:
+    """'1gbit', '100mbit', '10Gbit', '1e9' -> bits per second."""
+    t = text.strip().lower().removesuffix("/s").removesuffix("bit").removesuffix("bps")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1)
+    try:
+        return float(t.rstrip("kmg")) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 1gbit, 100mbit)") from None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m qccl.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--ranks", type=int, default=2, help="local ranks to start (ignored under torchrun)")
+    p.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma-separated: %(default)s")
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated: %(default)s")
+    p.add_argument("--min-size", type=parse_size, default=4 << 10)
+    p.add_argument("--max-size", type=parse_size, default=256 << 20)
+    p.add_argument("--step-factor", type=int, default=4, help="size multiplier between rows")
+    p.add_argument("--sizes", help="comma-separated sizes instead of the min/max/factor range")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per backend and size")
+    p.add_argument("--rounds", type=int, default=3, help="alternations between backends")
+    p.add_argument("--iters", type=int, help="timed calls per round (default: by size)")
+    p.add_argument("--link-rate", type=parse_rate, default=os.environ.get("QCCL_LAB_RATE"),
+                   help="shaped link rate, for the wire bound column (netlab sets it)")
+    p.add_argument("--out", default=None, help="output folder (default qccl-bench-<time>)")
+    args = p.parse_args(argv)
+    if isinstance(args.link_rate, str):
+        args.link_rate = parse_rate(args.link_rate)
+    if args.sizes:
+        args.size_list = [parse_size(s) for s in args.sizes.split(",")]
+    else:
+        args.size_list, size = [], args.min_size
+        while size <= args.max_size:
+            args.size_list.append(size)
+            size *= max(2, args.step_factor)
+    args.collective_list = [c.strip() for c in args.collectives.split(",") if c.strip()]
+    unknown = [c for c in args.collective_list if c not in COLLECTIVES]
+    if unknown:
+        p.error(f"unknown collective(s) {unknown}; choose from {list(COLLECTIVES)}")
+    try:
+        parse_backends(args.backends)
+    except ValueError as e:
+        p.error(str(e))
+    args.out = args.out or datetime.datetime.now().strftime("qccl-bench-%Y%m%d-%H%M%S")
+    return args
+
+
+def network_description() -> str:
+    if "QCCL_LAB_RATE" in os.environ:
+        measured = os.environ.get("QCCL_LAB_MEASURED", "?")
+        return f"netlab {os.environ['QCCL_LAB_RATE']} link (measured {measured})"
+    return "one machine, loopback"
+
+
+def run_rank(args) -> None:
+    import torch
+    import torch.distributed as dist
+
+    args.dtype = getattr(torch, args.dtype)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=30))
+    rank = dist.get_rank()
+
+    def log(message):
+        if rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
+    backends = create_groups(parse_backends(args.backends), log)
+    from .runner import measure
+
+    steps = [(c, size) for c in args.collective_list for size in args.size_list]
+    rows, started = [], time.monotonic()
+    for step, (collective, size) in enumerate(steps, 1):
+        new = measure(collective, size, backends, args, args.link_rate)
+        rows += new
+        times = ", ".join(f"{r['backend']} {r['time_us']:.0f}us" for r in new)
+        log(f"[{step:>3}/{len(steps)}] {time.monotonic() - started:6.0f}s "
+            f"{collective} {human_bytes(size)}: {times}")
+    if rank == 0:
+        import qccl
+
+        metadata = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": "python -m qccl.bench " + " ".join(sys.argv[1:]),
+            "ranks": dist.get_world_size(),
+            "network": network_description(),
+            "link_rate_bits_per_s": args.link_rate,
+            "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "qccl": qccl.__version__,
+            "threads_per_rank": torch.get_num_threads(),
+            "backends": [b.name for b in backends],
+        }
+        add_ratios(rows)
+        header = [
+            f"{metadata['ranks']} ranks, {metadata['network']}, torch {metadata['torch']}, "
+            f"qccl {metadata['qccl']}, {metadata['date']}",
+            "time: median over calls of the slowest rank; busbw = algbw x the collective's "
+            "nccl-tests factor; vs_gloo = gloo time / this time",
+        ]
+        print(format_table(rows, header))
+        for path in write_files(rows, metadata, args.out):
+            print(f"wrote {path}")
+    dist.destroy_process_group()
+
+
+def launch_local(args, argv) -> int:
+    """Starts args.ranks processes of this command on loopback; returns their exit code."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(args.ranks):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                   WORLD_SIZE=str(args.ranks), LOCAL_RANK=str(rank),
+                   LOCAL_WORLD_SIZE=str(args.ranks))
+        procs.append(subprocess.Popen([sys.executable, "-m", "qccl.bench", *argv], env=env))
+    code = 0
+    try:
+        while procs:
+            for p in list(procs):
+                if p.poll() is not None:
+                    procs.remove(p)
+                    if p.returncode != 0 and code == 0:
+                        code = p.returncode
+                        for other in procs:  # the others would wait for it until the timeout
+                            other.terminate()
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    return code
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        run_rank(args)
+        return 0
+    # Every rank writes nothing but rank 0's files: fix the folder name for all of them.
+    has_out = any(a == "--out" or a.startswith("--out=") for a in argv)
+    return launch_local(args, argv if has_out else [*argv, "--out", args.out])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
