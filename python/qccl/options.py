@@ -24,6 +24,7 @@ class Options:
     bucket_bytes: int | None = None  # fusion cap for lists of tensors
     error_feedback_max_bytes: int | None = None  # residual memory cap per group
     verify: bool | None = None  # check every collective's arguments across ranks
+    force_network: bool | None = None  # never bypass the network (benchmarks/netlab)
 
     def __post_init__(self):
         for field in fields(self):

@@ -350,3 +350,14 @@ def test_environment_supplies_defaults(monkeypatch):
     monkeypatch.setenv("QCCL_CODEC", "int9")
     with pytest.raises(ValueError, match="QCCL_CODEC=int9"):
         qccl.Options()
+
+
+def test_force_network_is_a_setting(monkeypatch):
+    """benchmarks/netlab sets QCCL_FORCE_NETWORK=1: a group records it like any setting."""
+    assert qccl.Options().resolved()["force_network"] == "0"
+    monkeypatch.setenv("QCCL_FORCE_NETWORK", "1")
+    assert qccl.Options().resolved()["force_network"] == "1"
+    assert qccl.Options(force_network=False).resolved()["force_network"] == "0"
+    monkeypatch.setenv("QCCL_FORCE_NETWORK", "yes please")
+    with pytest.raises(ValueError, match="QCCL_FORCE_NETWORK"):
+        qccl.Options()

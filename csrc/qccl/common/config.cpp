@@ -105,6 +105,9 @@ const std::vector<Setting>& settings() {
          c.errorFeedbackMaxBytes = parseInteger(v, s, 0, kMaxBytes);
        },
        [](const Config& c) { return std::to_string(c.errorFeedbackMaxBytes); }},
+      {"force_network",
+       [](Config& c, const std::string& v, const std::string& s) { c.forceNetwork = parseFlag(v, s); },
+       [](const Config& c) { return flagText(c.forceNetwork); }},
   };
   return all;
 }

@@ -30,6 +30,11 @@ struct Config {
   int64_t bucketBytes = 25 << 20;      // fusion cap for lists of tensors
   int64_t errorFeedbackMaxBytes = int64_t{1} << 30;  // residuals kept, least recent dropped
 
+  // Never take a path that bypasses the network (benchmarks/netlab sets it, so shaped
+  // links are what a result was measured on). Every byte goes through Gloo's TCP sockets
+  // today; a shortcut added later (shared memory, NCCL's SHM/P2P) must honour it.
+  bool forceNetwork = false;
+
   static Config fromEnvironment();
 
   // This configuration with `settings` (key -> text) applied; raises ValueError for an

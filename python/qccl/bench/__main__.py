@@ -125,6 +125,7 @@ def run_rank(args) -> None:
             "ranks": dist.get_world_size(),
             "network": network_description(),
             "link_rate_bits_per_s": args.link_rate,
+            "force_network": os.environ.get("QCCL_FORCE_NETWORK", "0") == "1",
             "host": platform.node(),
             "cpu": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
