@@ -1,0 +1,128 @@
+"""The benchmark tools as a user runs them: `python -m qccl.bench` on a tiny
+configuration, and benchmarks/netlab around it when this machine allows namespaces."""
+
+import csv
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NETLAB = ROOT / "benchmarks" / "netlab"
+
+TABLE_HEADER = ["size", "count", "type", "redop", "backend", "time(us)", "algbw(GB/s)", "busbw(GB/s)"]
+
+
+def run(command, cwd, timeout=300):
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def bench(*args):
+    return [sys.executable, "-m", "qccl.bench", "--iters", "2", "--rounds", "1", "--warmup", "1", *args]
+
+
+def test_bench_cli_writes_table_csv_json_and_plots(tmp_path):
+    out = tmp_path / "out"
+    result = run(bench(
+        "--ranks", "2", "--sizes", "4K,256K", "--collectives", "allreduce,allgather,sendrecv",
+        "--backends", "gloo,qccl:none,qccl:int8", "--out", str(out),
+    ), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for title in TABLE_HEADER:
+        assert title in result.stdout
+    assert "[  6/6]" in result.stderr, "progress lines"
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    measured = {(r["collective"], int(r["size"]), r["backend"]) for r in rows}
+    expected = {("allreduce", s, b) for s in (4096, 262144) for b in ("gloo", "qccl:none", "qccl:int8")}
+    expected |= {(c, s, b) for c in ("allgather", "sendrecv") for s in (4096, 262144) for b in ("gloo", "qccl:none")}
+    assert measured == expected, "codecs only where they change what is sent"
+    for r in rows:
+        assert float(r["time_us"]) > 0 and float(r["busbw_GBps"]) > 0
+        error = float(r["rel_error"])
+        if r["collective"] != "allreduce":
+            assert error == 0.0, f"data movement must be exact: {r}"
+        elif r["backend"] == "qccl:int8" and int(r["size"]) >= 65536:
+            assert 1e-3 < error < 2e-2, f"int8 error against float64: {r}"
+            assert float(r["wire_bytes_per_rank"]) < int(r["size"]) / 3, "int8 sends ~4x fewer bytes"
+        else:
+            assert error < 1e-6, f"exact allreduce: {r}"
+
+    with open(out / "results.json") as f:
+        report = json.load(f)
+    assert report["metadata"]["ranks"] == 2 and "loopback" in report["metadata"]["network"]
+    assert len(report["rows"]) == len(rows)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    for collective in ("allreduce", "allgather", "sendrecv"):
+        assert (out / f"{collective}.png").stat().st_size > 1000
+
+
+def test_bench_cli_rejects_unknown_names(tmp_path):
+    result = run(bench("--backends", "gloo,qccl:int3"), cwd=tmp_path)
+    assert result.returncode == 2 and "int3" in result.stderr
+    result = run(bench("--collectives", "allreduce,gossip"), cwd=tmp_path)
+    assert result.returncode == 2 and "gossip" in result.stderr
+
+
+def netlab_unavailable():
+    if os.geteuid() != 0:
+        return "netlab needs root"
+    if not (shutil.which("ip") and shutil.which("tc")):
+        return "netlab needs ip and tc (iproute2)"
+    probe = subprocess.run(["ip", "netns", "add", f"qccl-probe-{os.getpid()}"], capture_output=True)
+    if probe.returncode != 0:
+        return f"network namespaces unavailable: {probe.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", f"qccl-probe-{os.getpid()}"], check=True)
+    return None
+
+
+def lab_leftovers():
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return [line for line in (namespaces + links).splitlines() if "qlab" in line or "qlv" in line or "qlb" in line]
+
+
+@pytest.fixture
+def netlab():
+    reason = netlab_unavailable()
+    if reason:
+        pytest.skip(f"netlab not exercised: {reason}")
+    yield NETLAB
+    assert lab_leftovers() == [], "netlab must tear down its namespaces and links"
+
+
+def test_netlab_runs_the_bench_on_shaped_links(netlab, tmp_path):
+    """At 100 Mbit/s Gloo's 4 MiB allreduce cannot beat the wire bound, and int8 sends
+    about 4x fewer bytes: both show the ranks really talk through the shaped links."""
+    out = tmp_path / "out"
+    result = run([
+        str(netlab), "--ranks", "2", "--rate", "100mbit", "--",
+        *bench("--sizes", "4M", "--collectives", "allreduce", "--backends", "gloo,qccl:int8", "--out", str(out)),
+    ], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "links shaped to 100mbit" in result.stdout and "measured" in result.stdout
+    with open(out / "results.json") as f:
+        report = json.load(f)
+    assert report["metadata"]["force_network"] is True
+    assert report["metadata"]["link_rate_bits_per_s"] == 100e6
+    gloo, int8 = sorted(report["rows"], key=lambda r: r["backend"])
+    assert gloo["backend"] == "gloo" and gloo["bound_us"] == pytest.approx(4 * 2**20 * 8 / 100e6 * 1e6)
+    assert gloo["time_us"] > 0.9 * gloo["bound_us"], "faster than the link allows: not shaped"
+    assert int8["time_us"] < gloo["time_us"], "int8 must win where the link is the bottleneck"
+
+
+def test_netlab_reports_a_failed_rank_and_cleans_up(netlab, tmp_path):
+    result = run([
+        str(netlab), "--ranks", "3", "--rate", "100mbit", "--", sys.executable, "-c",
+        "import os, sys; print('rank says hi'); sys.exit(7 if os.environ['RANK'] == '2' else 0)",
+    ], cwd=tmp_path)
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "rank 2 failed (exit 7)" in result.stderr and "[rank 2] rank says hi" in result.stderr
