@@ -126,3 +126,32 @@ def test_netlab_reports_a_failed_rank_and_cleans_up(netlab, tmp_path):
     ], cwd=tmp_path)
     assert result.returncode == 7, result.stdout + result.stderr
     assert "rank 2 failed (exit 7)" in result.stderr and "[rank 2] rank says hi" in result.stderr
+
+
+def test_train_bench_compares_configurations(tmp_path):
+    """A tiny model through benchmarks/train_bench.py: every configuration trains the same
+    model from the same weights, so uncompressed Gloo and qccl reach the same loss."""
+    result = run([
+        sys.executable, str(ROOT / "benchmarks" / "train_bench.py"), "--ranks", "2",
+        "--configs", "gloo,gloo+powersgd4,qccl:none,qccl:int8", "--steps", "3", "--warmup", "1",
+        "--width", "32", "--layers", "1", "--heads", "2", "--context", "16",
+        "--json", str(tmp_path / "train.json"),
+    ], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "train.json") as f:
+        results = {r["config"]: r for r in json.load(f)["results"]}
+    assert list(results) == ["gloo", "gloo+powersgd4", "qccl:none", "qccl:int8"]
+    assert results["qccl:none"]["loss"] == results["gloo"]["loss"]
+    for r in results.values():
+        assert r["samples_per_s"] > 0 and 0 < r["compute_s"]
+        assert r["config"] in result.stdout
+
+
+def test_fusion_bench_runs(tmp_path):
+    result = run([
+        sys.executable, str(ROOT / "benchmarks" / "fusion_bench.py"), "--ranks", "2",
+        "--tensors", "20", "--rounds", "1",
+    ], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for way in ("gloo separate", "gloo fused", "qccl separate", "qccl fused"):
+        assert way in result.stdout

@@ -14,13 +14,12 @@ import argparse
 import datetime
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 
 from .backends import DEFAULT_BACKENDS, create_groups, parse_backends
 from .collectives import COLLECTIVES
+from .launch import spawn_ranks, threads_per_rank, under_launcher
 from .report import add_ratios, format_table, human_bytes, write_files
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -96,8 +95,7 @@ def run_rank(args) -> None:
     import torch.distributed as dist
 
     args.dtype = getattr(torch, args.dtype)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    torch.set_num_threads(threads_per_rank())
     dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=30))
     rank = dist.get_rank()
 
@@ -147,44 +145,16 @@ def run_rank(args) -> None:
     dist.destroy_process_group()
 
 
-def launch_local(args, argv) -> int:
-    """Starts args.ranks processes of this command on loopback; returns their exit code."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(args.ranks):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                   WORLD_SIZE=str(args.ranks), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(args.ranks))
-        procs.append(subprocess.Popen([sys.executable, "-m", "qccl.bench", *argv], env=env))
-    code = 0
-    try:
-        while procs:
-            for p in list(procs):
-                if p.poll() is not None:
-                    procs.remove(p)
-                    if p.returncode != 0 and code == 0:
-                        code = p.returncode
-                        for other in procs:  # the others would wait for it until the timeout
-                            other.terminate()
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
-    return code
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if under_launcher():
         run_rank(args)
         return 0
-    # Every rank writes nothing but rank 0's files: fix the folder name for all of them.
+    # Only rank 0 writes files, but every rank must agree on the folder's name.
     has_out = any(a == "--out" or a.startswith("--out=") for a in argv)
-    return launch_local(args, argv if has_out else [*argv, "--out", args.out])
+    argv = argv if has_out else [*argv, "--out", args.out]
+    return spawn_ranks([sys.executable, "-m", "qccl.bench", *argv], args.ranks)
 
 
 if __name__ == "__main__":

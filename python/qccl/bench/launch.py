@@ -1,0 +1,49 @@
+"""Starting benchmark ranks on this machine, and sharing its cores between them."""
+
+import os
+import socket
+import subprocess
+import time
+
+
+def under_launcher() -> bool:
+    """Whether torchrun, benchmarks/netlab or a user already made this process one rank."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def threads_per_rank() -> int:
+    """OMP_NUM_THREADS when set (netlab sets it: its ranks share one machine), otherwise
+    this machine's cores split among its local ranks."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 1) // local)
+
+
+def spawn_ranks(command: list[str], ranks: int) -> int:
+    """Runs `command` as `ranks` processes on loopback with torchrun's variables; returns
+    the first failing exit code (the other ranks are stopped then), or 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(ranks):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                   WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(ranks))
+        procs.append(subprocess.Popen(command, env=env))
+    code = 0
+    try:
+        while procs:
+            for p in list(procs):
+                if p.poll() is None:
+                    continue
+                procs.remove(p)
+                if p.returncode != 0 and code == 0:
+                    code = p.returncode
+                    for other in procs:  # they would wait for the failed rank until the timeout
+                        other.terminate()
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            p.terminate()
+    return code
