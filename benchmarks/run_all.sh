@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Regenerates every measurement quoted in benchmarks/RESULTS.md into benchmarks/results/
+# (tables as .txt, plus the CSV/JSON/PNG files of python -m qccl.bench). Needs root for
+# the shaped-link runs (benchmarks/netlab); without root those are skipped with a message.
+#
+#   bash benchmarks/run_all.sh            # about 25 minutes on a 2-core machine
+#
+# RANKS (default 2) and RATE (default 1gbit) choose the emulated cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ranks=${RANKS:-2} rate=${RATE:-1gbit}
+out=benchmarks/results
+mkdir -p "$out"
+
+step() { echo "== $*" >&2; }
+
+step "codec speed and error"
+python benchmarks/codec_throughput.py | tee "$out/codec_throughput.txt"
+python -m torch.distributed.run --nproc-per-node "$ranks" benchmarks/codec_error.py | tee "$out/codec_error.txt"
+
+step "collectives on loopback"
+python -m qccl.bench --ranks "$ranks" --out "$out/loopback" | tee "$out/loopback.txt"
+step "1000 small tensors on loopback"
+python benchmarks/fusion_bench.py --ranks "$ranks" | tee "$out/fusion_loopback.txt"
+step "DDP training on loopback"
+python benchmarks/train_bench.py --ranks "$ranks" --json "$out/train_loopback.json" | tee "$out/train_loopback.txt"
+
+if [[ $EUID -ne 0 ]]; then
+  echo "run_all: not root, skipping the shaped-link runs (benchmarks/netlab needs root)" >&2
+  exit 0
+fi
+lab=(benchmarks/netlab --ranks "$ranks" --rate "$rate" --)
+step "allreduce and sendrecv on $rate links"
+"${lab[@]}" python -m qccl.bench --collectives allreduce,sendrecv --out "$out/$rate" | tee "$out/$rate.txt"
+step "1000 small tensors on $rate links"
+"${lab[@]}" python benchmarks/fusion_bench.py | tee "$out/fusion_$rate.txt"
+step "DDP training on $rate links"
+"${lab[@]}" python benchmarks/train_bench.py --json "$out/train_$rate.json" | tee "$out/train_$rate.txt"
