@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from qccl.bench.launch import spawn_ranks, threads_per_rank, under_launcher
+from qccl.bench.runner import slowest_rank
 
 
 def separate(tensors, group):
@@ -45,12 +46,7 @@ def run_rank(args):
             start = time.perf_counter()
             how(tensors, group)
             samples[label].append(time.perf_counter() - start)
-    slowest = {}
-    for label, values in samples.items():
-        mine = torch.tensor(values, dtype=torch.float64)
-        every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-        dist.all_gather(every, mine)
-        slowest[label] = statistics.median(torch.stack(every).amax(0).tolist())
+    slowest = {label: statistics.median(slowest_rank(values)) for label, values in samples.items()}
     if dist.get_rank() == 0:
         base = slowest["gloo separate"]
         print(f"# {args.tensors} float32 tensors of {args.bytes} bytes, {dist.get_world_size()} ranks, "

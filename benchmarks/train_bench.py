@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
 
 from qccl.bench.launch import spawn_ranks, threads_per_rank, under_launcher  # noqa: E402
+from qccl.bench.runner import slowest_rank  # noqa: E402
 
 CONFIGS = [
     "gloo", "gloo+fp16_hook", "gloo+bf16_hook", "gloo+powersgd4",
@@ -121,15 +122,6 @@ def run_config(config, args, corpus, groups):
     }
 
 
-def slowest_rank(measured: dict) -> dict:
-    """Each number as the slowest rank saw it (loss: rank 0's, all ranks train the same model)."""
-    mine = torch.tensor([measured["step_s"], measured["compute_s"]], dtype=torch.float64)
-    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
-    step_s, compute_s = torch.stack(every).amax(0).tolist()
-    return {"step_s": step_s, "compute_s": compute_s, "loss": measured["loss"]}
-
-
 def run_rank(args) -> None:
     torch.set_num_threads(threads_per_rank())
     dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=30))
@@ -137,7 +129,9 @@ def run_rank(args) -> None:
     corpus, groups, results = load_corpus(), {}, []
     params = sum(p.numel() for p in CharTransformer(args.width, args.layers, args.heads, args.context).parameters())
     for config in args.configs:
-        result = slowest_rank(run_config(config, args, corpus, groups))
+        result = run_config(config, args, corpus, groups)
+        # Times as the slowest rank saw them; the loss is rank 0's (all train one model).
+        result["step_s"], result["compute_s"] = slowest_rank([result["step_s"], result["compute_s"]])
         result["config"] = config
         result["samples_per_s"] = args.batch_size * world / result["step_s"]
         results.append(result)

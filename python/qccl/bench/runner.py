@@ -22,8 +22,9 @@ def iterations_per_round(nbytes: int, requested: int | None) -> int:
     return max(1, min(50, (64 << 20) // nbytes))
 
 
-def _slowest_rank(samples: list[float]) -> list[float]:
-    """Per sample, the slowest rank's time (collective over the default gloo group)."""
+def slowest_rank(samples: list[float]) -> list[float]:
+    """Per sample, the slowest rank's time (collective over the default group: every
+    rank passes as many samples)."""
     mine = torch.tensor(samples, dtype=torch.float64)
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)
@@ -69,7 +70,7 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
     expected = collective.expected(rank, world, count, args.dtype) if rank == 0 else None
     rows = []
     for b in backends:
-        seconds = statistics.median(_slowest_rank(samples[b.name]))
+        seconds = statistics.median(slowest_rank(samples[b.name]))
         algbw = count * element / seconds / 1e9
         wire = None
         if b.is_qccl and collective_name == "allreduce":
