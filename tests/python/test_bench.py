@@ -70,6 +70,8 @@ def test_bench_cli_rejects_unknown_names(tmp_path):
     assert result.returncode == 2 and "int3" in result.stderr
     result = run(bench("--collectives", "allreduce,gossip"), cwd=tmp_path)
     assert result.returncode == 2 and "gossip" in result.stderr
+    result = run(bench("--sizes", "4K,lots"), cwd=tmp_path)
+    assert result.returncode == 2 and "not a size: 'lots'" in result.stderr
 
 
 def netlab_unavailable():

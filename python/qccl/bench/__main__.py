@@ -65,7 +65,10 @@ def parse_args(argv=None):
     if isinstance(args.link_rate, str):
         args.link_rate = parse_rate(args.link_rate)
     if args.sizes:
-        args.size_list = [parse_size(s) for s in args.sizes.split(",")]
+        try:
+            args.size_list = [parse_size(s) for s in args.sizes.split(",")]
+        except argparse.ArgumentTypeError as e:
+            p.error(str(e))
     else:
         args.size_list, size = [], args.min_size
         while size <= args.max_size:
