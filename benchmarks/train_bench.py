@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
 
-from qccl.bench.launch import spawn_ranks, threads_per_rank, under_launcher  # noqa: E402
+from qccl.bench.launch import network_description, spawn_ranks, threads_per_rank, under_launcher  # noqa: E402
 from qccl.bench.runner import slowest_rank  # noqa: E402
 
 CONFIGS = [
@@ -144,8 +144,7 @@ def run_rank(args) -> None:
 
 
 def report(args, results, params, world):
-    network = (f"netlab {os.environ['QCCL_LAB_RATE']} link (measured {os.environ.get('QCCL_LAB_MEASURED')})"
-               if "QCCL_LAB_RATE" in os.environ else "one machine, loopback")
+    network = network_description()
     gloo = next((r for r in results if r["config"] == "gloo"), None)
     print(f"# DDP training, {world} ranks, {network}, {params / 1e6:.1f}M parameters, batch "
           f"{args.batch_size}x{args.context} tokens per rank, median of {args.steps} steps, "

@@ -19,7 +19,7 @@ import time
 
 from .backends import DEFAULT_BACKENDS, create_groups, parse_backends
 from .collectives import COLLECTIVES
-from .launch import spawn_ranks, threads_per_rank, under_launcher
+from .launch import network_description, spawn_ranks, threads_per_rank, under_launcher
 from .report import add_ratios, format_table, human_bytes, write_files
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -58,12 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per backend and size")
     p.add_argument("--rounds", type=int, default=3, help="alternations between backends")
     p.add_argument("--iters", type=int, help="timed calls per round (default: by size)")
+    # argparse runs a string default through `type` too, so QCCL_LAB_RATE is parsed.
     p.add_argument("--link-rate", type=parse_rate, default=os.environ.get("QCCL_LAB_RATE"),
                    help="shaped link rate, for the wire bound column (netlab sets it)")
     p.add_argument("--out", default=None, help="output folder (default qccl-bench-<time>)")
     args = p.parse_args(argv)
-    if isinstance(args.link_rate, str):
-        args.link_rate = parse_rate(args.link_rate)
     if args.sizes:
         try:
             args.size_list = [parse_size(s) for s in args.sizes.split(",")]
@@ -84,13 +83,6 @@ def parse_args(argv=None):
         p.error(str(e))
     args.out = args.out or datetime.datetime.now().strftime("qccl-bench-%Y%m%d-%H%M%S")
     return args
-
-
-def network_description() -> str:
-    if "QCCL_LAB_RATE" in os.environ:
-        measured = os.environ.get("QCCL_LAB_MEASURED", "?")
-        return f"netlab {os.environ['QCCL_LAB_RATE']} link (measured {measured})"
-    return "one machine, loopback"
 
 
 def run_rank(args) -> None:

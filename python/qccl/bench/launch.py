@@ -1,4 +1,5 @@
-"""Starting benchmark ranks on this machine, and sharing its cores between them."""
+"""Starting benchmark ranks on this machine, sharing its cores between them, and saying
+what network they run on."""
 
 import os
 import socket
@@ -9,6 +10,14 @@ import time
 def under_launcher() -> bool:
     """Whether torchrun, benchmarks/netlab or a user already made this process one rank."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def network_description() -> str:
+    """What the ranks talk over: the netlab link (as the lab measured it) or loopback."""
+    if "QCCL_LAB_RATE" in os.environ:
+        measured = os.environ.get("QCCL_LAB_MEASURED", "?")
+        return f"netlab {os.environ['QCCL_LAB_RATE']} link (measured {measured})"
+    return "one machine, loopback"
 
 
 def threads_per_rank() -> int:
