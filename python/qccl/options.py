@@ -25,6 +25,7 @@ class Options:
     error_feedback_max_bytes: int | None = None  # residual memory cap per group
     verify: bool | None = None  # check every collective's arguments across ranks
     force_network: bool | None = None  # never bypass the network (benchmarks/netlab)
+    p2p_codec: str | None = None  # send/recv payloads: "none" | "fp16" | "bf16" | "int8"
 
     def __post_init__(self):
         for field in fields(self):

@@ -54,7 +54,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
       allreduce_(config),
-      waiter_(std::make_shared<AsyncWaiter>()) {
+      p2p_(transport_, config, rank, size) {
   QCCL_CHECK_VALUE(
       transport_.rank() == rank && transport_.size() == size,
       "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
@@ -80,15 +80,6 @@ WorkPtr ProcessGroupQCCL::enqueue(
     body();
   });
   return track(work);
-}
-
-WorkPtr ProcessGroupQCCL::pointToPoint(
-    OpType type,
-    const std::string& name,
-    WorkPtr glooWork,
-    const at::Tensor& tensor) {
-  return track(WaitingWork::create(
-      rank_, type, name, {std::move(glooWork)}, {tensor}, transport_.timeout(), waiter_));
 }
 
 WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
@@ -376,24 +367,20 @@ WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, in
   OpChecker check("send", rank_, size_);
   auto tensor = check.single(tensors);
   check.peer(dstRank);
-  std::vector<at::Tensor> bytes{asBytes(tensor)};
-  return pointToPoint(OpType::SEND, "send", transport_.gloo().send(bytes, dstRank, tag), tensor);
+  return track(p2p_.send(tensor, dstRank, tag));
 }
 
 WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
   check.peer(srcRank);
-  std::vector<at::Tensor> bytes{asBytes(tensor)};
-  return pointToPoint(OpType::RECV, "recv", transport_.gloo().recv(bytes, srcRank, tag), tensor);
+  return track(p2p_.recv(tensor, srcRank, tag));
 }
 
 WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
-  std::vector<at::Tensor> bytes{asBytes(tensor)};
-  return pointToPoint(
-      OpType::RECVANYSOURCE, "recv from any source", transport_.gloo().recvAnysource(bytes, tag), tensor);
+  return track(p2p_.recv(tensor, -1, tag));
 }
 
 // --- coalescing ----------------------------------------------------------------------------
@@ -412,15 +399,25 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     coalescing_ = false;
     parts.swap(coalesced_);
   }
-  std::vector<at::Tensor> outputs;
-  for (const auto& part : parts) {
-    for (auto& t : part->result()) {
-      outputs.push_back(t);
-    }
+  return BatchWork::create(rank_, std::move(parts));
+}
+
+// --- splitting ----------------------------------------------------------------------------
+
+c10::intrusive_ptr<c10d::Backend::Options> ProcessGroupQCCL::getBackendOptions() {
+  // The transport's options (devices, timeout): what a split of it needs.
+  return transport_.gloo().getBackendOptions();
+}
+
+c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::split(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    const std::vector<int>& ranks,
+    const c10::intrusive_ptr<Options>& opts) {
+  auto gloo = transport_.gloo().split(store, ranks, opts);
+  if (!gloo) {
+    return nullptr;  // this rank is not in the new group
   }
-  return WaitingWork::create(
-      rank_, OpType::COALESCED, "coalesced batch", std::move(parts), std::move(outputs),
-      transport_.timeout(), waiter_);
+  return c10::make_intrusive<ProcessGroupQCCL>(gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_);
 }
 
 // --- compression state ---------------------------------------------------------------------
@@ -462,7 +459,7 @@ void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
 
 void ProcessGroupQCCL::stop(const std::string& why) {
   queue_.stop(makeCommError(why + " (rank " + std::to_string(rank_) + ")"));
-  waiter_->abortAll();
+  p2p_.shutdown(why);
 }
 
 void ProcessGroupQCCL::abort() {

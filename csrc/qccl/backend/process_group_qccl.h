@@ -1,8 +1,8 @@
 #pragma once
 
 // qccl's c10d backend. Each op: validate on the caller's thread (bad input raises here),
-// then hand the work to the group's worker (collectives) or post it to Gloo directly
-// (point-to-point), and return a Work at once.
+// then hand the work to the group's worker (collectives) or to the point-to-point
+// engine (p2p/), and return a Work at once.
 
 #include <atomic>
 #include <chrono>
@@ -16,9 +16,9 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
-#include "qccl/backend/async_waiter.h"
 #include "qccl/backend/op_queue.h"
 #include "qccl/common/config.h"
+#include "qccl/p2p/p2p_engine.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl {
@@ -109,6 +109,16 @@ class ProcessGroupQCCL : public c10d::Backend {
   bool supportsCoalescing() const override {
     return true;
   }
+  // split_group (and DeviceMesh): the child is a qccl group with this group's settings
+  // over a split of the Gloo transport.
+  bool supportsSplitting() const override {
+    return true;
+  }
+  c10::intrusive_ptr<Options> getBackendOptions() override;
+  c10::intrusive_ptr<c10d::Backend> split(
+      const c10::intrusive_ptr<c10d::Store>& store,
+      const std::vector<int>& ranks,
+      const c10::intrusive_ptr<Options>& opts) override;
   void startCoalescing() override;
   c10::intrusive_ptr<c10d::Work> endCoalescing() override;
 
@@ -152,12 +162,6 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> tensors,
       const c10d::ReduceOp& op);
-  // Wraps Gloo point-to-point works.
-  c10::intrusive_ptr<c10d::Work> pointToPoint(
-      c10d::OpType type,
-      const std::string& name,
-      c10::intrusive_ptr<c10d::Work> glooWork,
-      const at::Tensor& tensor);
   // Records `work` for the open coalescing window, if any; returns it.
   c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
   void stop(const std::string& why);
@@ -167,7 +171,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   GlooTransport transport_;
   algo::BucketedAllreduce allreduce_;
   std::atomic<int> exactDepth_{0};
-  std::shared_ptr<AsyncWaiter> waiter_;
+  p2p::P2PEngine p2p_;
   std::atomic<uint64_t> seq_{0};
 
   std::mutex coalescingMutex_;

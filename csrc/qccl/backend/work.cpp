@@ -28,14 +28,22 @@ FutureWork::FutureWork(
 // The future completes first, so whoever wait()s on the work finds the future complete
 // too; isCompleted() and exception() read the future, so whoever waits on the future
 // finds the work complete.
-void FutureWork::markSucceeded() {
+bool FutureWork::markSucceeded() {
+  if (settled_.exchange(true)) {
+    return false;
+  }
   future_->markCompleted(c10::IValue(outputs_));
   finish();
+  return true;
 }
 
-void FutureWork::markFailed(std::exception_ptr error) {
+bool FutureWork::markFailed(std::exception_ptr error) {
+  if (settled_.exchange(true)) {
+    return false;
+  }
   future_->setError(error);
   finish(error);
+  return true;
 }
 
 bool FutureWork::isCompleted() {
@@ -141,6 +149,55 @@ void WaitingWork::abort() {
 int WaitingWork::sourceRank() const {
   TORCH_CHECK(parts_.size() == 1, "qccl: ", name(), " has no single source rank");
   return parts_.front()->sourceRank();
+}
+
+namespace {
+
+std::vector<at::Tensor> outputsOf(const std::vector<c10::intrusive_ptr<c10d::Work>>& parts) {
+  std::vector<at::Tensor> outputs;
+  for (const auto& part : parts) {
+    for (auto& t : part->result()) {
+      outputs.push_back(t);
+    }
+  }
+  return outputs;
+}
+
+} // namespace
+
+c10::intrusive_ptr<BatchWork> BatchWork::create(int rank, std::vector<c10::intrusive_ptr<c10d::Work>> parts) {
+  auto batch = c10::make_intrusive<BatchWork>(rank, std::move(parts));
+  for (auto& part : batch->parts_) {
+    // Each callback holds the batch alive until its part has reported.
+    part->getFuture()->addCallback([batch](c10::ivalue::Future&) { batch->partDone(); });
+  }
+  batch->partDone();  // creation's own count: an empty batch completes at once
+  return batch;
+}
+
+BatchWork::BatchWork(int rank, std::vector<c10::intrusive_ptr<c10d::Work>> parts)
+    : FutureWork(rank, c10d::OpType::COALESCED, "coalesced batch", outputsOf(parts)),
+      parts_(std::move(parts)),
+      pending_(parts_.size() + 1) {}
+
+void BatchWork::partDone() {
+  if (pending_.fetch_sub(1) != 1) {
+    return;
+  }
+  for (auto& part : parts_) {
+    if (auto error = part->exception()) {
+      markFailed(error);
+      return;
+    }
+  }
+  markSucceeded();
+}
+
+bool BatchWork::wait(std::chrono::milliseconds timeout) {
+  for (auto& part : parts_) {
+    part->wait(timeout);
+  }
+  return true;
 }
 
 } // namespace qccl

@@ -6,12 +6,14 @@
 // through getFuture()) or carries its error. Collectives use it directly: the group's
 // worker thread marks it succeeded or failed.
 //
-// WaitingWork: completes when the Gloo works it holds complete. Used for point-to-point
-// ops (Gloo's send/recv works have no future) and for a coalesced batch. wait() waits on
-// the parts directly, so a wait on one op never queues behind another; the group's
-// AsyncWaiter also waits on them in the background so that isCompleted() and the future
-// progress without anyone calling wait().
+// WaitingWork: completes when the Gloo works it holds complete. Gloo's send/recv works
+// have no future and must be waited on exactly once: an AsyncWaiter waits on them in the
+// background (p2p/ uses it for the Gloo sends under each message).
+//
+// BatchWork: the one Work of a coalesced batch (batch_isend_irecv): completes when all
+// of its parts have, failing with the first part's error.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -37,8 +39,10 @@ class FutureWork : public c10d::Work {
   const std::string& name() const {
     return name_;
   }
-  void markSucceeded();
-  void markFailed(std::exception_ptr error);
+  // The first of these calls settles the work; later ones do nothing and return false
+  // (a receive that timed out may still be delivered to).
+  bool markSucceeded();
+  bool markFailed(std::exception_ptr error);
 
   // The future is the single source of truth for completion and error.
   bool isCompleted() override;
@@ -53,6 +57,7 @@ class FutureWork : public c10d::Work {
   std::vector<at::Tensor> outputs_;
   uint64_t seq_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
+  std::atomic<bool> settled_{false};
 };
 
 class WaitingWork : public FutureWork {
@@ -88,6 +93,21 @@ class WaitingWork : public FutureWork {
   std::vector<c10::intrusive_ptr<c10d::Work>> parts_;
   std::chrono::milliseconds timeout_;
   std::mutex waitMutex_;
+};
+
+class BatchWork : public FutureWork {
+ public:
+  static c10::intrusive_ptr<BatchWork> create(int rank, std::vector<c10::intrusive_ptr<c10d::Work>> parts);
+  BatchWork(int rank, std::vector<c10::intrusive_ptr<c10d::Work>> parts);
+
+  // Waits on every part, so each part's own timeout and error apply.
+  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
+
+ private:
+  void partDone();
+
+  std::vector<c10::intrusive_ptr<c10d::Work>> parts_;
+  std::atomic<size_t> pending_;
 };
 
 } // namespace qccl

@@ -105,6 +105,15 @@ const std::vector<Setting>& settings() {
          c.errorFeedbackMaxBytes = parseInteger(v, s, 0, kMaxBytes);
        },
        [](const Config& c) { return std::to_string(c.errorFeedbackMaxBytes); }},
+      {"p2p_codec",
+       [](Config& c, const std::string& v, const std::string& s) {
+         auto kind = parseCodecName(v);
+         QCCL_CHECK_VALUE(
+             kind.has_value() && *kind != CodecKind::Int4, s, "=", v,
+             " is not a point-to-point codec; use one of none, fp16, bf16, int8");
+         c.p2pCodec = *kind;
+       },
+       [](const Config& c) { return std::string(codecName(c.p2pCodec)); }},
       {"force_network",
        [](Config& c, const std::string& v, const std::string& s) { c.forceNetwork = parseFlag(v, s); },
        [](const Config& c) { return flagText(c.forceNetwork); }},
@@ -160,6 +169,9 @@ std::map<std::string, std::string> Config::describe() const {
 int64_t Config::fingerprint() const {
   size_t h = 0;
   for (const auto& [key, value] : describe()) {
+    if (key == "p2p_codec") {
+      continue;
+    }
     h = c10::hash_combine(h, std::hash<std::string>()(key + "=" + value));
   }
   return static_cast<int64_t>(h & 0x7fffffffffffffffULL);

@@ -30,6 +30,11 @@ struct Config {
   int64_t bucketBytes = 25 << 20;      // fusion cap for lists of tensors
   int64_t errorFeedbackMaxBytes = int64_t{1} << 30;  // residuals kept, least recent dropped
 
+  // --- point-to-point (docs/p2p.md) ---
+  // Codec for floating-point send/recv payloads; sender and receiver must agree. Only
+  // none, fp16, bf16 and int8: int4 is too coarse for activations.
+  CodecKind p2pCodec = CodecKind::None;
+
   // Never take a path that bypasses the network (benchmarks/netlab sets it, so shaped
   // links are what a result was measured on). Every byte goes through Gloo's TCP sockets
   // today; a shortcut added later (shared memory, NCCL's SHM/P2P) must honour it.
@@ -44,7 +49,8 @@ struct Config {
   // key -> value as text, for qccl.Options' repr and for error messages.
   std::map<std::string, std::string> describe() const;
 
-  // Equal on ranks whose settings are equal: checked across ranks with every collective.
+  // Equal on ranks whose collective settings are equal: checked across ranks with every
+  // collective. p2p_codec is left out: each point-to-point message carries its own.
   int64_t fingerprint() const;
 };
 

@@ -1,0 +1,48 @@
+#pragma once
+
+// The fixed-size control message of qccl's point-to-point protocol (docs/p2p.md).
+//
+// Every point-to-point message starts with a Header on the pair's control slot; a Data
+// header is followed by `payloadBytes` on the pair's payload slot. The receiver answers
+// each Data header with a status (Delivered, Staged or Rejected) on the control slot, so
+// the sender learns the outcome, and sends a late Rejected if a staged message later
+// meets a receive it does not fit.
+
+#include <cstdint>
+#include <cstring>
+
+namespace qccl::p2p {
+
+// Gloo slots for qccl's own point-to-point traffic. Gloo collectives use slots with a
+// prefix in the high bits, so these small values never meet them; user tags travel in
+// the header, not in the slot.
+constexpr uint32_t kControlSlot = 0x51430001;
+constexpr uint32_t kPayloadSlot = 0x51430002;
+
+constexpr int64_t kMagic = 0x3150434351;  // "QCCP1"
+
+enum class Kind : int64_t {
+  Data = 1,       // a message; its payload follows on kPayloadSlot
+  Delivered = 2,  // status: a receive took it
+  Staged = 3,     // status: it arrived before its receive and waits in the receiver
+  Rejected = 4,   // status: the receive it met has another size, dtype or codec
+};
+
+struct Header {
+  int64_t magic = kMagic;
+  Kind kind = Kind::Data;
+  int64_t tag = 0;
+  uint64_t seq = 0;          // the sender's message counter towards this receiver
+  int64_t dtype = 0;         // at::ScalarType of the sender's tensor
+  int64_t numel = 0;
+  int64_t codec = 0;         // CodecKind of the payload
+  int64_t payloadBytes = 0;
+  // Rejected only: what the receive was posted for.
+  int64_t expectedDtype = 0;
+  int64_t expectedNumel = 0;
+  int64_t expectedCodec = 0;
+  int64_t block = 0;         // quantization block of the payload codec
+};
+static_assert(sizeof(Header) == 96, "the wire header is 96 bytes on every rank");
+
+} // namespace qccl::p2p

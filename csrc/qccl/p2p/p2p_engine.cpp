@@ -1,0 +1,418 @@
+#include "qccl/p2p/p2p_engine.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <c10/core/ScalarType.h>
+
+#include "qccl/backend/work.h"
+#include "qccl/common/errors.h"
+#include "qccl/common/tensor_bytes.h"
+#include "qccl/p2p/payload_codec.h"
+
+namespace qccl::p2p {
+namespace {
+
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+// A listener waits for the next message from its peer for as long as the group lives;
+// Gloo turns any timed-out wait into an error on every connection of the group, so this
+// wait has no practical limit. shutdown() cuts it short.
+constexpr auto kListenForever = std::chrono::hours(24 * 365);
+
+at::Tensor headerBytes(const Header& header) {
+  auto bytes = at::empty({static_cast<int64_t>(sizeof(Header))}, at::kByte);
+  std::memcpy(bytes.mutable_data_ptr(), &header, sizeof(Header));
+  return bytes;
+}
+
+bool matches(int postedSrc, int64_t postedTag, int src, int64_t tag) {
+  return (postedSrc == -1 || postedSrc == src) && postedTag == tag;
+}
+
+std::string tagText(int64_t tag) {
+  return " (tag " + std::to_string(tag) + ")";
+}
+
+} // namespace
+
+P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, int size)
+    : transport_(transport),
+      config_(config),
+      rank_(rank),
+      size_(size),
+      listenerWaits_(size),
+      peerFailure_(size),
+      lateRejection_(size),
+      nextSeq_(size, 0),
+      pendingSends_(size) {}
+
+P2PEngine::~P2PEngine() {
+  shutdown("the process group was destroyed");
+}
+
+// --- the calls ----------------------------------------------------------------------------
+
+c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, int64_t tag) {
+  raiseIfBroken(dst, "send to rank " + std::to_string(dst));
+  startListening();
+  const auto codec = payloadCodec(config_, tensor);
+  auto payload = encodePayload(tensor, codec, config_.block);
+  auto work = c10::make_intrusive<P2PWork>(
+      rank_, c10d::OpType::SEND, "send to rank " + std::to_string(dst) + tagText(tag), tensor,
+      transport_.timeout(), dst);
+
+  Header header;
+  header.kind = Kind::Data;
+  header.tag = tag;
+  header.dtype = static_cast<int64_t>(tensor.scalar_type());
+  header.numel = tensor.numel();
+  header.codec = static_cast<int64_t>(codec);
+  header.block = config_.block;
+  header.payloadBytes = payload.numel();
+  {
+    std::lock_guard<std::mutex> order(postMutex_);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      header.seq = nextSeq_[dst]++;
+      pendingSends_[dst][header.seq] = work;
+    }
+    post(dst, header, payload);
+  }
+  return work;
+}
+
+c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
+  const std::string from = src == -1 ? "any source" : "rank " + std::to_string(src);
+  if (src != -1) {
+    raiseIfBroken(src, "recv from " + from);
+  }
+  startListening();
+  auto work = c10::make_intrusive<P2PWork>(
+      rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
+      "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
+
+  std::shared_ptr<Inbound> arrived;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    QCCL_CHECK_VALUE(!stopping_, "recv on rank ", rank_, ": the process group was shut down");
+    auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
+      return !message->receiver && matches(src, tag, message->src, message->header.tag);
+    });
+    if (it == inbound_.end()) {
+      posted_.push_back(PostedRecv{work, tensor, src, tag});
+    } else if ((*it)->arrived) {
+      arrived = *it;
+      inbound_.erase(it);
+    } else {  // its listener delivers it once the payload is in
+      (*it)->receiver = work;
+      (*it)->receiveTensor = tensor;
+    }
+  }
+  if (arrived) {
+    auto target = tensor;
+    if (deliver(*arrived, *work, target) == Kind::Rejected) {
+      sendStatus(arrived->src, arrived->header, Kind::Rejected, tensor);  // the send has completed
+    }
+  }
+  return work;
+}
+
+// --- listening ------------------------------------------------------------------------------
+
+void P2PEngine::startListening() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (listening_ || stopping_) {
+    return;
+  }
+  listening_ = true;
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer != rank_) {
+      listeners_.emplace_back([this, peer] { listen(peer); });
+    }
+  }
+}
+
+void P2PEngine::listen(int peer) {
+  auto bytes = at::empty({static_cast<int64_t>(sizeof(Header))}, at::kByte);
+  while (true) {
+    WorkPtr wait;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) {
+        return;
+      }
+      std::vector<at::Tensor> target{bytes};
+      wait = transport_.gloo().recv(target, peer, kControlSlot);
+    }
+    try {
+      waitListening(peer, wait, kListenForever);
+      Header header;
+      std::memcpy(&header, bytes.const_data_ptr(), sizeof(Header));
+      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
+      if (header.kind == Kind::Data) {
+        onData(peer, header);
+      } else {
+        onStatus(peer, header);
+      }
+    } catch (...) {
+      peerFailed(peer, describeException(std::current_exception()));
+      return;
+    }
+  }
+}
+
+void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::milliseconds limit) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) {
+      work->abort();
+    }
+    listenerWaits_[peer] = work;
+  }
+  const bool completed = work->wait(limit);
+  std::lock_guard<std::mutex> lock(mutex_);
+  listenerWaits_[peer].reset();
+  TORCH_CHECK(completed && !stopping_, "the process group is shutting down");
+}
+
+void P2PEngine::onData(int peer, const Header& header) {
+  auto message = std::make_shared<Inbound>();
+  message->src = peer;
+  message->header = header;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    posted_.remove_if([](const PostedRecv& recv) { return recv.work->isCompleted(); });  // timed out
+    auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
+      return matches(recv.src, recv.tag, peer, header.tag);
+    });
+    if (it != posted_.end()) {
+      message->receiver = it->work;
+      message->receiveTensor = it->tensor;
+      posted_.erase(it);
+    }
+    inbound_.push_back(message);
+  }
+  // Straight into the receive's tensor when nothing needs checking or decoding later.
+  message->intoReceiveTensor = message->receiver && header.codec == static_cast<int64_t>(CodecKind::None) &&
+      mismatch(header, message->receiveTensor).empty();
+  message->payload = message->intoReceiveTensor ? asBytes(message->receiveTensor)
+                                                : at::empty({header.payloadBytes}, at::kByte);
+  if (header.payloadBytes > 0) {
+    std::vector<at::Tensor> target{message->payload};
+    waitListening(peer, transport_.gloo().recv(target, peer, kPayloadSlot), transport_.timeout());
+  }
+
+  c10::intrusive_ptr<P2PWork> receiver;
+  at::Tensor tensor;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    message->arrived = true;
+    receiver = message->receiver;
+    tensor = message->receiveTensor;
+    if (receiver) {
+      inbound_.remove(message);
+    }
+  }
+  const Kind status = receiver ? deliver(*message, *receiver, tensor) : Kind::Staged;
+  sendStatus(peer, header, status, tensor);
+}
+
+void P2PEngine::onStatus(int peer, const Header& status) {
+  c10::intrusive_ptr<P2PWork> send;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& pending = pendingSends_[peer];
+    auto it = pending.find(status.seq);
+    if (it != pending.end()) {
+      send = it->second;
+      pending.erase(it);
+    }
+  }
+  if (status.kind != Kind::Rejected) {
+    if (send) {
+      send->markSucceeded();
+    }
+    return;
+  }
+  const std::string why = "qccl: send to rank " + std::to_string(peer) + tagText(status.tag) +
+      " on rank " + std::to_string(rank_) + " was rejected: it carried " +
+      describeMessage(status.dtype, status.numel, status.codec) + " but rank " + std::to_string(peer) +
+      " posted a receive for " + describeMessage(status.expectedDtype, status.expectedNumel, status.expectedCodec) +
+      "; sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
+  if (send && send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, why)))) {
+    return;
+  }
+  // The send had completed (its message was staged): the next call with this peer raises.
+  std::lock_guard<std::mutex> lock(mutex_);
+  lateRejection_[peer] = why;
+}
+
+void P2PEngine::peerFailed(int peer, const std::string& why) {
+  std::vector<c10::intrusive_ptr<P2PWork>> failed;
+  std::string message;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) {
+      return;  // shutdown() fails what is left
+    }
+    message = "rank " + std::to_string(peer) + " is unreachable from rank " + std::to_string(rank_) +
+        " (it died, or closed the process group): " + why;
+    peerFailure_[peer] = message;
+    for (auto& [seq, work] : pendingSends_[peer]) {
+      failed.push_back(work);
+    }
+    pendingSends_[peer].clear();
+    for (auto it = posted_.begin(); it != posted_.end();) {
+      if (it->src == peer) {
+        failed.push_back(it->work);
+        it = posted_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = inbound_.begin(); it != inbound_.end();) {
+      if ((*it)->src != peer || (*it)->arrived) {
+        ++it;  // a complete message stays receivable
+        continue;
+      }
+      if ((*it)->receiver) {
+        failed.push_back((*it)->receiver);
+      }
+      it = inbound_.erase(it);
+    }
+  }
+  for (auto& work : failed) {
+    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + " failed: " + message));
+  }
+}
+
+// --- matching and delivery ------------------------------------------------------------------
+
+std::string P2PEngine::describeMessage(int64_t dtype, int64_t numel, int64_t codec) const {
+  return std::to_string(numel) + " elements of " +
+      std::string(c10::toString(static_cast<c10::ScalarType>(dtype))) + " (codec " +
+      std::string(codecName(static_cast<CodecKind>(codec))) + ")";
+}
+
+std::string P2PEngine::mismatch(const Header& message, const at::Tensor& tensor) const {
+  const auto expectedCodec = payloadCodec(config_, tensor);
+  const bool fits = message.dtype == static_cast<int64_t>(tensor.scalar_type()) &&
+      message.numel == tensor.numel() && message.codec == static_cast<int64_t>(expectedCodec) &&
+      (expectedCodec == CodecKind::None || message.block == config_.block);
+  if (fits) {
+    return "";
+  }
+  return "the message carries " + describeMessage(message.dtype, message.numel, message.codec) +
+      " (block " + std::to_string(message.block) + ") but the receive was posted for " +
+      describeMessage(static_cast<int64_t>(tensor.scalar_type()), tensor.numel(), static_cast<int64_t>(expectedCodec)) +
+      " (block " + std::to_string(config_.block) +
+      "); sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
+}
+
+Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
+  const auto problem = mismatch(message.header, tensor);
+  if (!problem.empty()) {
+    receiver.markFailed(std::make_exception_ptr(c10::ValueError(
+        {__func__, __FILE__, __LINE__},
+        "qccl: " + receiver.name() + " on rank " + std::to_string(rank_) + " got a message from rank " +
+            std::to_string(message.src) + " that does not fit: " + problem)));
+    return Kind::Rejected;
+  }
+  if (!message.intoReceiveTensor) {
+    decodePayload(message.payload, static_cast<CodecKind>(message.header.codec), message.header.block, tensor);
+  }
+  message.payload = at::Tensor();  // free a staging buffer now
+  receiver.setSourceRank(message.src);
+  receiver.markSucceeded();
+  return Kind::Delivered;
+}
+
+// --- sending --------------------------------------------------------------------------------
+
+void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor) {
+  Header reply = message;
+  reply.kind = status;
+  reply.payloadBytes = 0;
+  if (status == Kind::Rejected) {
+    reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
+    reply.expectedNumel = tensor.numel();
+    reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
+  }
+  std::lock_guard<std::mutex> order(postMutex_);
+  post(peer, reply, at::Tensor());
+}
+
+void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
+  std::vector<WorkPtr> parts;
+  std::vector<at::Tensor> head{headerBytes(header)};
+  parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
+  if (header.kind == Kind::Data && header.payloadBytes > 0) {
+    std::vector<at::Tensor> body{payload};
+    parts.push_back(transport_.gloo().send(body, peer, kPayloadSlot));
+  }
+  glooSends_.post(c10::make_intrusive<WaitingWork>(
+      rank_, c10d::OpType::SEND, "qccl point-to-point transfer", std::move(parts), std::vector<at::Tensor>{},
+      transport_.timeout()));
+}
+
+void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
+  std::string failure;
+  std::string rejection;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    failure = peerFailure_[peer];
+    rejection.swap(lateRejection_[peer]);
+  }
+  if (!failure.empty()) {
+    throwCommError(op + " on rank " + std::to_string(rank_) + ": " + failure);
+  }
+  TORCH_CHECK_VALUE(rejection.empty(), rejection, " (reported when rank ", peer, " posted that receive)");
+}
+
+// --- shutdown -------------------------------------------------------------------------------
+
+void P2PEngine::shutdown(const std::string& why) {
+  std::vector<WorkPtr> waits;
+  std::vector<c10::intrusive_ptr<P2PWork>> abandoned;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    for (auto& wait : listenerWaits_) {
+      if (wait) {
+        waits.push_back(wait);
+      }
+    }
+    for (auto& pending : pendingSends_) {
+      for (auto& [seq, work] : pending) {
+        abandoned.push_back(work);
+      }
+      pending.clear();
+    }
+    for (auto& recv : posted_) {
+      abandoned.push_back(recv.work);
+    }
+    posted_.clear();
+    for (auto& message : inbound_) {
+      if (message->receiver) {
+        abandoned.push_back(message->receiver);
+      }
+    }
+    inbound_.clear();
+  }
+  for (auto& wait : waits) {
+    wait->abort();
+  }
+  for (auto& listener : listeners_) {
+    if (listener.joinable()) {
+      listener.join();
+    }
+  }
+  listeners_.clear();
+  for (auto& work : abandoned) {
+    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + why));
+  }
+  glooSends_.abortAll();
+}
+
+} // namespace qccl::p2p

@@ -1,0 +1,112 @@
+#pragma once
+
+// qccl's point-to-point protocol over Gloo (docs/p2p.md).
+//
+// Gloo matches a send with a receive of the same size by (peer, slot) and aborts the
+// process when the sizes differ; its sends complete only once the receive is posted. qccl
+// puts a header in front of every message instead, so that:
+//   - each rank listens to every peer (one thread per peer, from its first point-to-point
+//     call on the group): a message is taken in as soon as it arrives, into the posted
+//     receive's tensor or into a staging buffer, so a send never waits for its receive
+//     to be posted;
+//   - messages are matched to receives by (source, tag) in arrival and posting order,
+//     any-source receives included, with the user's tag carried in the header;
+//   - the receiver checks dtype, size and codec before writing into a tensor, and a
+//     mismatch fails the receive and the send (a status message goes back), never
+//     memory;
+//   - floating-point payloads may travel encoded (Config::p2pCodec);
+//   - a peer that dies fails every send and receive involving it at once.
+
+#include <chrono>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qccl/backend/async_waiter.h"
+#include "qccl/common/config.h"
+#include "qccl/p2p/message.h"
+#include "qccl/p2p/p2p_work.h"
+#include "qccl/transport/gloo_transport.h"
+
+namespace qccl::p2p {
+
+class P2PEngine {
+ public:
+  P2PEngine(GlooTransport& transport, const Config& config, int rank, int size);
+  ~P2PEngine();
+  P2PEngine(const P2PEngine&) = delete;
+  P2PEngine& operator=(const P2PEngine&) = delete;
+
+  // Posts the message and returns at once; the work completes when the receiver has it.
+  c10::intrusive_ptr<P2PWork> send(const at::Tensor& tensor, int dst, int64_t tag);
+  // `src` -1: from any source. Completes when a message has been written into `tensor`.
+  c10::intrusive_ptr<P2PWork> recv(const at::Tensor& tensor, int src, int64_t tag);
+
+  // Stops listening and fails every pending send and receive with `why`; idempotent.
+  void shutdown(const std::string& why);
+
+ private:
+  // A message that has arrived (or is arriving) and the receive it is matched to, if any.
+  struct Inbound {
+    int src = -1;
+    Header header;
+    at::Tensor payload;            // the receive's own bytes, or a staging buffer
+    bool intoReceiveTensor = false;
+    bool arrived = false;          // the payload is complete
+    c10::intrusive_ptr<P2PWork> receiver;
+    at::Tensor receiveTensor;
+  };
+  struct PostedRecv {
+    c10::intrusive_ptr<P2PWork> work;
+    at::Tensor tensor;
+    int src;  // -1: any
+    int64_t tag;
+  };
+
+  void startListening();
+  void listen(int peer);
+  void onData(int peer, const Header& header);
+  void onStatus(int peer, const Header& header);
+  void peerFailed(int peer, const std::string& why);
+
+  // Checks the message against the receive, then decodes it into the receive's tensor;
+  // returns the status to send back (Delivered or Rejected).
+  Kind deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor);
+  // Why `message` does not fit a receive into `tensor`; empty when it does.
+  std::string mismatch(const Header& message, const at::Tensor& tensor) const;
+  void sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor);
+  // Posts header (and payload) to Gloo; a background waiter keeps the Gloo works alive.
+  void post(int peer, const Header& header, const at::Tensor& payload);
+  // Waits for a Gloo receive the listener posted, abortable by shutdown().
+  void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
+  // Raises if `peer` died or rejected an earlier message that had been staged.
+  void raiseIfBroken(int peer, const std::string& op);
+  std::string describeMessage(int64_t dtype, int64_t numel, int64_t codec) const;
+
+  GlooTransport& transport_;
+  const Config config_;
+  const int rank_;
+  const int size_;
+
+  std::mutex mutex_;  // everything below
+  bool listening_ = false;
+  bool stopping_ = false;
+  std::vector<std::thread> listeners_;
+  std::vector<c10::intrusive_ptr<c10d::Work>> listenerWaits_;  // per peer, for abort
+  std::vector<std::string> peerFailure_;     // per peer: why it is unreachable
+  std::vector<std::string> lateRejection_;   // per peer: a staged message it rejected
+  std::vector<uint64_t> nextSeq_;            // per peer
+  std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
+  std::list<PostedRecv> posted_;                   // in posting order
+  // Messages arrived or arriving and not yet delivered, in arrival order.
+  std::list<std::shared_ptr<Inbound>> inbound_;
+
+  std::mutex postMutex_;  // keeps each header next to its payload on the wire
+  AsyncWaiter glooSends_;
+};
+
+} // namespace qccl::p2p

@@ -1,0 +1,35 @@
+#pragma once
+
+// The Work of one send or receive. The p2p engine settles it: a send when the receiver's
+// status arrives, a receive when a message has been delivered into its tensor. wait()
+// without a timeout waits for the group timeout, never forever.
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "qccl/backend/work.h"
+
+namespace qccl::p2p {
+
+class P2PWork : public FutureWork {
+ public:
+  P2PWork(
+      int rank,
+      c10d::OpType type,
+      std::string name,
+      at::Tensor tensor,
+      std::chrono::milliseconds groupTimeout,
+      int peer);
+
+  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
+  // The peer; for a receive from any source, the sender once it has been matched.
+  int sourceRank() const override;
+  void setSourceRank(int rank);
+
+ private:
+  std::chrono::milliseconds groupTimeout_;
+  std::atomic<int> peer_;
+};
+
+} // namespace qccl::p2p
