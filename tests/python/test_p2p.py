@@ -1,10 +1,14 @@
 """Point-to-point on qccl: send/recv, isend/irecv with tags, several receives outstanding
-from one peer, receive from any source, and batch_isend_irecv in both directions (the
-pattern of a 1F1B middle pipeline stage)."""
+from one peer, receive from any source, batch_isend_irecv in both directions (the
+pattern of a 1F1B middle pipeline stage), sends that complete before their receive is
+posted, and compressed payloads against the reference codecs."""
 
+import pytest
 import torch
 import torch.distributed as dist
 
+import qccl
+from qccl.testing import codecs
 from reference import make_input
 
 
@@ -106,3 +110,98 @@ def rank_p2p_futures(ctx):
 
 def test_p2p_works_have_futures(world):
     world.run(rank_p2p_futures)
+
+
+def rank_everyone_sends_first(ctx, numel):
+    # Every rank sends (blocking) before it receives. Gloo's sends wait for their
+    # receive, so this deadlocks there; qccl's receiver takes the message in on arrival.
+    n, me = ctx.size, ctx.rank
+    right, left = (me + 1) % n, (me - 1) % n
+    dist.send(make_input(me, torch.float32, numel), right)
+    got = torch.zeros(numel)
+    dist.recv(got, left)
+    assert torch.equal(got, make_input(left, torch.float32, numel))
+
+
+@pytest.mark.parametrize("numel", [1, 1 << 20])
+def test_a_send_completes_before_its_receive_is_posted(world, numel):
+    world.run(rank_everyone_sends_first, numel)
+
+
+def rank_tags_match_out_of_order(ctx):
+    tags = [5, 7, 9, 0]
+    if ctx.rank == 0:
+        works = [dist.isend(torch.full((3,), float(t)), 1, tag=t) for t in tags]
+        for w in works:
+            w.wait()
+    elif ctx.rank == 1:
+        bufs = {t: torch.zeros(3) for t in tags}
+        works = [dist.irecv(bufs[t], 0, tag=t) for t in reversed(tags)]
+        for w in works:
+            w.wait()
+        for t in tags:
+            assert torch.equal(bufs[t], torch.full((3,), float(t))), f"tag {t}"
+    dist.barrier()
+
+
+def test_tags_match_out_of_order(world):
+    world.run(rank_tags_match_out_of_order)
+
+
+def rank_staged_then_received(ctx):
+    # Rank 0's sends complete while rank 1 has posted nothing (the barrier orders it);
+    # rank 1 then receives them by tag, in the reverse of the sending order.
+    if ctx.rank == 0:
+        for tag in range(3):
+            dist.send(make_input(tag, torch.float64, 1000), 1, tag=tag)
+    dist.barrier()
+    if ctx.rank == 1:
+        for tag in reversed(range(3)):
+            got = torch.zeros(1000, dtype=torch.float64)
+            dist.recv(got, 0, tag=tag)
+            assert torch.equal(got, make_input(tag, torch.float64, 1000)), f"tag {tag}"
+    dist.barrier()
+
+
+def test_messages_that_arrive_before_their_receive(world):
+    world.run(rank_staged_then_received)
+
+
+def rank_compressed(ctx, codec, dtype, numel, staged):
+    group = dist.new_group(pg_options=qccl.Options(p2p_codec=codec, block=64))
+    x = make_input(0, dtype, numel, seed=3) * 3
+    if ctx.rank == 0:
+        if staged:
+            dist.send(x, 1, group=group)
+            dist.barrier(group=group)
+        else:
+            dist.barrier(group=group)
+            dist.send(x, 1, group=group)
+    elif ctx.rank == 1:
+        got = torch.zeros_like(x)
+        if staged:
+            dist.barrier(group=group)
+            dist.recv(got, 0, group=group)
+        else:
+            work = dist.irecv(got, 0, group=group)
+            dist.barrier(group=group)
+            work.wait()
+        floating = dtype in (torch.float32, torch.float64) and numel >= 64
+        if floating and codec != "none":
+            wire = codecs.encode(codec, 64, x)
+            expected = codecs.decode(codec, 64, wire, numel).to(dtype)
+        else:  # integers and messages under one block travel exactly
+            expected = x
+        assert torch.equal(got, expected), (codec, dtype, numel)
+    else:
+        dist.barrier(group=group)
+    dist.destroy_process_group(group)
+
+
+@pytest.mark.parametrize("codec", ["bf16", "fp16", "int8"])
+@pytest.mark.parametrize(
+    "dtype,numel", [(torch.float32, 1000), (torch.float64, 300), (torch.float32, 63), (torch.int64, 1000)]
+)
+@pytest.mark.parametrize("staged", [False, True], ids=["posted", "staged"])
+def test_compressed_payloads_decode_like_the_reference(world2, codec, dtype, numel, staged):
+    world2.run(rank_compressed, codec, dtype, numel, staged)

@@ -45,7 +45,15 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       peerFailure_(size),
       lateRejection_(size),
       nextSeq_(size, 0),
-      pendingSends_(size) {}
+      pendingSends_(size) {
+  // From the start: a peer's first message must find this rank listening even if this
+  // rank's own first call on the group comes after that peer waits for it.
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer != rank_) {
+      listeners_.emplace_back([this, peer] { listen(peer); });
+    }
+  }
+}
 
 P2PEngine::~P2PEngine() {
   shutdown("the process group was destroyed");
@@ -55,7 +63,6 @@ P2PEngine::~P2PEngine() {
 
 c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, int64_t tag) {
   raiseIfBroken(dst, "send to rank " + std::to_string(dst));
-  startListening();
   const auto codec = payloadCodec(config_, tensor);
   auto payload = encodePayload(tensor, codec, config_.block);
   auto work = c10::make_intrusive<P2PWork>(
@@ -87,7 +94,6 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
   if (src != -1) {
     raiseIfBroken(src, "recv from " + from);
   }
-  startListening();
   auto work = c10::make_intrusive<P2PWork>(
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
@@ -119,19 +125,6 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 }
 
 // --- listening ------------------------------------------------------------------------------
-
-void P2PEngine::startListening() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (listening_ || stopping_) {
-    return;
-  }
-  listening_ = true;
-  for (int peer = 0; peer < size_; ++peer) {
-    if (peer != rank_) {
-      listeners_.emplace_back([this, peer] { listen(peer); });
-    }
-  }
-}
 
 void P2PEngine::listen(int peer) {
   auto bytes = at::empty({static_cast<int64_t>(sizeof(Header))}, at::kByte);
@@ -230,20 +223,34 @@ void P2PEngine::onStatus(int peer, const Header& status) {
     }
   }
   if (status.kind != Kind::Rejected) {
-    if (send) {
+    if (!send) {
+      return;  // it timed out meanwhile
+    }
+    // An earlier, staged message was rejected since the last call: the statuses of one
+    // peer arrive in order, so this send is the first that can report it.
+    std::string rejection;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      rejection.swap(lateRejection_[peer]);
+    }
+    if (rejection.empty()) {
       send->markSucceeded();
+    } else {
+      send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, rejection)));
     }
     return;
   }
   const std::string why = "qccl: send to rank " + std::to_string(peer) + tagText(status.tag) +
-      " on rank " + std::to_string(rank_) + " was rejected: it carried " +
+      " on rank " + std::to_string(rank_) + " (message #" + std::to_string(status.seq) +
+      ") was rejected: it carried " +
       describeMessage(status.dtype, status.numel, status.codec) + " but rank " + std::to_string(peer) +
       " posted a receive for " + describeMessage(status.expectedDtype, status.expectedNumel, status.expectedCodec) +
       "; sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
   if (send && send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, why)))) {
     return;
   }
-  // The send had completed (its message was staged): the next call with this peer raises.
+  // The send had completed (its message was staged): the next send to this peer, or
+  // the next call with it, raises.
   std::lock_guard<std::mutex> lock(mutex_);
   lateRejection_[peer] = why;
 }
@@ -291,7 +298,7 @@ void P2PEngine::peerFailed(int peer, const std::string& why) {
 
 std::string P2PEngine::describeMessage(int64_t dtype, int64_t numel, int64_t codec) const {
   return std::to_string(numel) + " elements of " +
-      std::string(c10::toString(static_cast<c10::ScalarType>(dtype))) + " (codec " +
+      std::string(c10::getDtypeNames(static_cast<c10::ScalarType>(dtype)).first) + " (codec " +
       std::string(codecName(static_cast<CodecKind>(codec))) + ")";
 }
 
@@ -367,7 +374,7 @@ void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
   if (!failure.empty()) {
     throwCommError(op + " on rank " + std::to_string(rank_) + ": " + failure);
   }
-  TORCH_CHECK_VALUE(rejection.empty(), rejection, " (reported when rank ", peer, " posted that receive)");
+  TORCH_CHECK_VALUE(rejection.empty(), rejection);
 }
 
 // --- shutdown -------------------------------------------------------------------------------

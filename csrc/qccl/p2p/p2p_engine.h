@@ -5,8 +5,8 @@
 // Gloo matches a send with a receive of the same size by (peer, slot) and aborts the
 // process when the sizes differ; its sends complete only once the receive is posted. qccl
 // puts a header in front of every message instead, so that:
-//   - each rank listens to every peer (one thread per peer, from its first point-to-point
-//     call on the group): a message is taken in as soon as it arrives, into the posted
+//   - each rank listens to every peer of the group (one thread per peer, from the group's
+//     creation): a message is taken in as soon as it arrives, into the posted
 //     receive's tensor or into a staging buffer, so a send never waits for its receive
 //     to be posted;
 //   - messages are matched to receives by (source, tag) in arrival and posting order,
@@ -67,7 +67,6 @@ class P2PEngine {
     int64_t tag;
   };
 
-  void startListening();
   void listen(int peer);
   void onData(int peer, const Header& header);
   void onStatus(int peer, const Header& header);
@@ -93,7 +92,6 @@ class P2PEngine {
   const int size_;
 
   std::mutex mutex_;  // everything below
-  bool listening_ = false;
   bool stopping_ = false;
   std::vector<std::thread> listeners_;
   std::vector<c10::intrusive_ptr<c10d::Work>> listenerWaits_;  // per peer, for abort
