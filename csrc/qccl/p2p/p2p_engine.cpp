@@ -62,7 +62,7 @@ P2PEngine::~P2PEngine() {
 // --- the calls ----------------------------------------------------------------------------
 
 c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, int64_t tag) {
-  raiseIfBroken(dst, "send to rank " + std::to_string(dst));
+  raiseIfBroken(dst, "send to rank " + std::to_string(dst), /*sending=*/true);
   const auto codec = payloadCodec(config_, tensor);
   auto payload = encodePayload(tensor, codec, config_.block);
   auto work = c10::make_intrusive<P2PWork>(
@@ -92,7 +92,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
   const std::string from = src == -1 ? "any source" : "rank " + std::to_string(src);
   if (src != -1) {
-    raiseIfBroken(src, "recv from " + from);
+    raiseIfBroken(src, "recv from " + from, /*sending=*/false);
   }
   auto work = c10::make_intrusive<P2PWork>(
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
@@ -249,8 +249,7 @@ void P2PEngine::onStatus(int peer, const Header& status) {
   if (send && send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, why)))) {
     return;
   }
-  // The send had completed (its message was staged): the next send to this peer, or
-  // the next call with it, raises.
+  // The send had completed (its message was staged): the next send to this peer raises.
   std::lock_guard<std::mutex> lock(mutex_);
   lateRejection_[peer] = why;
 }
@@ -363,13 +362,15 @@ void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) 
       transport_.timeout()));
 }
 
-void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
+void P2PEngine::raiseIfBroken(int peer, const std::string& op, bool sending) {
   std::string failure;
   std::string rejection;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     failure = peerFailure_[peer];
-    rejection.swap(lateRejection_[peer]);
+    if (sending) {
+      rejection.swap(lateRejection_[peer]);
+    }
   }
   if (!failure.empty()) {
     throwCommError(op + " on rank " + std::to_string(rank_) + ": " + failure);

@@ -82,8 +82,9 @@ class P2PEngine {
   void post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
-  // Raises if `peer` died or rejected an earlier message that had been staged.
-  void raiseIfBroken(int peer, const std::string& op);
+  // Raises if `peer` died or, for a send, rejected an earlier message of this rank's
+  // after it had been staged.
+  void raiseIfBroken(int peer, const std::string& op, bool sending);
   std::string describeMessage(int64_t dtype, int64_t numel, int64_t codec) const;
 
   GlooTransport& transport_;

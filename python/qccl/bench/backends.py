@@ -74,7 +74,10 @@ def create_groups(backends: list[Backend], log) -> list[Backend]:
             torch.cuda.set_device(backend.device)
             backend.group = dist.new_group(backend="nccl")
         elif backend.is_qccl:
-            backend.group = dist.new_group(backend="qccl", pg_options=qccl.Options(codec=backend.codec))
+            # The codec applies to send/recv too, where qccl has it (int4 is allreduce-only).
+            p2p_codec = backend.codec if backend.codec in ("none", "fp16", "bf16", "int8") else "none"
+            options = qccl.Options(codec=backend.codec, p2p_codec=p2p_codec)
+            backend.group = dist.new_group(backend="qccl", pg_options=options)
         else:
             backend.group = dist.new_group(backend="gloo")
         usable.append(backend)

@@ -76,6 +76,8 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
         if b.is_qccl and collective_name == "allreduce":
             counters = qccl.stats(b.group)
             wire = counters["wire_bytes"] / max(1, counters["calls"])
+        elif b.is_qccl and collective_name == "sendrecv":
+            wire = _p2p_wire_bytes(b.group, buffers[b.name][0])
         rows.append({
             "collective": collective_name,
             "backend": b.name,
@@ -94,6 +96,19 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
             "bound_us": _link_bound_us(collective, count * element, wire, world, link_bits_per_s),
         })
     return rows
+
+
+def _p2p_wire_bytes(group, tensor):
+    """The payload one send puts on the wire with the group's p2p codec (the codec's
+    documented size; the 96-byte header and the status reply are left out)."""
+    from qccl.testing import codecs
+
+    settings = qccl.stats(group)["settings"]
+    codec, block = settings["p2p_codec"], int(settings["block"])
+    compressible = tensor.dtype in (torch.float32, torch.float64) and tensor.numel() >= block
+    if codec == "none" or not compressible:
+        return tensor.numel() * tensor.element_size()
+    return codecs.encoded_bytes(codec, block, tensor.numel())
 
 
 def _link_bound_us(collective, nbytes, wire_bytes, world, link_bits_per_s):
