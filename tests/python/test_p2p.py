@@ -190,7 +190,7 @@ def rank_compressed(ctx, codec, dtype, numel, staged):
         if floating and codec != "none":
             wire = codecs.encode(codec, 64, x)
             expected = codecs.decode(codec, 64, wire, numel).to(dtype)
-        else:  # integers and messages under one block travel exactly
+        else:  # integers and tensors under one block travel exactly
             expected = x
         assert torch.equal(got, expected), (codec, dtype, numel)
     else:
@@ -200,7 +200,8 @@ def rank_compressed(ctx, codec, dtype, numel, staged):
 
 @pytest.mark.parametrize("codec", ["bf16", "fp16", "int8"])
 @pytest.mark.parametrize(
-    "dtype,numel", [(torch.float32, 1000), (torch.float64, 300), (torch.float32, 63), (torch.int64, 1000)]
+    "dtype,numel",
+    [(torch.float32, 1000), (torch.float32, 1 << 16), (torch.float64, 300), (torch.float32, 63), (torch.int64, 1000)],
 )
 @pytest.mark.parametrize("staged", [False, True], ids=["posted", "staged"])
 def test_compressed_payloads_decode_like_the_reference(world2, codec, dtype, numel, staged):

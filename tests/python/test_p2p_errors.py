@@ -53,6 +53,8 @@ def rank_mismatch_with_posted_receive(ctx, sent, posted):
 
 MISMATCHES = {
     "size": (torch.ones(4), torch.full((8,), 7.0)),
+    # Beyond what fits in the control message: the payload follows and must be drained.
+    "large size": (torch.ones(1 << 16), torch.full((1 << 15,), 7.0)),
     "dtype": (torch.ones(4), torch.full((4,), 7, dtype=torch.int32)),
 }
 

@@ -2,8 +2,10 @@
 
 // The fixed-size control message of qccl's point-to-point protocol (docs/p2p.md).
 //
-// Every point-to-point message starts with a Header on the pair's control slot; a Data
-// header is followed by `payloadBytes` on the pair's payload slot. The receiver answers
+// Every point-to-point message starts with a control message of kControlBytes on the
+// pair's control slot: a Header, then room for a small payload. A Data message whose
+// payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
+// sends `payloadBytes` after it on the pair's payload slot. The receiver answers
 // each Data header with a status (Delivered, Staged or Rejected) on the control slot, so
 // the sender learns the outcome, and sends a late Rejected if a staged message later
 // meets a receive it does not fit.
@@ -44,5 +46,15 @@ struct Header {
   int64_t block = 0;         // quantization block of the payload codec
 };
 static_assert(sizeof(Header) == 96, "the wire header is 96 bytes on every rank");
+
+// Control messages have one size, so a listener can always have the next one posted.
+// Small messages (shapes, scalars, small activations) then take one transfer instead of
+// a header, a handshake for the payload and the payload.
+constexpr int64_t kControlBytes = 4096;
+constexpr int64_t kInlineBytes = kControlBytes - static_cast<int64_t>(sizeof(Header));
+
+inline bool carriesInline(const Header& header) {
+  return header.kind == Kind::Data && header.payloadBytes <= kInlineBytes;
+}
 
 } // namespace qccl::p2p

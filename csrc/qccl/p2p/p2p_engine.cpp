@@ -20,9 +20,14 @@ using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 // wait has no practical limit. shutdown() cuts it short.
 constexpr auto kListenForever = std::chrono::hours(24 * 365);
 
-at::Tensor headerBytes(const Header& header) {
-  auto bytes = at::empty({static_cast<int64_t>(sizeof(Header))}, at::kByte);
-  std::memcpy(bytes.mutable_data_ptr(), &header, sizeof(Header));
+// The control message: the header, then the payload when it travels inline.
+at::Tensor controlMessage(const Header& header, const at::Tensor& payload) {
+  auto bytes = at::empty({kControlBytes}, at::kByte);
+  auto* out = static_cast<uint8_t*>(bytes.mutable_data_ptr());
+  std::memcpy(out, &header, sizeof(Header));
+  if (carriesInline(header) && header.payloadBytes > 0) {
+    std::memcpy(out + sizeof(Header), payload.const_data_ptr(), header.payloadBytes);
+  }
   return bytes;
 }
 
@@ -127,7 +132,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 // --- listening ------------------------------------------------------------------------------
 
 void P2PEngine::listen(int peer) {
-  auto bytes = at::empty({static_cast<int64_t>(sizeof(Header))}, at::kByte);
+  auto bytes = at::empty({kControlBytes}, at::kByte);
   while (true) {
     WorkPtr wait;
     {
@@ -144,7 +149,7 @@ void P2PEngine::listen(int peer) {
       std::memcpy(&header, bytes.const_data_ptr(), sizeof(Header));
       TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
       if (header.kind == Kind::Data) {
-        onData(peer, header);
+        onData(peer, header, bytes);
       } else {
         onStatus(peer, header);
       }
@@ -169,7 +174,7 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
   TORCH_CHECK(completed && !stopping_, "the process group is shutting down");
 }
 
-void P2PEngine::onData(int peer, const Header& header) {
+void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control) {
   auto message = std::make_shared<Inbound>();
   message->src = peer;
   message->header = header;
@@ -191,7 +196,9 @@ void P2PEngine::onData(int peer, const Header& header) {
       mismatch(header, message->receiveTensor).empty();
   message->payload = message->intoReceiveTensor ? asBytes(message->receiveTensor)
                                                 : at::empty({header.payloadBytes}, at::kByte);
-  if (header.payloadBytes > 0) {
+  if (carriesInline(header)) {  // copied out: the control buffer takes the next message
+    message->payload.copy_(control.narrow(0, sizeof(Header), header.payloadBytes));
+  } else {
     std::vector<at::Tensor> target{message->payload};
     waitListening(peer, transport_.gloo().recv(target, peer, kPayloadSlot), transport_.timeout());
   }
@@ -351,9 +358,9 @@ void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const a
 
 void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
   std::vector<WorkPtr> parts;
-  std::vector<at::Tensor> head{headerBytes(header)};
+  std::vector<at::Tensor> head{controlMessage(header, payload)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
-  if (header.kind == Kind::Data && header.payloadBytes > 0) {
+  if (header.kind == Kind::Data && !carriesInline(header)) {
     std::vector<at::Tensor> body{payload};
     parts.push_back(transport_.gloo().send(body, peer, kPayloadSlot));
   }

@@ -68,7 +68,7 @@ class P2PEngine {
   };
 
   void listen(int peer);
-  void onData(int peer, const Header& header);
+  void onData(int peer, const Header& header, const at::Tensor& control);
   void onStatus(int peer, const Header& header);
   void peerFailed(int peer, const std::string& why);
 
@@ -78,7 +78,8 @@ class P2PEngine {
   // Why `message` does not fit a receive into `tensor`; empty when it does.
   std::string mismatch(const Header& message, const at::Tensor& tensor) const;
   void sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor);
-  // Posts header (and payload) to Gloo; a background waiter keeps the Gloo works alive.
+  // Posts the control message (and a payload too large to go inline) to Gloo; a
+  // background waiter keeps the Gloo works alive until they are done.
   void post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);

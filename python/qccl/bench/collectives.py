@@ -104,7 +104,7 @@ COLLECTIVES = {
             lambda rank, world, count, dtype: rank_input(0, count, dtype).double(),
         ),
         Collective(
-            "sendrecv", lambda n: 1.0, False, _same_size, _sendrecv,
+            "sendrecv", lambda n: 1.0, True, _same_size, _sendrecv,
             lambda rank, world, count, dtype: rank_input((rank - 1) % world, count, dtype).double(),
         ),
     ]

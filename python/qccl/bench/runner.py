@@ -52,6 +52,8 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
     calls = iterations_per_round(count * element, args.iters)
     if not collective.compressible:
         backends = [b for b in backends if b.codec == "none"]
+    elif collective_name == "sendrecv":  # int4 is allreduce-only
+        backends = [b for b in backends if b.codec != "int4"]
 
     cpu_in, cpu_out = collective.buffers(rank, world, count, args.dtype)
     buffers = {  # every backend its own buffers, so each row's error is its own result
@@ -101,6 +103,7 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
 def _p2p_wire_bytes(group, tensor):
     """The payload one send puts on the wire with the group's p2p codec (the codec's
     documented size; the 96-byte header and the status reply are left out)."""
+    import qccl
     from qccl.testing import codecs
 
     settings = qccl.stats(group)["settings"]
