@@ -61,13 +61,13 @@ class StageModule(nn.Module):
         return self.head(self.norm(x)) if self.last else x
 
 
-def build_stages(stage_indices, num_stages, layers_per_stage, seed):
+def build_stages(stage_indices, num_stages, layers_per_stage, seed, **shape):
     """The modules of `stage_indices`; stage i's weights depend only on (seed, i), so every
     backend and every rank layout trains the same model."""
     modules = []
     for i in stage_indices:
         torch.manual_seed(seed * 1000 + i)
-        modules.append(StageModule(i == 0, i == num_stages - 1, layers_per_stage))
+        modules.append(StageModule(i == 0, i == num_stages - 1, layers_per_stage, **shape))
     return modules
 
 
@@ -86,15 +86,18 @@ def train(
     seed=0,
     lr=3e-3,
     log_every=0,
+    step_seconds=None,
+    **shape,
 ):
     """Trains one pipeline over `pp_group` (averaging gradients over `dp_group`, if any).
     Returns (losses per step, parameters of this rank's stages); the losses are known on
-    the rank holding the last stage and are None elsewhere."""
+    the rank holding the last stage and are None elsewhere. `shape` (width, heads,
+    context) sizes the model; `step_seconds`, a list, receives each step's duration."""
     pp_rank, pp_size = dist.get_rank(pp_group), dist.get_world_size(pp_group)
     per_rank = 2 if schedule == "interleaved" else 1
     num_stages = pp_size * per_rank
     indices = [pp_rank + k * pp_size for k in range(per_rank)]
-    modules = build_stages(indices, num_stages, layers_per_stage, seed)
+    modules = build_stages(indices, num_stages, layers_per_stage, seed, **shape)
     device = torch.device("cpu")
     stages = [PipelineStage(m, i, num_stages, device, group=pp_group) for m, i in zip(modules, indices)]
     kind = SCHEDULES[schedule]
@@ -111,6 +114,7 @@ def train(
     has_last = num_stages - 1 in indices
     history = []
     for step in range(1, steps + 1):
+        start = time.perf_counter()
         tokens, targets = next(data)  # every stage of a replica draws the same batch
         optimizer.zero_grad(set_to_none=True)
         losses = [] if has_last else None
@@ -119,6 +123,8 @@ def train(
         if dp_group is not None:
             average_gradients(params, dp_group)
         optimizer.step()
+        if step_seconds is not None:
+            step_seconds.append(time.perf_counter() - start)
         if has_last:
             history.append(torch.stack(losses).mean().item())
             if log_every and step % log_every == 0:
