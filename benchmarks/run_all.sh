@@ -3,7 +3,7 @@
 # (tables as .txt, plus the CSV/JSON/PNG files of python -m qccl.bench). Needs root for
 # the shaped-link runs (benchmarks/netlab); without root those are skipped with a message.
 #
-#   bash benchmarks/run_all.sh            # about 25 minutes on a 2-core machine
+#   bash benchmarks/run_all.sh            # about 15 minutes on a 2-core machine
 #
 # RANKS (default 2) and RATE (default 1gbit) choose the emulated cluster.
 set -euo pipefail
@@ -24,6 +24,11 @@ step "1000 small tensors on loopback"
 python benchmarks/fusion_bench.py --ranks "$ranks" | tee "$out/fusion_loopback.txt"
 step "DDP training on loopback"
 python benchmarks/train_bench.py --ranks "$ranks" --json "$out/train_loopback.json" | tee "$out/train_loopback.txt"
+step "point to point on loopback"
+p2p=(--collectives sendrecv --backends gloo,qccl:none,qccl:bf16,qccl:int8 --sizes 4K,64K,1M,16M,64M)
+python -m qccl.bench --ranks "$ranks" "${p2p[@]}" --out "$out/p2p_loopback" | tee "$out/p2p_loopback.txt"
+step "pipeline training on loopback"
+python benchmarks/pipeline_bench.py --ranks "$ranks" --json "$out/pipeline_loopback.json" | tee "$out/pipeline_loopback.txt"
 
 if [[ $EUID -ne 0 ]]; then
   echo "run_all: not root, skipping the shaped-link runs (benchmarks/netlab needs root)" >&2
@@ -36,3 +41,9 @@ step "1000 small tensors on $rate links"
 "${lab[@]}" python benchmarks/fusion_bench.py | tee "$out/fusion_$rate.txt"
 step "DDP training on $rate links"
 "${lab[@]}" python benchmarks/train_bench.py --json "$out/train_$rate.json" | tee "$out/train_$rate.txt"
+step "point to point on $rate links"
+"${lab[@]}" python -m qccl.bench "${p2p[@]}" --out "$out/p2p_$rate" | tee "$out/p2p_$rate.txt"
+step "pipeline training on $rate and 100mbit links"
+"${lab[@]}" python benchmarks/pipeline_bench.py --json "$out/pipeline_$rate.json" | tee "$out/pipeline_$rate.txt"
+benchmarks/netlab --ranks "$ranks" --rate 100mbit -- python benchmarks/pipeline_bench.py \
+  --json "$out/pipeline_100mbit.json" | tee "$out/pipeline_100mbit.txt"

@@ -157,3 +157,21 @@ def test_fusion_bench_runs(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     for way in ("gloo separate", "gloo fused", "qccl separate", "qccl fused"):
         assert way in result.stdout
+
+
+def test_pipeline_bench_compares_configurations(tmp_path):
+    """A tiny pipeline through benchmarks/pipeline_bench.py: Gloo and qccl without a codec
+    train the same model to the same loss; int8 activations to a nearby one."""
+    result = run([
+        sys.executable, str(ROOT / "benchmarks" / "pipeline_bench.py"), "--ranks", "2",
+        "--configs", "gloo,qccl:none,qccl:int8", "--steps", "2", "--warmup", "1",
+        "--width", "32", "--heads", "2", "--context", "16", "--batch-size", "8",
+        "--json", str(tmp_path / "pipeline.json"),
+    ], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "pipeline.json") as f:
+        results = {r["config"]: r for r in json.load(f)["results"]}
+    assert list(results) == ["gloo", "qccl:none", "qccl:int8"]
+    assert results["qccl:none"]["loss"] == results["gloo"]["loss"]
+    assert abs(results["qccl:int8"]["loss"] - results["gloo"]["loss"]) < 0.1
+    assert all(r["samples_per_s"] > 0 for r in results.values())
