@@ -1,8 +1,8 @@
 #pragma once
 
-// One background thread per process group that waits, in order, on works Gloo gives no
-// future for (point-to-point ops, coalesced batches), so that their isCompleted() and
-// futures progress without the caller blocking.
+// A background thread that waits, in order, on works Gloo gives no future for (the Gloo
+// sends under qccl's point-to-point messages), so that they are waited on exactly once
+// and kept alive until done, without the caller blocking.
 
 #include <condition_variable>
 #include <deque>

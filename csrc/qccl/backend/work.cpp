@@ -70,24 +70,6 @@ uint64_t FutureWork::getSequencenumber() const {
   return seq_;
 }
 
-c10::intrusive_ptr<WaitingWork> WaitingWork::create(
-    int rank,
-    c10d::OpType type,
-    std::string name,
-    std::vector<c10::intrusive_ptr<c10d::Work>> parts,
-    std::vector<at::Tensor> outputs,
-    std::chrono::milliseconds timeout,
-    const std::weak_ptr<AsyncWaiter>& waiter) {
-  auto work = c10::make_intrusive<WaitingWork>(
-      rank, type, std::move(name), std::move(parts), std::move(outputs), timeout);
-  // Someone has to wait on Gloo's p2p works for them to count as completed: the
-  // background waiter does, so isCompleted() and the future progress on their own.
-  if (auto w = waiter.lock()) {
-    w->post(work);
-  }
-  return work;
-}
-
 WaitingWork::WaitingWork(
     int rank,
     c10d::OpType type,
@@ -144,11 +126,6 @@ void WaitingWork::abort() {
       // Collective parts cannot be aborted one by one; the group abort stops them.
     }
   }
-}
-
-int WaitingWork::sourceRank() const {
-  TORCH_CHECK(parts_.size() == 1, "qccl: ", name(), " has no single source rank");
-  return parts_.front()->sourceRank();
 }
 
 namespace {

@@ -23,7 +23,6 @@
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
-#include "qccl/backend/async_waiter.h"
 
 namespace qccl {
 
@@ -62,16 +61,6 @@ class FutureWork : public c10d::Work {
 
 class WaitingWork : public FutureWork {
  public:
-  // Creates the work and hands it to `waiter` (if the group still has one).
-  static c10::intrusive_ptr<WaitingWork> create(
-      int rank,
-      c10d::OpType type,
-      std::string name,
-      std::vector<c10::intrusive_ptr<c10d::Work>> parts,
-      std::vector<at::Tensor> outputs,
-      std::chrono::milliseconds timeout,
-      const std::weak_ptr<AsyncWaiter>& waiter);
-
   WaitingWork(
       int rank,
       c10d::OpType type,
@@ -85,7 +74,6 @@ class WaitingWork : public FutureWork {
   void waitQuietly();
   // Aborts the underlying Gloo works, which wakes whoever waits on them.
   void abort() override;
-  int sourceRank() const override;
 
  private:
   void waitParts(std::chrono::milliseconds timeout);

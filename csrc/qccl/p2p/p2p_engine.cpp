@@ -86,6 +86,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
     std::lock_guard<std::mutex> order(postMutex_);
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      QCCL_CHECK_VALUE(!stopping_, "send on rank ", rank_, ": the process group was shut down");
       header.seq = nextSeq_[dst]++;
       pendingSends_[dst][header.seq] = work;
     }
