@@ -18,7 +18,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from qccl.bench.launch import spawn_ranks, threads_per_rank, under_launcher
+from qccl.bench.launch import run_or_spawn, threads_per_rank
 from qccl.bench.runner import slowest_rank
 
 
@@ -63,11 +63,7 @@ def main():
     p.add_argument("--tensors", type=int, default=1000)
     p.add_argument("--bytes", type=int, default=4096, help="bytes per tensor")
     p.add_argument("--rounds", type=int, default=7)
-    args = p.parse_args()
-    if under_launcher():
-        run_rank(args)
-        return 0
-    return spawn_ranks([sys.executable, __file__, *sys.argv[1:]], args.ranks)
+    return run_or_spawn(run_rank, p.parse_args(), __file__)
 
 
 if __name__ == "__main__":

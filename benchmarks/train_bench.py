@@ -13,7 +13,6 @@ allreduces) and exposed communication (the rest), and the loss reached.
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -29,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
 
-from qccl.bench.launch import network_description, spawn_ranks, threads_per_rank, under_launcher  # noqa: E402
+from qccl.bench.launch import network_description, parse_configs, run_or_spawn, threads_per_rank  # noqa: E402
 from qccl.bench.runner import slowest_rank  # noqa: E402
 
 CONFIGS = [
@@ -181,19 +180,12 @@ def parse_args(argv=None):
     p.add_argument("--loss-window", type=int, default=10, help="last steps averaged into the loss")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in args.configs if c not in CONFIGS]
-    if unknown:
-        p.error(f"unknown configuration(s) {unknown}; choose from {CONFIGS}")
+    args.configs = parse_configs(p, args.configs, CONFIGS)
     return args
 
 
 def main():
-    args = parse_args()
-    if under_launcher():
-        run_rank(args)
-        return 0
-    return spawn_ranks([sys.executable, os.path.abspath(__file__), *sys.argv[1:]], args.ranks)
+    return run_or_spawn(run_rank, parse_args(), __file__)
 
 
 if __name__ == "__main__":

@@ -9,39 +9,23 @@ import time
 import torch
 import torch.distributed as dist
 
-from world import spawn_ranks
+from world import init_loopback_rank, report_outcome, spawn_ranks
 
 TIMEOUT_S = 5
 # Generous slack for a loaded 2-core CI machine; what matters is "bounded", not "fast".
 SLACK_S = 20
 
 
-def _init(rank, size, port, timeout_s=TIMEOUT_S):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "qccl",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
-
-
 def _survivor(rank, report, action):
-    """Runs `action` (expected to raise); reports (rank, error type, message, seconds)."""
-    start = time.monotonic()
-    try:
-        action()
-        report.put((rank, None, "no error", time.monotonic() - start))
-    except Exception as error:  # noqa: BLE001 - the error is the result
-        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+    """Reports `action`'s outcome (report_outcome), then how long destroy took."""
+    report_outcome(report, rank, action)
     start = time.monotonic()
     dist.destroy_process_group()
     report.put((rank, "destroyed", "", time.monotonic() - start))
 
 
 def dead_peer_rank(rank, size, port, report):
-    _init(rank, size, port)
+    init_loopback_rank(rank, size, port, TIMEOUT_S)
     dist.barrier()
     if rank == size - 1:
         os._exit(17)  # dies without a word, like a crashed worker
@@ -49,7 +33,7 @@ def dead_peer_rank(rank, size, port, report):
 
 
 def hung_peer_rank(rank, size, port, report, release, shorter_timeout):
-    _init(rank, size, port)
+    init_loopback_rank(rank, size, port, TIMEOUT_S)
     dist.barrier()
     if rank == size - 1:
         release.wait(120)  # alive, but never joins the collective
@@ -61,20 +45,14 @@ def hung_peer_rank(rank, size, port, report, release, shorter_timeout):
 
 
 def abort_rank(rank, size, port, report, release):
-    _init(rank, size, port, timeout_s=600)
+    init_loopback_rank(rank, size, port, 600)
     dist.barrier()
     if rank == 1:
         release.wait(120)  # never joins the collective below
         return
     work = dist.all_reduce(torch.ones(10), async_op=True)
     backend = dist.group.WORLD._get_backend(torch.device("cpu"))
-    start = time.monotonic()
-    backend.abort()
-    try:
-        work.wait()
-        report.put((rank, None, "no error", time.monotonic() - start))
-    except Exception as error:  # noqa: BLE001
-        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+    report_outcome(report, rank, lambda: (backend.abort(), work.wait()))
     release.set()
 
 

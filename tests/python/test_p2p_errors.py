@@ -2,17 +2,15 @@
 the message fails on both ranks with a clear error and writes nothing, and the pair
 keeps working; a peer that dies, or never sends, fails the call within the timeout."""
 
-import datetime
 import multiprocessing as mp
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
 
 import qccl
-from world import spawn_ranks
+from world import init_loopback_rank, report_outcome, spawn_ranks
 
 
 def _expect_error(fn, kind, *fragments):
@@ -119,32 +117,15 @@ TIMEOUT_S = 5
 SLACK_S = 20
 
 
-def _init(rank, size, port):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "qccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
-        timeout=datetime.timedelta(seconds=TIMEOUT_S),
-    )
-
-
-def _report(report, rank, fn):
-    start = time.monotonic()
-    try:
-        fn()
-        report.put((rank, None, "no error", time.monotonic() - start))
-    except Exception as error:  # noqa: BLE001 - the error is the result
-        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
-
-
 def dies_mid_transfer_rank(rank, size, port, report):
-    _init(rank, size, port)
+    init_loopback_rank(rank, size, port, TIMEOUT_S)
     dist.barrier()
     if rank == 1:
         dist.isend(torch.ones(1 << 26), 0)  # 256 MiB, cut off by the exit below
         os._exit(17)
     big = torch.zeros(1 << 26)
-    _report(report, rank, lambda: dist.recv(big, 1))
-    _report(report, rank, lambda: dist.send(torch.ones(3), 1))
+    report_outcome(report, rank, lambda: dist.recv(big, 1))
+    report_outcome(report, rank, lambda: dist.send(torch.ones(3), 1))
     dist.destroy_process_group()
 
 
@@ -160,13 +141,13 @@ def test_peer_dying_mid_transfer_fails_receive_and_later_sends():
 
 
 def silent_peer_rank(rank, size, port, report, release):
-    _init(rank, size, port)
+    init_loopback_rank(rank, size, port, TIMEOUT_S)
     dist.barrier()
     if rank == 1:
         release.wait(120)  # alive, but never sends
     else:
-        _report(report, rank, lambda: dist.recv(torch.zeros(3), 1))
-        _report(report, rank, lambda: dist.irecv(torch.zeros(3), 1).wait())
+        report_outcome(report, rank, lambda: dist.recv(torch.zeros(3), 1))
+        report_outcome(report, rank, lambda: dist.irecv(torch.zeros(3), 1).wait())
         release.set()
     dist.destroy_process_group()
 

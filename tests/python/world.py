@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 import socket
+import time
 import traceback
 
 RUN_TIMEOUT_S = 180
@@ -148,3 +149,29 @@ def spawn_ranks(size, target, args=(), timeout_s=120):
         else:
             codes.append(p.exitcode)
     return codes
+
+
+def init_loopback_rank(rank, size, port, timeout_s):
+    """For spawn_ranks targets: one thread, and a qccl default group on loopback."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "qccl",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+
+
+def report_outcome(report, rank, action):
+    """Runs `action` (usually expected to raise) and puts (rank, error type name or None,
+    message, seconds it took) on the `report` queue."""
+    start = time.monotonic()
+    try:
+        action()
+        report.put((rank, None, "no error", time.monotonic() - start))
+    except Exception as error:  # noqa: BLE001 - the error is the result
+        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))

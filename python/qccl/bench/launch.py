@@ -4,6 +4,7 @@ what network they run on."""
 import os
 import socket
 import subprocess
+import sys
 import time
 
 
@@ -56,3 +57,22 @@ def spawn_ranks(command: list[str], ranks: int) -> int:
         for p in procs:
             p.terminate()
     return code
+
+
+def run_or_spawn(run_rank, args, script: str) -> int:
+    """The benchmark scripts' entry: under a launcher (torchrun, netlab) this process is
+    one rank and runs `run_rank(args)`; otherwise it starts `args.ranks` local ranks that
+    run `script` with this process's arguments."""
+    if under_launcher():
+        run_rank(args)
+        return 0
+    return spawn_ranks([sys.executable, os.path.abspath(script), *sys.argv[1:]], args.ranks)
+
+
+def parse_configs(parser, text: str, known: list[str]) -> list[str]:
+    """'a,b' -> ['a', 'b'], each one of `known`; a usage error (parser.error) otherwise."""
+    configs = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in known]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; choose from {known}")
+    return configs
