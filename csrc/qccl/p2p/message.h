@@ -57,4 +57,12 @@ inline bool carriesInline(const Header& header) {
   return header.kind == Kind::Data && header.payloadBytes <= kInlineBytes;
 }
 
+// A payload too large to go inline travels as two Gloo transfers, its body and its last
+// kTailBytes. Gloo does not fail the receive it is reading into when the connection
+// drops (it fails only the receives still queued), so a receiver waiting on the body
+// alone would learn of a dead sender only at the timeout. The tail's receive is queued
+// until the body is in, so waiting on it first turns a dead sender into an error at once.
+constexpr int64_t kTailBytes = 8;
+static_assert(kInlineBytes > kTailBytes, "a payload that does not go inline has a body");
+
 } // namespace qccl::p2p

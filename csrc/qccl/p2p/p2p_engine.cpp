@@ -31,6 +31,12 @@ at::Tensor controlMessage(const Header& header, const at::Tensor& payload) {
   return bytes;
 }
 
+// A large payload's two transfers (message.h explains why there are two).
+std::vector<at::Tensor> payloadParts(const at::Tensor& payload) {
+  const int64_t body = payload.numel() - kTailBytes;
+  return {payload.narrow(0, 0, body), payload.narrow(0, body, kTailBytes)};
+}
+
 bool matches(int postedSrc, int64_t postedTag, int src, int64_t tag) {
   return (postedSrc == -1 || postedSrc == src) && postedTag == tag;
 }
@@ -90,7 +96,17 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
       header.seq = nextSeq_[dst]++;
       pendingSends_[dst][header.seq] = work;
     }
-    post(dst, header, payload);
+    try {
+      post(dst, header, payload);
+    } catch (...) {  // Gloo refuses at once a connection it already knows is closed
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        pendingSends_[dst].erase(header.seq);
+      }
+      throwCommError(work->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(dst) +
+                     " is unreachable (it died, or closed the process group): " +
+                     describeException(std::current_exception()));
+    }
   }
   return work;
 }
@@ -124,7 +140,11 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
   if (arrived) {
     auto target = tensor;
     if (deliver(*arrived, *work, target) == Kind::Rejected) {
-      sendStatus(arrived->src, arrived->header, Kind::Rejected, tensor);  // the send has completed
+      try {
+        sendStatus(arrived->src, arrived->header, Kind::Rejected, tensor);  // the send has completed
+      } catch (...) {
+        // The sender is gone, so nobody is left to tell; its listener reports it.
+      }
     }
   }
   return work;
@@ -200,8 +220,12 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (carriesInline(header)) {  // copied out: the control buffer takes the next message
     message->payload.copy_(control.narrow(0, sizeof(Header), header.payloadBytes));
   } else {
-    std::vector<at::Tensor> target{message->payload};
-    waitListening(peer, transport_.gloo().recv(target, peer, kPayloadSlot), transport_.timeout());
+    auto parts = payloadParts(message->payload);
+    std::vector<at::Tensor> body{parts[0]};
+    std::vector<at::Tensor> tail{parts[1]};
+    auto bodyWork = transport_.gloo().recv(body, peer, kPayloadSlot);
+    waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
+    waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
   }
 
   c10::intrusive_ptr<P2PWork> receiver;
@@ -362,8 +386,10 @@ void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) 
   std::vector<at::Tensor> head{controlMessage(header, payload)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
   if (header.kind == Kind::Data && !carriesInline(header)) {
-    std::vector<at::Tensor> body{payload};
-    parts.push_back(transport_.gloo().send(body, peer, kPayloadSlot));
+    for (auto& part : payloadParts(payload)) {
+      std::vector<at::Tensor> transfer{part};
+      parts.push_back(transport_.gloo().send(transfer, peer, kPayloadSlot));
+    }
   }
   glooSends_.post(c10::make_intrusive<WaitingWork>(
       rank_, c10d::OpType::SEND, "qccl point-to-point transfer", std::move(parts), std::vector<at::Tensor>{},
