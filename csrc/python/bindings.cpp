@@ -8,10 +8,13 @@
 #include <torch/version.h>
 
 #include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
 
 #include "qccl/backend/process_group_qccl.h"
 #include "qccl/codec/codec.h"
+#include "qccl/codec/cuda/device_codec.h"
 #include "qccl/common/build_info.h"
+#include "qccl/common/cuda_stream.h"
 #include "qccl/common/errors.h"
 
 namespace py = pybind11;
@@ -52,11 +55,17 @@ std::unique_ptr<qccl::codec::Codec> codecNamed(const std::string& name, int64_t 
 }
 
 at::Tensor flatFloat32(const at::Tensor& t) {
-  QCCL_CHECK_TYPE(t.device().is_cpu() && t.scalar_type() == at::kFloat, "codecs take CPU float32 tensors");
+  QCCL_CHECK_TYPE(t.scalar_type() == at::kFloat, "codecs take float32 tensors, not ", t.scalar_type());
   return t.contiguous().view({-1});
 }
 
-// The codecs on their own, for tests and benchmarks (python/qccl/testing).
+void checkSameDevice(const at::Tensor& t, const at::Tensor& reference, const char* what) {
+  QCCL_CHECK_VALUE(t.device() == reference.device(), what, " is on ", t.device().str(), " but the values are on ",
+                   reference.device().str());
+}
+
+// The codecs on their own, for tests and benchmarks (python/qccl/testing). CUDA tensors
+// run the codec kernels on the current stream; CPU tensors the CPU codecs.
 void bindCodecs(py::module_& m) {
   m.def("codec_encoded_bytes", [](const std::string& name, int64_t block, int64_t n) {
     return codecNamed(name, block)->encodedBytes(n);
@@ -68,13 +77,20 @@ void bindCodecs(py::module_& m) {
         auto codec = codecNamed(name, block);
         auto in = flatFloat32(values);
         const int64_t bytes = codec->encodedBytes(in.numel());
-        auto out = into.has_value() ? *into : at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+        auto out = into.has_value() ? *into : at::empty({bytes}, in.options().dtype(at::kByte));
         QCCL_CHECK_VALUE(
             out.scalar_type() == at::kByte && out.is_contiguous() && out.numel() == bytes,
             "codec_encode: `out` must be contiguous uint8 of ", bytes, " bytes");
+        checkSameDevice(out, in, "codec_encode: `out`");
         qccl::codec::EncodeOptions options;
         options.stochastic = stochastic;
         options.seed = seed;
+        if (in.is_cuda()) {
+          c10::DeviceGuard guard(in.device());
+          qccl::codec::cuda::encode(codec->kind(), block, in.data_ptr<float>(), in.numel(), out.data_ptr<uint8_t>(),
+                                    options, qccl::currentCudaStream(in.device()));
+          return out;
+        }
         py::gil_scoped_release release;
         codec->encode(in.data_ptr<float>(), in.numel(), out.data_ptr<uint8_t>(), options);
         return out;
@@ -89,8 +105,15 @@ void bindCodecs(py::module_& m) {
         QCCL_CHECK_VALUE(
             bytes.numel() == codec->encodedBytes(n), name, " encodes ", n, " elements in ",
             codec->encodedBytes(n), " bytes, not ", bytes.numel());
-        at::Tensor out = addTo.has_value() ? flatFloat32(*addTo) : at::empty({n}, at::TensorOptions().dtype(at::kFloat));
+        at::Tensor out = addTo.has_value() ? flatFloat32(*addTo) : at::empty({n}, bytes.options().dtype(at::kFloat));
         QCCL_CHECK_VALUE(out.numel() == n, "add_to holds ", out.numel(), " elements, not ", n);
+        checkSameDevice(out, bytes, "codec_decode: `add_to`");
+        if (bytes.is_cuda()) {
+          c10::DeviceGuard guard(bytes.device());
+          qccl::codec::cuda::decode(codec->kind(), block, bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>(),
+                                    addTo.has_value(), qccl::currentCudaStream(bytes.device()));
+          return out;
+        }
         py::gil_scoped_release release;
         if (addTo.has_value()) {
           codec->decodeAdd(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
@@ -110,17 +133,21 @@ void bindBackend(py::module_& m) {
                       int rank,
                       int size,
                       std::chrono::milliseconds timeout,
-                      const Settings& settings) {
-            return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, timeout, configWith(settings));
+                      const Settings& settings,
+                      const std::optional<c10::intrusive_ptr<c10d::Backend>>& nccl) {
+            return c10::make_intrusive<ProcessGroupQCCL>(
+                gloo, rank, size, timeout, configWith(settings), nccl.value_or(nullptr));
           }),
           py::arg("gloo"),
           py::arg("rank"),
           py::arg("size"),
           py::arg("timeout"),
           py::arg("settings") = Settings{},
+          py::arg("nccl") = py::none(),
           py::call_guard<py::gil_scoped_release>(),
           "Wraps `gloo` (a ProcessGroupGloo over the same store, rank and size) as the "
-          "CPU transport; `settings` override the QCCL_* environment.")
+          "CPU transport and `nccl` (a ProcessGroupNCCL made the same way, or None) as the "
+          "CUDA one; `settings` override the QCCL_* environment.")
       .def("settings", [](const ProcessGroupQCCL& pg) { return pg.config().describe(); })
       .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)

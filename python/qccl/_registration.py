@@ -1,5 +1,6 @@
 """Registers "qccl" with torch.distributed and creates one backend per process group."""
 
+import torch
 import torch.distributed as dist
 
 BACKEND_NAME = "qccl"
@@ -9,7 +10,8 @@ def _create_backend(backend_opts, pg_options):
     """The creator torch calls (extended API) for every group that uses qccl.
 
     qccl's CPU transport is Gloo: a ProcessGroupGloo on the same store, rank and size,
-    created here because torch wheels ship no Gloo headers to build one from C++.
+    created here because torch wheels ship no Gloo headers to build one from C++. CUDA
+    tensors go through a ProcessGroupNCCL made the same way (docs/cuda.md).
     """
     from ._extension import load
 
@@ -24,7 +26,21 @@ def _create_backend(backend_opts, pg_options):
     rank, size, timeout = backend_opts.group_rank, backend_opts.group_size, backend_opts.timeout
     gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
     gloo = dist.ProcessGroupGloo(gloo_store, rank, size, timeout)
-    return load().ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings())
+    nccl = _nccl_transport(backend_opts, pg_options)
+    return load().ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings(), nccl)
+
+
+def _nccl_transport(backend_opts, pg_options):
+    """The group's NCCL backend for CUDA tensors, or None: when cuda_transport is gloo,
+    or this process has no GPU or no NCCL (CUDA tensors then raise, naming the fix)."""
+    if pg_options.resolved()["cuda_transport"] != "nccl":
+        return None
+    if not (torch.cuda.is_available() and dist.is_nccl_available()):
+        return None
+    options = dist.ProcessGroupNCCL.Options()
+    options._timeout = backend_opts.timeout
+    store = dist.PrefixStore("qccl/nccl/", backend_opts.store)
+    return dist.ProcessGroupNCCL(store, backend_opts.group_rank, backend_opts.group_size, options)
 
 
 def register_backend() -> None:

@@ -26,6 +26,7 @@ class Options:
     verify: bool | None = None  # check every collective's arguments across ranks
     force_network: bool | None = None  # never bypass the network (benchmarks/netlab)
     p2p_codec: str | None = None  # send/recv payloads: "none" | "fp16" | "bf16" | "int8"
+    cuda_transport: str | None = None  # CUDA tensors: "nccl" | "gloo" (staged through host)
 
     def __post_init__(self):
         for field in fields(self):

@@ -1,6 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
 #include <c10/util/hash.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "qccl/algo/collectives.h"
 #include "qccl/backend/validation.h"
@@ -41,6 +42,17 @@ int64_t redOp(const c10d::ReduceOp& op) {
   return static_cast<int64_t>(op.op_);
 }
 
+// What NCCL reduces itself; anything else on CUDA tensors is staged through the host,
+// where qccl's lowering (algo/reduce_lowering.h) serves every pair OpChecker accepts.
+bool ncclReduces(const c10d::ReduceOp& op, at::ScalarType dtype) {
+  using R = c10d::ReduceOp::RedOpType;
+  const bool opOk = op.op_ == R::SUM || op.op_ == R::AVG || op.op_ == R::PRODUCT || op.op_ == R::MIN ||
+      op.op_ == R::MAX || op.op_ == R::PREMUL_SUM;
+  const bool typeOk = dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16 ||
+      dtype == at::kChar || dtype == at::kByte || dtype == at::kInt || dtype == at::kLong;
+  return opOk && typeOk;
+}
+
 } // namespace
 
 ProcessGroupQCCL::ProcessGroupQCCL(
@@ -48,13 +60,15 @@ ProcessGroupQCCL::ProcessGroupQCCL(
     int rank,
     int size,
     std::chrono::milliseconds timeout,
-    Config config)
+    Config config,
+    c10::intrusive_ptr<c10d::Backend> nccl)
     : Backend(rank, size),
       config_(config),
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
       allreduce_(config),
-      p2p_(transport_, config, rank, size) {
+      p2p_(transport_, config, rank, size),
+      nccl_(std::move(nccl)) {
   QCCL_CHECK_VALUE(
       transport_.rank() == rank && transport_.size() == size,
       "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
@@ -82,9 +96,37 @@ WorkPtr ProcessGroupQCCL::enqueue(
   return track(work);
 }
 
+WorkPtr ProcessGroupQCCL::onCuda(
+    const std::string& name,
+    const std::optional<OpSignature>& signature,
+    const CudaCall& call,
+    bool needsHost) {
+  if (needsHost || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
+    HostStaging toHost(/*toHost=*/true, rank_);
+    return track(toHost.finish(call(*this, toHost)));  // the host call checks across ranks itself
+  }
+  QCCL_CHECK_SUPPORTED(
+      nccl_, name, " on rank ", rank_, ": CUDA tensors travel through NCCL, and this process had no GPU or no "
+      "NCCL when the group was created; set QCCL_CUDA_TRANSPORT=gloo to stage them through host memory");
+  if (signature && config_.verifyAcrossRanks) {
+    enqueue(name, *signature, {}, [] {})->wait();  // on the worker, in order with CPU calls
+  }
+  HostStaging direct(/*toHost=*/false, rank_);
+  return track(call(*nccl_, direct));
+}
+
+bool ProcessGroupQCCL::cudaNeedsHost(const std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) const {
+  for (const auto& t : tensors) {
+    if (!ncclReduces(op, t.scalar_type()) || allreduce_.route(t, op, exactDepth_.load() > 0) == algo::Route::Compressed) {
+      return true;
+    }
+  }
+  return false;
+}
+
 WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
   std::lock_guard<std::mutex> lock(coalescingMutex_);
-  if (coalescing_) {
+  if (coalescing_ && work) {
     coalesced_.push_back(work);
   }
   return work;
@@ -97,6 +139,12 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
   auto tensor = check.single(tensors);
   check.rank(opts.rootRank, "root");
   const int64_t root = opts.rootRank;
+  if (tensor.is_cuda()) {
+    return onCuda("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.broadcast(ts, opts);
+    });
+  }
   return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
     algo::broadcast(transport_, tensor, root);
   });
@@ -106,7 +154,14 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
   OpChecker check("all_reduce", rank_, size_);
   auto tensor = check.single(tensors);
   check.reducible(opts.reduceOp, tensor.scalar_type());
-  return allreduceList("all_reduce", signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp)), {tensor}, opts.reduceOp);
+  auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
+  if (tensor.is_cuda()) {
+    return onCuda("all_reduce", signature, [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce(ts, opts);
+    }, cudaNeedsHost({tensor}, opts.reduceOp));
+  }
+  return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
 }
 
 WorkPtr ProcessGroupQCCL::allreduce_coalesced(
@@ -119,6 +174,12 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
     check.reducible(opts.reduceOp, t.scalar_type());
   }
   auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
+  if (check.onCuda()) {
+    return onCuda("all_reduce_coalesced", signature, [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce_coalesced(ts, opts);
+    }, cudaNeedsHost(tensors, opts.reduceOp));
+  }
   return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
 }
 
@@ -148,6 +209,12 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
   check.reducible(opts.reduceOp, tensor.scalar_type());
   auto op = opts.reduceOp;
   const int64_t root = opts.rootRank;
+  if (tensor.is_cuda()) {
+    return onCuda("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.reduce(ts, opts);
+    }, !ncclReduces(op, tensor.scalar_type()));
+  }
   return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
     algo::reduce(transport_, tensor, op, root);
   });
@@ -156,20 +223,34 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
 WorkPtr ProcessGroupQCCL::allgather(
     std::vector<std::vector<at::Tensor>>& outputs,
     std::vector<at::Tensor>& inputs,
-    const c10d::AllgatherOptions&) {
+    const c10d::AllgatherOptions& opts) {
   OpChecker check("all_gather", rank_, size_);
   auto input = check.single(inputs);
   auto outs = check.onePerRank(outputs, input, "output");
+  if (input.is_cuda()) {
+    return onCuda("all_gather", signatureOf(OpType::ALLGATHER, input), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.allgather(os, is, opts);
+    });
+  }
   return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
     algo::allgather(transport_, outs, input);
   });
 }
 
-WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions&) {
+WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
   OpChecker check("all_gather_into_tensor", rank_, size_);
   check.tensor(input, "the input");
   check.tensor(output, "the output");
   check.sizedLike(output, input, size_, "the output");
+  if (check.onCuda()) {
+    return onCuda("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), [&](c10d::Backend& b, HostStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b._allgather_base(o, i, opts);
+    });
+  }
   return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
     algo::allgatherIntoTensor(transport_, output, input);
   });
@@ -178,7 +259,7 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
 WorkPtr ProcessGroupQCCL::allgather_coalesced(
     std::vector<std::vector<at::Tensor>>& outputLists,
     std::vector<at::Tensor>& inputs,
-    const c10d::AllgatherOptions&) {
+    const c10d::AllgatherOptions& opts) {
   OpChecker check("all_gather_coalesced", rank_, size_);
   check.nonEmpty(inputs.size(), "the input list");
   check.count(outputLists.size(), size_, "the output list of lists");
@@ -194,6 +275,13 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
   for (const auto& t : inputs) {
     check.tensor(t, "every input");
   }
+  if (check.onCuda()) {
+    return onCuda("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputLists);
+      auto is = s.reads(inputs);
+      return b.allgather_coalesced(os, is, opts);
+    });
+  }
   auto lists = outputLists;
   auto ins = inputs;
   return enqueue("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, [this, lists, ins]() mutable {
@@ -204,7 +292,7 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
 WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
     std::vector<at::Tensor>& outputs,
     std::vector<at::Tensor>& inputs,
-    const c10d::AllgatherOptions&) {
+    const c10d::AllgatherOptions& opts) {
   OpChecker check("all_gather_into_tensor_coalesced", rank_, size_);
   check.nonEmpty(inputs.size(), "the input list");
   check.count(outputs.size(), inputs.size(), "the output list");
@@ -212,6 +300,13 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
     check.tensor(inputs[i], "every input");
     check.tensor(outputs[i], "every output");
     check.sizedLike(outputs[i], inputs[i], size_, "an output");
+  }
+  if (check.onCuda()) {
+    return onCuda("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.allgather_into_tensor_coalesced(os, is, opts);
+    });
   }
   auto outs = outputs;
   auto ins = inputs;
@@ -232,6 +327,13 @@ WorkPtr ProcessGroupQCCL::gather(
     outs = check.onePerRank(outputs, input, "output");
   }
   const int64_t root = opts.rootRank;
+  if (input.is_cuda()) {
+    return onCuda("gather", signatureOf(OpType::GATHER, input, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.gather(os, is, opts);
+    });
+  }
   return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
     algo::gather(transport_, outs, input, root);
   });
@@ -249,6 +351,13 @@ WorkPtr ProcessGroupQCCL::scatter(
     ins = check.onePerRank(inputs, output, "input");
   }
   const int64_t root = opts.rootRank;
+  if (output.is_cuda()) {
+    return onCuda("scatter", signatureOf(OpType::SCATTER, output, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.scatter(os, is, opts);
+    });
+  }
   return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
     algo::scatter(transport_, output, ins, root);
   });
@@ -263,6 +372,13 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
   auto ins = check.onePerRank(inputs, output, "input");
   check.reducible(opts.reduceOp, output.scalar_type());
   auto op = opts.reduceOp;
+  if (output.is_cuda()) {
+    return onCuda("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.reduce_scatter(os, is, opts);
+    }, !ncclReduces(op, output.scalar_type()));
+  }
   return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
     algo::reduceScatter(transport_, output, ins, op);
   });
@@ -278,6 +394,13 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
   check.sizedLike(input, output, size_, "the input");
   check.reducible(opts.reduceOp, output.scalar_type());
   auto op = opts.reduceOp;
+  if (check.onCuda()) {
+    return onCuda("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b._reduce_scatter_base(o, i, opts);
+    }, !ncclReduces(op, output.scalar_type()));
+  }
   return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
     algo::reduceScatterTensor(transport_, output, input, op);
   });
@@ -299,6 +422,13 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
   auto outs = outputs;
   auto ins = inputs;
   auto op = opts.reduceOp;
+  if (check.onCuda()) {
+    return onCuda("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.reduce_scatter_tensor_coalesced(os, is, opts);
+    }, !ncclReduces(op, outputs[0].scalar_type()));
+  }
   return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
     for (size_t i = 0; i < ins.size(); ++i) {
       algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
@@ -311,7 +441,7 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
     at::Tensor& input,
     std::vector<int64_t>& outputSplits,
     std::vector<int64_t>& inputSplits,
-    const c10d::AllToAllOptions&) {
+    const c10d::AllToAllOptions& opts) {
   OpChecker check("all_to_all_single", rank_, size_);
   check.tensor(input, "the input");
   check.tensor(output, "the output");
@@ -324,6 +454,13 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
   signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
   signature.sendBytes = splitBytes(input, inSplits, size_);
   signature.recvBytes = splitBytes(output, outSplits, size_);
+  if (check.onCuda()) {
+    return onCuda("all_to_all_single", signature, [&](c10d::Backend& b, HostStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
+    });
+  }
   return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
     algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
   });
@@ -332,7 +469,7 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
 WorkPtr ProcessGroupQCCL::alltoall(
     std::vector<at::Tensor>& outputs,
     std::vector<at::Tensor>& inputs,
-    const c10d::AllToAllOptions&) {
+    const c10d::AllToAllOptions& opts) {
   OpChecker check("all_to_all", rank_, size_);
   check.count(inputs.size(), size_, "the input list");
   check.count(outputs.size(), size_, "the output list");
@@ -352,6 +489,13 @@ WorkPtr ProcessGroupQCCL::alltoall(
     signature.sendBytes.push_back(byteSize(inputs[peer]));
     signature.recvBytes.push_back(byteSize(outputs[peer]));
   }
+  if (check.onCuda()) {
+    return onCuda("all_to_all", signature, [&](c10d::Backend& b, HostStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.alltoall(os, is, opts);
+    });
+  }
   return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
     algo::alltoall(transport_, outs, ins);
   });
@@ -367,6 +511,12 @@ WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, in
   OpChecker check("send", rank_, size_);
   auto tensor = check.single(tensors);
   check.peer(dstRank);
+  if (tensor.is_cuda()) {
+    return onCuda("send", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.reads(tensors);
+      return b.send(ts, dstRank, tag);
+    });
+  }
   return track(p2p_.send(tensor, dstRank, tag));
 }
 
@@ -374,12 +524,25 @@ WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, in
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
   check.peer(srcRank);
+  if (tensor.is_cuda()) {
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.recv(ts, srcRank, tag);
+    });
+  }
   return track(p2p_.recv(tensor, srcRank, tag));
 }
 
 WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
+  if (tensor.is_cuda()) {
+    // NCCL has no receive from any source; staged through the host, qccl's p2p engine has.
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.recvAnysource(ts, tag);
+    }, /*needsHost=*/true);
+  }
   return track(p2p_.recv(tensor, -1, tag));
 }
 
@@ -389,6 +552,9 @@ void ProcessGroupQCCL::startCoalescing() {
   std::lock_guard<std::mutex> lock(coalescingMutex_);
   QCCL_CHECK_VALUE(!coalescing_, "start_coalescing on rank ", rank_, ": a coalescing window is already open");
   coalescing_ = true;
+  if (ncclInUse()) {
+    nccl_->startCoalescing();  // NCCL must group the batch's sends and receives, or they deadlock
+  }
 }
 
 WorkPtr ProcessGroupQCCL::endCoalescing() {
@@ -398,6 +564,11 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     QCCL_CHECK_VALUE(coalescing_, "end_coalescing on rank ", rank_, ": no coalescing window is open");
     coalescing_ = false;
     parts.swap(coalesced_);
+  }
+  if (ncclInUse()) {
+    if (auto grouped = nccl_->endCoalescing()) {
+      parts.push_back(grouped);
+    }
   }
   return BatchWork::create(rank_, std::move(parts));
 }
@@ -417,7 +588,13 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::split(
   if (!gloo) {
     return nullptr;  // this rank is not in the new group
   }
-  return c10::make_intrusive<ProcessGroupQCCL>(gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_);
+  c10::intrusive_ptr<c10d::Backend> nccl;
+  if (nccl_) {
+    auto ncclOptions = nccl_->getBackendOptions();
+    ncclOptions->timeout = opts->timeout;
+    nccl = nccl_->split(c10::make_intrusive<c10d::PrefixStore>("qccl/nccl/", store), ranks, ncclOptions);
+  }
+  return c10::make_intrusive<ProcessGroupQCCL>(gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl);
 }
 
 // --- compression state ---------------------------------------------------------------------
@@ -463,11 +640,17 @@ void ProcessGroupQCCL::stop(const std::string& why) {
 }
 
 void ProcessGroupQCCL::abort() {
+  if (nccl_) {
+    nccl_->abort();
+  }
   transport_.abort();
   stop("the process group was aborted");
 }
 
 void ProcessGroupQCCL::shutdown() {
+  if (nccl_) {
+    nccl_->shutdown();
+  }
   queue_.drain();
   stop("the process group was shut down");
 }

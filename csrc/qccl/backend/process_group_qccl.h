@@ -2,13 +2,15 @@
 
 // qccl's c10d backend. Each op: validate on the caller's thread (bad input raises here),
 // then hand the work to the group's worker (collectives) or to the point-to-point
-// engine (p2p/), and return a Work at once.
+// engine (p2p/), and return a Work at once. Calls on CUDA tensors go to the group's NCCL
+// backend or are staged through host memory into the same CPU path (onCuda, docs/cuda.md).
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
+#include "qccl/backend/host_staging.h"
 #include "qccl/backend/op_queue.h"
 #include "qccl/common/config.h"
 #include "qccl/p2p/p2p_engine.h"
@@ -26,13 +29,15 @@ namespace qccl {
 class ProcessGroupQCCL : public c10d::Backend {
  public:
   // `gloo` is a ProcessGroupGloo over this group's store, rank and size: the transport
-  // for CPU tensors.
+  // for CPU tensors. `nccl`, a ProcessGroupNCCL made the same way, carries CUDA tensors
+  // when config.cudaTransport is Nccl; null when this process has no GPU or no NCCL.
   ProcessGroupQCCL(
       c10::intrusive_ptr<c10d::Backend> gloo,
       int rank,
       int size,
       std::chrono::milliseconds timeout,
-      Config config = Config::fromEnvironment());
+      Config config = Config::fromEnvironment(),
+      c10::intrusive_ptr<c10d::Backend> nccl = {});
   ~ProcessGroupQCCL() override;
 
   const std::string getBackendName() const override {
@@ -156,6 +161,22 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
+  // A call on CUDA tensors: `call` issues the op on `backend` with the tensors `staging`
+  // maps. Through NCCL, after the cross-rank check of `signature` (if any) on the worker;
+  // staged through host memory, into this group's CPU path, when the transport is gloo or
+  // `needsHost` (what NCCL cannot do: bitwise reductions, compressed all-reduces).
+  using CudaCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, HostStaging& staging)>;
+  c10::intrusive_ptr<c10d::Work> onCuda(
+      const std::string& name,
+      const std::optional<OpSignature>& signature,
+      const CudaCall& call,
+      bool needsHost = false);
+  // Whether an all-reduce of CUDA `tensors` must be staged: NCCL cannot reduce it, or a
+  // tensor is routed to the compressed path (whose GPU version is still to come).
+  bool cudaNeedsHost(const std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) const;
+  bool ncclInUse() const {
+    return nccl_ && config_.cudaTransport == Config::CudaTransport::Nccl;
+  }
   // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
   c10::intrusive_ptr<c10d::Work> allreduceList(
       const std::string& name,
@@ -172,6 +193,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   algo::BucketedAllreduce allreduce_;
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
+  c10::intrusive_ptr<c10d::Backend> nccl_;
   std::atomic<uint64_t> seq_{0};
 
   std::mutex coalescingMutex_;

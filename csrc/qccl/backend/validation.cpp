@@ -16,12 +16,14 @@ std::string OpChecker::prefix() const {
 
 void OpChecker::tensor(const at::Tensor& t, const std::string& what) const {
   QCCL_CHECK_VALUE(t.defined(), prefix(), what, " is an undefined tensor");
-  QCCL_CHECK_SUPPORTED(
-      !t.is_cuda(),
-      prefix(), what, " is a CUDA tensor, but this qccl release serves CPU tensors only; "
-      "send CUDA tensors through NCCL with init_process_group(\"cpu:qccl,cuda:nccl\")");
   QCCL_CHECK_VALUE(
-      t.is_cpu(), prefix(), what, " must be a CPU tensor, got device ", t.device().str());
+      t.is_cpu() || t.is_cuda(), prefix(), what, " must be a CPU or CUDA tensor, got device ", t.device().str());
+  if (!device_) {
+    device_ = t.device();
+  }
+  QCCL_CHECK_VALUE(
+      t.device() == *device_, prefix(), what, " is on ", t.device().str(), " but the call's first tensor is on ",
+      device_->str(), "; every tensor of one call must be on the same device");
   QCCL_CHECK_VALUE(
       t.layout() == at::kStrided, prefix(), what, " must be a dense tensor, got layout ",
       t.layout());

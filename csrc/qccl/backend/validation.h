@@ -5,6 +5,7 @@
 // Only local facts are checked here; what other ranks passed is Gloo's to detect.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,12 @@ class OpChecker {
  public:
   OpChecker(std::string op, int rank, int size);
 
-  // A dense, contiguous CPU tensor.
+  // A dense, contiguous CPU or CUDA tensor, on the same device as the call's others.
   void tensor(const at::Tensor& t, const std::string& what) const;
+  // Whether the call's tensors (checked so far) are CUDA tensors.
+  bool onCuda() const {
+    return device_.has_value() && device_->is_cuda();
+  }
   // Exactly one tensor in the list, checked with tensor(); returns it.
   at::Tensor& single(std::vector<at::Tensor>& tensors) const;
   // The one list (of one per rank) inside `lists`: `size` tensors, each checked with
@@ -46,6 +51,7 @@ class OpChecker {
   std::string op_;
   int rank_;
   int size_;
+  mutable std::optional<c10::Device> device_;  // of the first tensor checked
 };
 
 } // namespace qccl

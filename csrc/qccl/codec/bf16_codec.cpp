@@ -4,28 +4,15 @@
 #include <algorithm>
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/bit_cast.h>
 
 #include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
+#include "qccl/codec/element_ops.h"
 
 namespace qccl::codec {
 namespace {
 
 constexpr int64_t kGrain = int64_t{1} << 16;
-
-// Adds 16 random bits below the kept ones, then truncates: rounds up with probability
-// equal to the dropped fraction. A finite value never rounds up to Inf.
-uint16_t roundStochastically(float x, uint64_t seed, uint64_t index) {
-  const uint32_t bits = c10::bit_cast<uint32_t>(x);
-  if ((bits & 0x7F800000u) == 0x7F800000u) {
-    return c10::detail::round_to_nearest_even(x);  // NaN and Inf as they are
-  }
-  const uint32_t rounded = (bits + (randomBits(seed, index) >> 16)) >> 16;
-  const bool overflowed = (rounded & 0x7F80u) == 0x7F80u;
-  return static_cast<uint16_t>(overflowed ? bits >> 16 : rounded);
-}
 
 class Bf16Codec final : public Codec {
  public:
@@ -48,11 +35,11 @@ class Bf16Codec final : public Codec {
     at::parallel_for(0, n, kGrain, [&](int64_t first, int64_t last) {
       if (options.stochastic) {
         for (int64_t i = first; i < last; ++i) {
-          h[i] = roundStochastically(in[i], options.seed, static_cast<uint64_t>(i));
+          h[i] = bf16Stochastic(in[i], randomBits(options.seed, static_cast<uint64_t>(i)));
         }
       } else {
         for (int64_t i = first; i < last; ++i) {
-          h[i] = c10::detail::round_to_nearest_even(in[i]);
+          h[i] = bf16Nearest(in[i]);
         }
       }
     });
@@ -73,7 +60,7 @@ class Bf16Codec final : public Codec {
     const auto* h = reinterpret_cast<const uint16_t*>(in);
     at::parallel_for(0, n, kGrain, [&](int64_t first, int64_t last) {
       for (int64_t i = first; i < last; ++i) {
-        const float v = c10::bit_cast<float>(static_cast<uint32_t>(h[i]) << 16);
+        const float v = bf16Value(h[i]);
         out[i] = kAccumulate ? out[i] + v : v;
       }
     });

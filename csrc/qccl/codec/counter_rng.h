@@ -7,9 +7,11 @@
 
 #include <cstdint>
 
+#include "qccl/codec/element_ops.h"  // QCCL_HOST_DEVICE: the CUDA kernels use these too
+
 namespace qccl::codec {
 
-inline uint32_t randomBits(uint64_t seed, uint64_t index) {
+QCCL_HOST_DEVICE uint32_t randomBits(uint64_t seed, uint64_t index) {
   uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -17,7 +19,7 @@ inline uint32_t randomBits(uint64_t seed, uint64_t index) {
 }
 
 // Uniform in [0, 1), 24 random bits.
-inline float uniform01(uint64_t seed, uint64_t index) {
+QCCL_HOST_DEVICE float uniform01(uint64_t seed, uint64_t index) {
   return static_cast<float>(randomBits(seed, index) >> 8) * 0x1p-24f;
 }
 

@@ -12,35 +12,22 @@
 #include "qccl/codec/block_scan.h"
 #include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
+#include "qccl/codec/element_ops.h"
 
 namespace qccl::codec {
 namespace {
 
-// (v + kRoundingShift) - kRoundingShift rounds |v| < 2^22 to the nearest integer (ties to
-// even) with two additions the compiler vectorizes, unlike std::nearbyint.
-constexpr float kRoundingShift = 0x1.8p23f;
-
 // Integer codes in [-kLevels, kLevels], nearest or stochastic rounding of x * inverse.
-// Clamping happens in float (minps/maxps), so the loop vectorizes with SSE2 alone.
 template <int kLevels>
 void quantize(const float* x, int64_t n, float inverse, int8_t* q, const EncodeOptions& options, int64_t first) {
-  constexpr float kMax = static_cast<float>(kLevels);
   if (!options.stochastic) {
     for (int64_t i = 0; i < n; ++i) {
-      float v = x[i] * inverse;
-      v = v < -kMax ? -kMax : v;
-      v = v > kMax ? kMax : v;
-      q[i] = static_cast<int8_t>(static_cast<int32_t>((v + kRoundingShift) - kRoundingShift));
+      q[i] = quantizeNearest<kLevels>(x[i], inverse);
     }
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] * inverse + uniform01(options.seed, static_cast<uint64_t>(first + i));
-    v = v < -kMax ? -kMax : v;
-    v = v > kMax ? kMax : v;
-    int32_t code = static_cast<int32_t>(v);        // truncates toward zero...
-    code -= static_cast<float>(code) > v ? 1 : 0;  // ...so step down below zero: floor
-    q[i] = static_cast<int8_t>(code);
+    q[i] = quantizeStochastic<kLevels>(x[i], inverse, uniform01(options.seed, static_cast<uint64_t>(first + i)));
   }
 }
 
@@ -50,8 +37,7 @@ struct Int8Format {
     return n;
   }
   static void scales(float absmax, float& scale, float& inverse) {
-    scale = absmax / kLevels;
-    inverse = kLevels / absmax;
+    linearScales<kLevels>(absmax, scale, inverse);
   }
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
     quantize<kLevels>(x, n, inverse, reinterpret_cast<int8_t*>(out), o, first);
@@ -60,7 +46,7 @@ struct Int8Format {
   static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
     const auto* q = reinterpret_cast<const int8_t*>(in);
     for (int64_t i = 0; i < n; ++i) {
-      const float v = static_cast<float>(q[i]) * scale;
+      const float v = dequantize(q[i], scale);
       out[i] = kAccumulate ? out[i] + v : v;
     }
   }
@@ -73,8 +59,7 @@ struct Int4Format {
     return (n + 1) / 2;
   }
   static void scales(float absmax, float& scale, float& inverse) {
-    scale = absmax / kLevels;
-    inverse = kLevels / absmax;
+    linearScales<kLevels>(absmax, scale, inverse);
   }
   // Element 2j goes to the low nibble of byte j, element 2j+1 to the high nibble.
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
@@ -87,53 +72,45 @@ struct Int4Format {
       }
       uint8_t* bytes = out + start / 2;
       for (int64_t j = 0; j < (len + 1) / 2; ++j) {
-        bytes[j] = static_cast<uint8_t>((q[2 * j] & 0x0F) | (q[2 * j + 1] << 4));
+        bytes[j] = packNibbles(q[2 * j], q[2 * j + 1]);
       }
     }
   }
   template <bool kAccumulate>
   static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
-    // Shift a nibble to the top of an int8, then arithmetic-shift back: sign extension.
-    auto low = [](uint8_t byte) { return static_cast<float>(static_cast<int8_t>(byte << 4) >> 4); };
-    auto high = [](uint8_t byte) { return static_cast<float>(static_cast<int8_t>(byte) >> 4); };
     const int64_t pairs = n / 2;
     for (int64_t j = 0; j < pairs; ++j) {
-      const float a = low(in[j]) * scale;
-      const float b = high(in[j]) * scale;
+      const float a = dequantize(lowNibble(in[j]), scale);
+      const float b = dequantize(highNibble(in[j]), scale);
       out[2 * j] = kAccumulate ? out[2 * j] + a : a;
       out[2 * j + 1] = kAccumulate ? out[2 * j + 1] + b : b;
     }
     if (n % 2 != 0) {
-      const float a = low(in[pairs]) * scale;
+      const float a = dequantize(lowNibble(in[pairs]), scale);
       out[n - 1] = kAccumulate ? out[n - 1] + a : a;
     }
   }
 };
 
-// float16 values x / scale with a power-of-two scale that puts the block's largest
-// magnitude in [2^14, 2^15): no finite input overflows float16's 65504, small gradients
-// keep float16's full precision instead of falling into its subnormals, and dividing by a
-// power of two is exact.
+// float16 values x / scale with a power-of-two scale (fp16Scales in element_ops.h).
 struct Fp16Format {
   static int64_t payloadBytes(int64_t n) {
     return 2 * n;
   }
   static void scales(float absmax, float& scale, float& inverse) {
-    const int exponent = std::ilogb(absmax);
-    scale = std::ldexp(1.0f, exponent - 14);
-    inverse = std::ldexp(1.0f, 14 - exponent);
+    fp16Scales(absmax, scale, inverse);
   }
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions&, int64_t) {
     auto* h = reinterpret_cast<uint16_t*>(out);  // segments are 4-byte aligned (encodedBytes)
     for (int64_t i = 0; i < n; ++i) {
-      h[i] = c10::detail::fp16_ieee_from_fp32_value(x[i] * inverse);
+      h[i] = c10::detail::fp16_ieee_from_fp32_value(mulRn(x[i], inverse));
     }
   }
   template <bool kAccumulate>
   static void decode(const uint8_t* in, int64_t n, float scale, float* out) {
     const auto* h = reinterpret_cast<const uint16_t*>(in);
     for (int64_t i = 0; i < n; ++i) {
-      const float v = c10::detail::fp16_ieee_to_fp32_value(h[i]) * scale;
+      const float v = mulRn(c10::detail::fp16_ieee_to_fp32_value(h[i]), scale);
       out[i] = kAccumulate ? out[i] + v : v;
     }
   }

@@ -114,6 +114,14 @@ const std::vector<Setting>& settings() {
          c.p2pCodec = *kind;
        },
        [](const Config& c) { return std::string(codecName(c.p2pCodec)); }},
+      {"cuda_transport",
+       [](Config& c, const std::string& v, const std::string& s) {
+         QCCL_CHECK_VALUE(v == "nccl" || v == "gloo", s, "=", v, " is not a CUDA transport; use nccl or gloo");
+         c.cudaTransport = v == "nccl" ? Config::CudaTransport::Nccl : Config::CudaTransport::StagedThroughHost;
+       },
+       [](const Config& c) {
+         return std::string(c.cudaTransport == Config::CudaTransport::Nccl ? "nccl" : "gloo");
+       }},
       {"force_network",
        [](Config& c, const std::string& v, const std::string& s) { c.forceNetwork = parseFlag(v, s); },
        [](const Config& c) { return flagText(c.forceNetwork); }},

@@ -35,6 +35,13 @@ struct Config {
   // none, fp16, bf16 and int8: int4 is too coarse for activations.
   CodecKind p2pCodec = CodecKind::None;
 
+  // --- CUDA tensors (docs/cuda.md) ---
+  // Nccl: through an NCCL backend of the group's own. StagedThroughHost: copied to host
+  // memory and run by the CPU path (Gloo); lets several ranks share one GPU, which NCCL
+  // refuses, and serves machines without NCCL.
+  enum class CudaTransport : uint8_t { Nccl, StagedThroughHost };
+  CudaTransport cudaTransport = CudaTransport::Nccl;
+
   // Never take a path that bypasses the network (benchmarks/netlab sets it, so shaped
   // links are what a result was measured on). Every byte goes through Gloo's TCP sockets
   // today; a shortcut added later (shared memory, NCCL's SHM/P2P) must honour it.
