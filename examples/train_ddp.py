@@ -6,6 +6,7 @@ install), so nothing is downloaded.
 
     torchrun --nproc-per-node 2 examples/train_ddp.py --backend qccl
     torchrun --nproc-per-node 2 examples/train_ddp.py --backend gloo
+    torchrun --nproc-per-node 1 examples/train_ddp.py --device cuda     # one rank per GPU
 """
 
 import argparse
@@ -59,15 +60,17 @@ def batches(corpus, rank, world_size, batch_size, context, seed):
         yield window[:, :-1], window[:, 1:]
 
 
-def train(model, group, steps, batch_size, context, seed, lr=3e-3, log_every=0):
-    """Trains `model` with DDP over `group`; returns the mean loss of the last steps."""
+def train(model, group, steps, batch_size, context, seed, lr=3e-3, log_every=0, device="cpu"):
+    """Trains `model` with DDP over `group` on `device`; returns the mean loss of the last steps."""
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-    ddp = DDP(model, process_group=group)
+    device = torch.device(device)
+    model = model.to(device)
+    ddp = DDP(model, process_group=group, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=lr)
     data = batches(load_corpus(), rank, world_size, batch_size, context, seed)
     recent = []
     for step in range(1, steps + 1):
-        tokens, targets = next(data)
+        tokens, targets = (t.to(device) for t in next(data))
         loss = F.cross_entropy(ddp(tokens).flatten(0, 1), targets.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,19 +88,26 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: one GPU per rank (LOCAL_RANK); qccl sends CUDA tensors through NCCL")
     args = parser.parse_args()
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    device = "cpu"
+    if args.device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
     dist.init_process_group(args.backend)  # rank, world size and rendezvous from torchrun
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(args.seed)  # same initial weights on every rank
     model = CharTransformer(context=args.context)
     if rank == 0:
         params = sum(p.numel() for p in model.parameters())
-        print(f"backend {args.backend}, {world_size} ranks, {params / 1e6:.2f}M parameters", flush=True)
+        print(f"backend {args.backend}, {world_size} ranks on {device}, {params / 1e6:.2f}M parameters", flush=True)
 
     start = time.perf_counter()
-    final = train(model, None, args.steps, args.batch_size, args.context, args.seed, log_every=20)
+    final = train(model, None, args.steps, args.batch_size, args.context, args.seed, log_every=20, device=device)
     elapsed = time.perf_counter() - start
     samples = args.steps * args.batch_size * world_size
     if rank == 0:

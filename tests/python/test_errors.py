@@ -84,13 +84,3 @@ def rank_mismatch_across_ranks(ctx):
 
 def test_mismatch_across_ranks_raises_on_every_rank(world):
     world.run(rank_mismatch_across_ranks)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to make a CUDA tensor")
-def test_cuda_tensor_is_refused_clearly(world2):
-    world2.run(rank_cuda_tensor)
-
-
-def rank_cuda_tensor(ctx):
-    expect(NotImplementedError, "CUDA tensor",
-           lambda: qccl_backend().allreduce([torch.ones(2, device="cuda")]))
