@@ -111,6 +111,14 @@ WorkPtr ProcessGroupQCCL::onCuda(
   if (signature && config_.verifyAcrossRanks) {
     enqueue(name, *signature, {}, [] {})->wait();  // on the worker, in order with CPU calls
   }
+  {
+    // NCCL must group a batch's sends and receives, or they deadlock: the first CUDA op
+    // of a coalescing window opens NCCL's window too (CPU-only batches never touch NCCL).
+    std::lock_guard<std::mutex> lock(coalescingMutex_);
+    if (coalescing_ && !ncclCoalescing_.exchange(true)) {
+      nccl_->startCoalescing();
+    }
+  }
   HostStaging direct(/*toHost=*/false, rank_);
   return track(call(*nccl_, direct));
 }
@@ -552,9 +560,6 @@ void ProcessGroupQCCL::startCoalescing() {
   std::lock_guard<std::mutex> lock(coalescingMutex_);
   QCCL_CHECK_VALUE(!coalescing_, "start_coalescing on rank ", rank_, ": a coalescing window is already open");
   coalescing_ = true;
-  if (ncclInUse()) {
-    nccl_->startCoalescing();  // NCCL must group the batch's sends and receives, or they deadlock
-  }
 }
 
 WorkPtr ProcessGroupQCCL::endCoalescing() {
@@ -565,7 +570,7 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     coalescing_ = false;
     parts.swap(coalesced_);
   }
-  if (ncclInUse()) {
+  if (ncclCoalescing_.exchange(false)) {
     if (auto grouped = nccl_->endCoalescing()) {
       parts.push_back(grouped);
     }

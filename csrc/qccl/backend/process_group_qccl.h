@@ -174,9 +174,6 @@ class ProcessGroupQCCL : public c10d::Backend {
   // Whether an all-reduce of CUDA `tensors` must be staged: NCCL cannot reduce it, or a
   // tensor is routed to the compressed path (whose GPU version is still to come).
   bool cudaNeedsHost(const std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) const;
-  bool ncclInUse() const {
-    return nccl_ && config_.cudaTransport == Config::CudaTransport::Nccl;
-  }
   // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
   c10::intrusive_ptr<c10d::Work> allreduceList(
       const std::string& name,
@@ -199,6 +196,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::mutex coalescingMutex_;
   bool coalescing_ = false;
   std::vector<c10::intrusive_ptr<c10d::Work>> coalesced_;
+  std::atomic<bool> ncclCoalescing_{false};  // NCCL's own window is open
 
   OpQueue queue_;  // declared last: its worker uses the members above
 };
