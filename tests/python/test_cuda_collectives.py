@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 import qccl
-from world import World
+from world import run_in_fresh_world
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and qccl.has_cuda()),
@@ -71,16 +71,16 @@ def rank_every_op(ctx):
     if rank == 0:
         _same(got, want)
 
-    want = [torch.empty_like(x) for _ in range(size)]
-    dist.all_gather(want, x, group=gloo)
+    everyone = [torch.empty_like(x) for _ in range(size)]
+    dist.all_gather(everyone, x, group=gloo)
     got = [torch.empty_like(x, device="cuda") for _ in range(size)]
     dist.all_gather(got, x.cuda())
-    for g, w in zip(got, want):
+    for g, w in zip(got, everyone):
         _same(g, w)
 
     flat = torch.empty(size * x.numel(), device="cuda")
     dist.all_gather_into_tensor(flat, x.cuda())
-    _same(flat, torch.cat(want))
+    _same(flat, torch.cat(everyone))
 
     chunks = _inputs(ctx, size * 30)
     want = torch.empty(30)
@@ -111,7 +111,7 @@ def rank_every_op(ctx):
     gathered = [torch.empty_like(x, device="cuda") for _ in range(size)] if rank == 0 else None
     dist.gather(x.cuda(), gathered, dst=0)
     if rank == 0:
-        for g, w in zip(gathered, want_all_gather(ctx, x)):
+        for g, w in zip(gathered, everyone):
             _same(g, w)
 
     got = torch.empty(4, device="cuda")
@@ -130,27 +130,13 @@ def rank_every_op(ctx):
     dist.barrier()
 
 
-def want_all_gather(ctx, x):
-    out = [torch.empty_like(x) for _ in range(ctx.size)]
-    dist.all_gather(out, x, group=ctx.gloo)
-    return out
-
-
 def test_every_op_through_nccl_at_world_size_1():
-    world = World(1)
-    try:
-        world.run(rank_every_op)
-    finally:
-        world.close()
+    run_in_fresh_world(1, rank_every_op)
 
 
 @pytest.mark.parametrize("size", [2, 4])
 def test_every_op_staged_through_host_on_one_gpu(size):
-    world = World(size, env=STAGED)
-    try:
-        world.run(rank_every_op)
-    finally:
-        world.close()
+    run_in_fresh_world(size, rank_every_op, env=STAGED)
 
 
 def rank_compressed_allreduce(ctx):
@@ -177,11 +163,7 @@ def rank_compressed_allreduce(ctx):
 
 @pytest.mark.parametrize("size,env", [(1, {}), (2, STAGED)])
 def test_compressed_allreduce_on_cuda_matches_cpu(size, env):
-    world = World(size, env=env)
-    try:
-        world.run(rank_compressed_allreduce)
-    finally:
-        world.close()
+    run_in_fresh_world(size, rank_compressed_allreduce, env=env)
 
 
 def rank_mixed_devices(ctx):
@@ -190,11 +172,7 @@ def rank_mixed_devices(ctx):
 
 
 def test_mixed_devices_in_one_call_are_refused():
-    world = World(1)
-    try:
-        world.run(rank_mixed_devices)
-    finally:
-        world.close()
+    run_in_fresh_world(1, rank_mixed_devices)
 
 
 def test_ddp_example_trains_on_cuda_with_int8():

@@ -175,3 +175,13 @@ def report_outcome(report, rank, action):
         report.put((rank, None, "no error", time.monotonic() - start))
     except Exception as error:  # noqa: BLE001 - the error is the result
         report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+
+
+def run_in_fresh_world(size, fn, *args, env=None):
+    """Runs `fn` on a World of its own (for settings a shared world cannot have), then
+    closes it; returns the ranks' results."""
+    world = World(size, env=env)
+    try:
+        return world.run(fn, *args)
+    finally:
+        world.close()
