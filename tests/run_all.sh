@@ -3,7 +3,8 @@
 #   1. installs torch and the test tools if they are missing,
 #   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
 #   3. builds libqccl and the GoogleTest suite with CMake and runs it through ctest,
-#   4. runs the multi-process Python tests with pytest.
+#   4. builds the C++ example against the installed package, as a LibTorch user would,
+#   5. runs the multi-process Python tests with pytest (they run that example too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +22,12 @@ python -m pip install --no-build-isolation --no-deps .
 cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build/cmake
 ctest --test-dir build/cmake --output-on-failure -j "$MAX_JOBS"
+# `cmake --install` gives a tree that find_package(qccl) accepts too.
+cmake --install build/cmake --prefix build/install >/dev/null
+
+prefix_path="$(python -c 'import torch, qccl; print(torch.utils.cmake_prefix_path + ";" + qccl.cmake_prefix_path)')"
+cmake -S examples/cpp -B build/example -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix_path"
+cmake --build build/example
+cmake -S examples/cpp -B build/example-from-install -DCMAKE_PREFIX_PATH="$(python -c 'import torch; print(torch.utils.cmake_prefix_path)');$PWD/build/install" >/dev/null
 
 python -m pytest tests/python -q

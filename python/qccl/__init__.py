@@ -11,12 +11,18 @@ Compression is configured with QCCL_* variables or qccl.Options (pg_options), an
 observed with qccl.stats(); see the README.
 """
 
+import os as _os
+
 from ._registration import BACKEND_NAME, register_backend
 from ._version import __version__
 from .compression import exact, load_state_dict, reset_stats, state_dict, stats
 from .options import Options
 
 register_backend()
+
+# For C++ programs: put this directory on CMAKE_PREFIX_PATH and find_package(qccl) finds
+# the libqccl this package loads (like torch.utils.cmake_prefix_path for Torch).
+cmake_prefix_path = _os.path.dirname(_os.path.abspath(__file__))
 
 
 def has_cuda() -> bool:
@@ -30,6 +36,7 @@ __all__ = [
     "BACKEND_NAME",
     "Options",
     "__version__",
+    "cmake_prefix_path",
     "exact",
     "has_cuda",
     "load_state_dict",

@@ -73,6 +73,10 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       transport_.rank() == rank && transport_.size() == size,
       "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
       " but the group is rank ", rank, " of ", size);
+  QCCL_CHECK_VALUE(
+      !nccl_ || (nccl_->getRank() == rank && nccl_->getSize() == size),
+      "the NCCL transport is rank ", nccl_ ? nccl_->getRank() : -1, " of ", nccl_ ? nccl_->getSize() : -1,
+      " but the group is rank ", rank, " of ", size);
   init();
 }
 
@@ -106,8 +110,9 @@ WorkPtr ProcessGroupQCCL::onCuda(
     return track(toHost.finish(call(*this, toHost)));  // the host call checks across ranks itself
   }
   QCCL_CHECK_SUPPORTED(
-      nccl_, name, " on rank ", rank_, ": CUDA tensors travel through NCCL, and this process had no GPU or no "
-      "NCCL when the group was created; set QCCL_CUDA_TRANSPORT=gloo to stage them through host memory");
+      nccl_, name, " on rank ", rank_, ": CUDA tensors travel through NCCL, and the group has no NCCL backend (this process had no GPU or no "
+      "NCCL when the group was created, or a C++ program passed none to qccl::createBackend); set "
+      "QCCL_CUDA_TRANSPORT=gloo to stage them through host memory");
   if (signature && config_.verifyAcrossRanks) {
     enqueue(name, *signature, {}, [] {})->wait();  // on the worker, in order with CPU calls
   }
