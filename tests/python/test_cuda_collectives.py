@@ -166,6 +166,28 @@ def test_compressed_allreduce_on_cuda_matches_cpu(size, env):
     run_in_fresh_world(size, rank_compressed_allreduce, env=env)
 
 
+def rank_compressed_allreduce_with_state(ctx):
+    """Error feedback and stochastic rounding on CUDA: step after step, the GPU algorithm
+    (residuals on the GPU, seeds from the call counter) gives the CPU path's bits."""
+    torch.cuda.set_device(0)
+    options = qccl.Options(codec="int4", min_bytes=0, error_feedback=True, stochastic=True)
+    cpu_group, gpu_group = dist.new_group(pg_options=options), dist.new_group(pg_options=options)
+    x = _inputs(ctx, 50_001)
+    on_cpu, on_gpu = torch.empty_like(x), torch.empty_like(x, device="cuda")
+    for step in range(3):  # the same tensors every step: each finds its residual again
+        on_cpu.copy_(x * (step + 1))
+        on_gpu.copy_(on_cpu)
+        dist.all_reduce(on_cpu, group=cpu_group)
+        dist.all_reduce(on_gpu, group=gpu_group)
+        _same(on_gpu, on_cpu)
+    dist.destroy_process_group(gpu_group)
+    dist.destroy_process_group(cpu_group)
+
+
+def test_compressed_allreduce_with_error_feedback_on_cuda_matches_cpu():
+    run_in_fresh_world(1, rank_compressed_allreduce_with_state)
+
+
 def rank_mixed_devices(ctx):
     with pytest.raises(ValueError, match="qccl: all_gather .*same device"):
         dist.all_gather([torch.empty(2) for _ in range(ctx.size)], torch.ones(2, device="cuda"))

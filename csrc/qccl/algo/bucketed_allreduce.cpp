@@ -2,9 +2,10 @@
 
 #include <ATen/ops/empty.h>
 
-#include "qccl/algo/collectives.h"
 #include "qccl/algo/compressed_allreduce.h"
 #include "qccl/bucket/bucket_plan.h"
+#include "qccl/codec/cuda/stream_codec.h"
+#include "qccl/common/cuda_stream.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::algo {
@@ -29,7 +30,7 @@ at::Tensor packFloat32(const std::vector<at::Tensor>& tensors) {
   for (const auto& t : tensors) {
     total += t.numel();
   }
-  auto buffer = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
+  auto buffer = at::empty({total}, tensors[0].options().dtype(at::kFloat));
   int64_t offset = 0;
   for (const auto& t : tensors) {
     buffer.narrow(0, offset, t.numel()).copy_(t.reshape({-1}));
@@ -74,10 +75,11 @@ Route BucketedAllreduce::route(const at::Tensor& tensor, const c10d::ReduceOp& o
 }
 
 void BucketedAllreduce::run(
-    GlooTransport& net,
+    Transport& net,
     std::vector<at::Tensor>& tensors,
     const std::vector<Route>& routes,
-    const c10d::ReduceOp& op) {
+    const c10d::ReduceOp& op,
+    const ExactReduce& exact) {
   StatsSnapshot delta;
   delta.calls = 1;
   delta.tensors = static_cast<int64_t>(tensors.size());
@@ -107,18 +109,14 @@ void BucketedAllreduce::run(
       continue;
     }
     auto clock = CompressionStats::Clock::now();
-    if (members.size() == 1) {
-      allreduce(net, members[0], op);
-    } else {
-      allreduceCoalesced(net, members, op);
-    }
+    exact(members);
     delta.communicateSeconds += lap(clock);
     delta.wireBytes += exactWireBytes(b.bytes, net.size());
   }
   stats_.add(delta);
 }
 
-void BucketedAllreduce::runCompressed(GlooTransport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats) {
+void BucketedAllreduce::runCompressed(Transport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats) {
   auto clock = CompressionStats::Clock::now();
   auto buffer = packFloat32(tensors);
   stats.encodeSeconds += lap(clock);
@@ -128,9 +126,14 @@ void BucketedAllreduce::runCompressed(GlooTransport& net, std::vector<at::Tensor
   options.stochastic = config_.stochastic;
   options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
-    options.residual = residuals_.lookup(bucketKey(tensors), buffer.numel());
+    options.residual = residuals_.lookup(bucketKey(tensors), buffer.numel(), buffer.device());
   }
-  compressedAllreduce(net, *codec_, buffer, options, stats);
+  if (buffer.is_cuda()) {
+    codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(buffer.device()));
+    compressedAllreduce(net, kernels, buffer, options, stats);
+  } else {
+    compressedAllreduce(net, *codec_, buffer, options, stats);
+  }
 
   clock = CompressionStats::Clock::now();
   unpackFloat32(buffer, tensors);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -18,7 +19,7 @@
 #include "qccl/algo/residual_store.h"
 #include "qccl/codec/codec.h"
 #include "qccl/common/config.h"
-#include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/transport.h"
 
 namespace qccl::algo {
 
@@ -37,8 +38,19 @@ class BucketedAllreduce {
   // decides the same.
   Route route(const at::Tensor& tensor, const c10d::ReduceOp& op, bool forcedExact) const;
 
-  // Reduces `tensors` in place; routes[i] is route(tensors[i], ...).
-  void run(GlooTransport& net, std::vector<at::Tensor>& tensors, const std::vector<Route>& routes, const c10d::ReduceOp& op);
+  // Reduces a bucket of same-dtype tensors exactly: through Gloo with qccl's reduce-op
+  // lowering for CPU tensors, through NCCL itself for CUDA ones.
+  using ExactReduce = std::function<void(std::vector<at::Tensor>& bucket)>;
+
+  // Reduces `tensors` (all on one device, which `net` serves) in place; routes[i] is
+  // route(tensors[i], ...). Compressed buckets run on that device: on CUDA, kernels go
+  // to the current stream.
+  void run(
+      Transport& net,
+      std::vector<at::Tensor>& tensors,
+      const std::vector<Route>& routes,
+      const c10d::ReduceOp& op,
+      const ExactReduce& exact);
 
   StatsSnapshot stats() const {
     return stats_.snapshot();
@@ -50,7 +62,7 @@ class BucketedAllreduce {
   void loadState(const CompressionState& state);
 
  private:
-  void runCompressed(GlooTransport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats);
+  void runCompressed(Transport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats);
 
   const Config config_;
   std::unique_ptr<codec::Codec> codec_;  // null for codec "none"

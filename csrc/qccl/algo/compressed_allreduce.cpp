@@ -40,11 +40,12 @@ uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage) {
   return s;
 }
 
-at::Tensor emptyBytes(int64_t n) {
-  return at::empty({n}, at::TensorOptions().dtype(at::kByte));
+// Wire bytes on the buffer's device.
+at::Tensor emptyBytes(int64_t n, const at::Tensor& like) {
+  return at::empty({n}, like.options().dtype(at::kByte));
 }
 
-// One chunk's buffers and Gloo works while it is in flight.
+// One chunk's buffers and transport works while it is in flight.
 struct Chunk {
   int64_t index = 0;
   at::Tensor values;    // this chunk of the buffer
@@ -61,7 +62,7 @@ struct Chunk {
 
 class ChunkPipeline {
  public:
-  ChunkPipeline(GlooTransport& net, const codec::Codec& codec, const CompressedAllreduceOptions& options, StatsSnapshot& stats)
+  ChunkPipeline(Transport& net, const codec::Codec& codec, const CompressedAllreduceOptions& options, StatsSnapshot& stats)
       : net_(net), codec_(codec), options_(options), stats_(stats), rank_(net.rank()), ranks_(net.size()) {}
 
   // Steps 1-2: encode the shards this rank does not own, post the all-to-all.
@@ -75,7 +76,7 @@ class ChunkPipeline {
         recvSplits[r] = codec_.encodedBytes(c.shards.length(rank_));
       }
     }
-    c.sent = emptyBytes(totalOf(sendSplits));
+    c.sent = emptyBytes(totalOf(sendSplits), c.values);
     int64_t offset = 0;
     for (int r = 0; r < ranks_; ++r) {
       if (r != rank_) {
@@ -83,11 +84,11 @@ class ChunkPipeline {
         offset += sendSplits[r];
       }
     }
-    c.received = emptyBytes(totalOf(recvSplits));
+    c.received = emptyBytes(totalOf(recvSplits), c.values);
     stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.sent.numel();
     if (ranks_ > 1) {
-      c.exchange = net_.gloo().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions());
+      c.exchange = net_.backend().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions());
     }
   }
 
@@ -120,14 +121,14 @@ class ChunkPipeline {
       sum.add_(c.residual.narrow(0, begin, length));
     }
     c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
-    c.mine = at::zeros({c.segmentBytes}, at::TensorOptions().dtype(at::kByte));
+    c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
     encode(sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
            c.mine.data_ptr<uint8_t>(), streamSeed(options_.seed, c.index, rank_, /*stage=*/1));
-    c.gathered = emptyBytes(c.segmentBytes * ranks_);
+    c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
     stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.segmentBytes * (ranks_ - 1);
     if (ranks_ > 1) {
-      c.gather = net_.gloo()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions());
+      c.gather = net_.backend()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions());
     } else {
       c.gathered.copy_(c.mine);
     }
@@ -188,7 +189,7 @@ class ChunkPipeline {
     }
   }
 
-  GlooTransport& net_;
+  Transport& net_;
   const codec::Codec& codec_;
   const CompressedAllreduceOptions& options_;
   StatsSnapshot& stats_;
@@ -199,7 +200,7 @@ class ChunkPipeline {
 } // namespace
 
 void compressedAllreduce(
-    GlooTransport& net,
+    Transport& net,
     const codec::Codec& codec,
     at::Tensor& buffer,
     const CompressedAllreduceOptions& options,
@@ -220,7 +221,7 @@ void compressedAllreduce(
     return c;
   };
 
-  // Gloo calls go out in the same order on every rank: the all-to-all of chunk c+1
+  // Collectives go out in the same order on every rank: the all-to-all of chunk c+1
   // before the allgather of chunk c, so encoding c+1 overlaps the transfer of c.
   std::vector<Chunk> chunks;
   for (int64_t offset = 0; offset < n; offset += chunkElements) {

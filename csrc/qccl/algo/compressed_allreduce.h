@@ -13,6 +13,11 @@
 // because every rank decodes identical bytes. Message sizes depend only on the element
 // count and the configuration. Chunks are pipelined: chunk c+1 is encoded while chunk c
 // is on the wire.
+//
+// The same code serves both devices: on CPU the codec is a CPU codec and the transport
+// Gloo; on CUDA the codec enqueues kernels on the current stream (codec/cuda/
+// stream_codec.h) and the transport is NCCL, whose waits are stream waits, so the host
+// never waits for the GPU inside the call.
 
 #include <cstdint>
 
@@ -20,7 +25,7 @@
 
 #include "qccl/algo/compression_stats.h"
 #include "qccl/codec/codec.h"
-#include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/transport.h"
 
 namespace qccl::algo {
 
@@ -34,10 +39,10 @@ struct CompressedAllreduceOptions {
   int64_t chunkElements = int64_t{1} << 20;
 };
 
-// Reduces `buffer` (contiguous float32) in place across the ranks of `net`; adds what it
-// sent, and its timings, to `stats`.
+// Reduces `buffer` (contiguous float32, on the device `codec` and `net` serve) in place
+// across the ranks of `net`; adds what it sent, and its timings, to `stats`.
 void compressedAllreduce(
-    GlooTransport& net,
+    Transport& net,
     const codec::Codec& codec,
     at::Tensor& buffer,
     const CompressedAllreduceOptions& options,

@@ -12,10 +12,10 @@ int64_t bytesOf(const at::Tensor& t) {
 
 } // namespace
 
-at::Tensor ResidualStore::lookup(uint64_t key, int64_t numel) {
+at::Tensor ResidualStore::lookup(uint64_t key, int64_t numel, const c10::Device& device) {
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    if (it->key == key && it->residual.numel() == numel) {
+    if (it->key == key && it->residual.numel() == numel && it->residual.device() == device) {
       entries_.splice(entries_.end(), entries_, it);  // now the most recently used
       return entries_.back().residual;
     }
@@ -23,13 +23,13 @@ at::Tensor ResidualStore::lookup(uint64_t key, int64_t numel) {
   at::Tensor residual;
   for (auto it = unbound_.begin(); it != unbound_.end(); ++it) {
     if (it->numel() == numel) {
-      residual = *it;
+      residual = it->to(device);  // a checkpoint's residuals load on the CPU
       unbound_.erase(it);
       break;
     }
   }
   if (!residual.defined()) {
-    residual = at::zeros({numel}, at::TensorOptions().dtype(at::kFloat));
+    residual = at::zeros({numel}, at::TensorOptions().dtype(at::kFloat).device(device));
   } else {
     bytes_ -= bytesOf(residual);  // counted while unbound
   }

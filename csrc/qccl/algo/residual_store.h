@@ -24,9 +24,9 @@ class ResidualStore {
  public:
   explicit ResidualStore(int64_t maxBytes) : maxBytes_(maxBytes) {}
 
-  // The residual of bucket `key` (numel float32 elements): zeros for a new bucket. Valid
-  // until the next lookup().
-  at::Tensor lookup(uint64_t key, int64_t numel);
+  // The residual of bucket `key` (numel float32 elements on `device`, the bucket's):
+  // zeros for a new bucket. Valid until the next lookup().
+  at::Tensor lookup(uint64_t key, int64_t numel, const c10::Device& device);
 
   std::vector<at::Tensor> save() const;
   // Replaces the state with `residuals` (as save() returned them).

@@ -1,5 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/hash.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
@@ -7,6 +9,7 @@
 #include "qccl/backend/validation.h"
 #include "qccl/common/errors.h"
 #include "qccl/common/tensor_bytes.h"
+#include "qccl/transport/nccl_transport.h"
 
 namespace qccl {
 
@@ -128,15 +131,6 @@ WorkPtr ProcessGroupQCCL::onCuda(
   return track(call(*nccl_, direct));
 }
 
-bool ProcessGroupQCCL::cudaNeedsHost(const std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) const {
-  for (const auto& t : tensors) {
-    if (!ncclReduces(op, t.scalar_type()) || allreduce_.route(t, op, exactDepth_.load() > 0) == algo::Route::Compressed) {
-      return true;
-    }
-  }
-  return false;
-}
-
 WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
   std::lock_guard<std::mutex> lock(coalescingMutex_);
   if (coalescing_ && work) {
@@ -169,10 +163,10 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
   check.reducible(opts.reduceOp, tensor.scalar_type());
   auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
   if (tensor.is_cuda()) {
-    return onCuda("all_reduce", signature, [&](c10d::Backend& b, HostStaging& s) {
+    return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
       auto ts = s.writes(tensors);
       return b.allreduce(ts, opts);
-    }, cudaNeedsHost({tensor}, opts.reduceOp));
+    });
   }
   return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
 }
@@ -188,21 +182,20 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
   }
   auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
   if (check.onCuda()) {
-    return onCuda("all_reduce_coalesced", signature, [&](c10d::Backend& b, HostStaging& s) {
+    return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
       auto ts = s.writes(tensors);
       return b.allreduce_coalesced(ts, opts);
-    }, cudaNeedsHost(tensors, opts.reduceOp));
+    });
   }
   return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
 }
 
-WorkPtr ProcessGroupQCCL::allreduceList(
-    const std::string& name,
-    OpSignature signature,
-    std::vector<at::Tensor> tensors,
-    const c10d::ReduceOp& op) {
-  // Routes are decided now, on the caller's thread: qccl.exact() applies to the calls
-  // made inside it, whenever they run.
+std::vector<algo::Route> ProcessGroupQCCL::routeAll(
+    const std::vector<at::Tensor>& tensors,
+    const c10d::ReduceOp& op,
+    OpSignature& signature) const {
+  // Decided now, on the caller's thread: qccl.exact() applies to the calls made inside
+  // it, whenever they run.
   std::vector<algo::Route> routes;
   size_t plan = 0;
   for (const auto& t : tensors) {
@@ -210,9 +203,75 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     plan = c10::hash_combine(plan, static_cast<size_t>(routes.back()) + 1);
   }
   signature.plan = static_cast<int64_t>(plan & 0x7fffffffffffffffULL);
+  return routes;
+}
+
+WorkPtr ProcessGroupQCCL::allreduceList(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> tensors,
+    const c10d::ReduceOp& op) {
+  auto routes = routeAll(tensors, op, signature);
   return enqueue(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
-    allreduce_.run(transport_, tensors, routes, op);
+    allreduce_.run(transport_, tensors, routes, op, [this, &op](std::vector<at::Tensor>& bucket) {
+      if (bucket.size() == 1) {
+        algo::allreduce(transport_, bucket[0], op);
+      } else {
+        algo::allreduceCoalesced(transport_, bucket, op);
+      }
+    });
   });
+}
+
+WorkPtr ProcessGroupQCCL::allreduceOnCuda(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> tensors,
+    const c10d::ReduceOp& op,
+    const CudaCall& call) {
+  bool ncclCan = true;
+  bool compressed = false;
+  for (const auto& t : tensors) {
+    ncclCan = ncclCan && ncclReduces(op, t.scalar_type());
+    compressed = compressed || allreduce_.route(t, op, exactDepth_.load() > 0) == algo::Route::Compressed;
+  }
+  if (!compressed) {
+    return onCuda(name, signature, call, /*needsHost=*/!ncclCan);
+  }
+  bool batchOpen = false;
+  {
+    std::lock_guard<std::mutex> lock(coalescingMutex_);
+    batchOpen = coalescing_;
+  }
+  // The GPU algorithm needs NCCL and issues several NCCL calls of its own, which an open
+  // coalescing window would absorb: those cases take the host path, also compressed.
+  if (!nccl_ || !ncclCan || batchOpen || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
+    return onCuda(name, signature, call, /*needsHost=*/true);
+  }
+  auto routes = routeAll(tensors, op, signature);
+  const auto device = tensors[0].device();
+  const c10::Stream callersStream = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
+  // On the worker, in order with CPU calls: the cross-rank check, then the kernels and
+  // NCCL calls, enqueued on the caller's current stream. The caller waits for the
+  // enqueuing only, never for the GPU.
+  enqueue(name, std::move(signature), {}, [this, tensors, routes, op, callersStream]() mutable {
+    c10::StreamGuard onCallersStream(callersStream);
+    NcclTransport net(*nccl_);
+    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
+      WorkPtr work;
+      if (bucket.size() == 1) {
+        c10d::AllreduceOptions exact;
+        exact.reduceOp = op;
+        work = nccl_->allreduce(bucket, exact);
+      } else {
+        c10d::AllreduceCoalescedOptions exact;
+        exact.reduceOp = op;
+        work = nccl_->allreduce_coalesced(bucket, exact);
+      }
+      net.waitFor(work, "all_reduce (exact part)");
+    });
+  })->wait();
+  return track(c10::make_intrusive<StreamWork>(rank_, OpType::ALLREDUCE, name, tensors, seq_.load()));
 }
 
 WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) {

@@ -171,15 +171,27 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::optional<OpSignature>& signature,
       const CudaCall& call,
       bool needsHost = false);
-  // Whether an all-reduce of CUDA `tensors` must be staged: NCCL cannot reduce it, or a
-  // tensor is routed to the compressed path (whose GPU version is still to come).
-  bool cudaNeedsHost(const std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) const;
+  // Each tensor's allreduce route; records the plan in `signature`.
+  std::vector<algo::Route> routeAll(
+      const std::vector<at::Tensor>& tensors,
+      const c10d::ReduceOp& op,
+      OpSignature& signature) const;
   // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
   c10::intrusive_ptr<c10d::Work> allreduceList(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> tensors,
       const c10d::ReduceOp& op);
+  // The same on CUDA tensors. Compressed routes run the GPU kernels over NCCL (on the
+  // worker, enqueued on the caller's stream); `call` serves the rest through onCuda:
+  // NCCL directly, or staged through host memory where NCCL cannot reduce the dtype or
+  // op, or the transport is gloo.
+  c10::intrusive_ptr<c10d::Work> allreduceOnCuda(
+      const std::string& name,
+      OpSignature signature,
+      std::vector<at::Tensor> tensors,
+      const c10d::ReduceOp& op,
+      const CudaCall& call);
   // Records `work` for the open coalescing window, if any; returns it.
   c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
   void stop(const std::string& why);

@@ -7,8 +7,8 @@
 namespace qccl {
 namespace {
 
-c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture() {
-  return c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
+c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture(std::vector<c10::Device> devices = {}) {
+  return c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()), std::move(devices));
 }
 
 } // namespace
@@ -18,12 +18,23 @@ FutureWork::FutureWork(
     c10d::OpType type,
     std::string name,
     std::vector<at::Tensor> outputs,
-    uint64_t seq)
+    uint64_t seq,
+    std::vector<c10::Device> devices)
     : Work(rank, type),
       name_(std::move(name)),
       outputs_(std::move(outputs)),
       seq_(seq),
-      future_(makeTensorListFuture()) {}
+      future_(makeTensorListFuture(std::move(devices))) {}
+
+StreamWork::StreamWork(int rank, c10d::OpType type, std::string name, std::vector<at::Tensor> outputs, uint64_t seq)
+    : FutureWork(rank, type, std::move(name), outputs, seq, {outputs.at(0).device()}) {
+  markSucceeded();  // records an event on each device's current stream
+}
+
+bool StreamWork::wait(std::chrono::milliseconds /*timeout*/) {
+  getFuture()->wait();  // makes the current stream wait for the recorded event
+  return true;
+}
 
 // The future completes first, so whoever wait()s on the work finds the future complete
 // too; isCompleted() and exception() read the future, so whoever waits on the future

@@ -10,6 +10,11 @@
 // have no future and must be waited on exactly once: an AsyncWaiter waits on them in the
 // background (p2p/ uses it for the Gloo sends under each message).
 //
+// StreamWork: a collective whose GPU work was enqueued on the caller's CUDA stream (the
+// compressed allreduce over NCCL). Done for the host once enqueued; its future records
+// that stream, so wait() and the future's callbacks make the current stream wait for
+// it, as ProcessGroupNCCL's works do.
+//
 // BatchWork: the one Work of a coalesced batch (batch_isend_irecv): completes when all
 // of its parts have, failing with the first part's error.
 
@@ -33,7 +38,8 @@ class FutureWork : public c10d::Work {
       c10d::OpType type,
       std::string name,
       std::vector<at::Tensor> outputs,
-      uint64_t seq = 0);
+      uint64_t seq = 0,
+      std::vector<c10::Device> devices = {});  // CUDA devices: a stream-aware future
 
   const std::string& name() const {
     return name_;
@@ -57,6 +63,14 @@ class FutureWork : public c10d::Work {
   uint64_t seq_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
   std::atomic<bool> settled_{false};
+};
+
+class StreamWork : public FutureWork {
+ public:
+  // Call on the thread whose current stream holds the work, right after enqueuing it.
+  StreamWork(int rank, c10d::OpType type, std::string name, std::vector<at::Tensor> outputs, uint64_t seq);
+
+  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
 };
 
 class WaitingWork : public FutureWork {

@@ -16,9 +16,11 @@
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
+#include "qccl/transport/transport.h"
+
 namespace qccl {
 
-class GlooTransport {
+class GlooTransport : public Transport {
  public:
   GlooTransport(c10::intrusive_ptr<c10d::Backend> gloo, std::chrono::milliseconds timeout);
 
@@ -26,17 +28,20 @@ class GlooTransport {
   c10d::Backend& gloo() {
     return *gloo_;
   }
+  c10d::Backend& backend() override {
+    return *gloo_;
+  }
 
-  int rank() const {
+  int rank() const override {
     return gloo_->getRank();
   }
-  int size() const {
+  int size() const override {
     return gloo_->getSize();
   }
 
   // Blocks until `work` (a Gloo collective) has finished. Raises DistBackendError naming
   // `what` when it fails, when the group timeout passes first, or after abort().
-  void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+  void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) override;
 
   std::chrono::milliseconds timeout() const;
   void setTimeout(std::chrono::milliseconds timeout);
