@@ -1,5 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
+#include <algorithm>
+
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/hash.h>
@@ -229,11 +231,11 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
     std::vector<at::Tensor> tensors,
     const c10d::ReduceOp& op,
     const CudaCall& call) {
+  auto routes = routeAll(tensors, op, signature);
+  const bool compressed = std::find(routes.begin(), routes.end(), algo::Route::Compressed) != routes.end();
   bool ncclCan = true;
-  bool compressed = false;
   for (const auto& t : tensors) {
     ncclCan = ncclCan && ncclReduces(op, t.scalar_type());
-    compressed = compressed || allreduce_.route(t, op, exactDepth_.load() > 0) == algo::Route::Compressed;
   }
   if (!compressed) {
     return onCuda(name, signature, call, /*needsHost=*/!ncclCan);
@@ -248,7 +250,6 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
   if (!nccl_ || !ncclCan || batchOpen || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
     return onCuda(name, signature, call, /*needsHost=*/true);
   }
-  auto routes = routeAll(tensors, op, signature);
   const auto device = tensors[0].device();
   const c10::Stream callersStream = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
   // On the worker, in order with CPU calls: the cross-rank check, then the kernels and
