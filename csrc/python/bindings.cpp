@@ -134,9 +134,10 @@ void bindBackend(py::module_& m) {
                       int size,
                       std::chrono::milliseconds timeout,
                       const Settings& settings,
-                      const std::optional<c10::intrusive_ptr<c10d::Backend>>& nccl) {
+                      const std::optional<c10::intrusive_ptr<c10d::Backend>>& nccl,
+                      const std::optional<c10::intrusive_ptr<c10d::Store>>& store) {
             return c10::make_intrusive<ProcessGroupQCCL>(
-                gloo, rank, size, timeout, configWith(settings), nccl.value_or(nullptr));
+                gloo, rank, size, timeout, configWith(settings), nccl.value_or(nullptr), store.value_or(nullptr));
           }),
           py::arg("gloo"),
           py::arg("rank"),
@@ -144,10 +145,12 @@ void bindBackend(py::module_& m) {
           py::arg("timeout"),
           py::arg("settings") = Settings{},
           py::arg("nccl") = py::none(),
+          py::arg("store") = py::none(),
           py::call_guard<py::gil_scoped_release>(),
           "Wraps `gloo` (a ProcessGroupGloo over the same store, rank and size) as the "
           "CPU transport and `nccl` (a ProcessGroupNCCL made the same way, or None) as the "
-          "CUDA one; `settings` override the QCCL_* environment.")
+          "CUDA one; `settings` override the QCCL_* environment. Over NCCL, ranks compare "
+          "their point-to-point settings through `store`, the group's.")
       .def("settings", [](const ProcessGroupQCCL& pg) { return pg.config().describe(); })
       .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)

@@ -27,7 +27,9 @@ def _create_backend(backend_opts, pg_options):
     gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
     gloo = dist.ProcessGroupGloo(gloo_store, rank, size, timeout)
     nccl = _nccl_transport(backend_opts, pg_options)
-    return load().ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings(), nccl)
+    return load().ProcessGroupQCCL(
+        gloo, rank, size, timeout, pg_options.settings(), nccl, backend_opts.store
+    )
 
 
 def _nccl_transport(backend_opts, pg_options):

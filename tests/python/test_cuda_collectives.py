@@ -188,6 +188,41 @@ def test_compressed_allreduce_with_error_feedback_on_cuda_matches_cpu():
     run_in_fresh_world(1, rank_compressed_allreduce_with_state)
 
 
+def rank_compressed_p2p_to_self(ctx):
+    """QCCL_P2P_CODEC over NCCL: one GPU can only test it against itself, which NCCL
+    allows inside a batch. Each payload arrives as the CPU codec or torch's cast gives
+    it; integer and small tensors arrive exactly."""
+    from qccl import _C as C
+
+    torch.cuda.set_device(0)
+    x = _inputs(ctx, 10_007)
+    block = qccl.Options().resolved()["block"]
+    want = {
+        "fp16": x.half().float(),
+        "bf16": x.bfloat16().float(),
+        "int8": C.codec_decode("int8", block, C.codec_encode("int8", block, x), x.numel()),
+    }
+    for codec, expected in want.items():
+        group = dist.new_group(pg_options=qccl.Options(p2p_codec=codec))
+        sent = [x.cuda(), x.double().cuda(), torch.arange(5000, device="cuda"), x[:7].cuda()]
+        got = [torch.full_like(t, -1) for t in sent]
+        ops = [dist.P2POp(dist.isend, t, 0, group) for t in sent]
+        ops += [dist.P2POp(dist.irecv, t, 0, group) for t in got]
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        _same(got[0], expected)
+        _same(got[1], expected.double())  # float64 travels as float32 values, encoded
+        _same(got[2], torch.arange(5000))
+        _same(got[3], x[:7])
+        with pytest.raises(ValueError, match="itself only inside batch_isend_irecv"):
+            dist.isend(x.cuda(), 0, group=group)
+        dist.destroy_process_group(group)
+
+
+def test_compressed_p2p_through_nccl_at_world_size_1():
+    run_in_fresh_world(1, rank_compressed_p2p_to_self)
+
+
 def rank_mixed_devices(ctx):
     with pytest.raises(ValueError, match="qccl: all_gather .*same device"):
         dist.all_gather([torch.empty(2) for _ in range(ctx.size)], torch.ones(2, device="cuda"))

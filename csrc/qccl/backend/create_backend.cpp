@@ -67,7 +67,7 @@ c10::intrusive_ptr<c10d::Backend> createBackend(
   QCCL_CHECK_VALUE(options.timeout.count() > 0, "Options.timeout must be positive, not ", options.timeout.count(), " ms");
   auto config = configFor(options);  // invalid options raise before any connection
   auto gloo = makeGlooBackend(c10::make_intrusive<c10d::PrefixStore>("qccl/gloo/", store), rank, size, options.timeout);
-  return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, options.timeout, config, std::move(nccl));
+  return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, options.timeout, config, std::move(nccl), store);
 }
 
 bool hasCuda() {

@@ -23,6 +23,11 @@ class HostStaging {
  public:
   HostStaging(bool toHost, int rank) : toHost_(toHost), rank_(rank) {}
 
+  // Whether the call runs on host copies (through this group's CPU path).
+  bool toHost() const {
+    return toHost_;
+  }
+
   // Tensors the call only reads.
   std::vector<at::Tensor> reads(const std::vector<at::Tensor>& tensors);
   std::vector<std::vector<at::Tensor>> reads(const std::vector<std::vector<at::Tensor>>& lists);

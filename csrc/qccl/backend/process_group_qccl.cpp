@@ -66,7 +66,8 @@ ProcessGroupQCCL::ProcessGroupQCCL(
     int size,
     std::chrono::milliseconds timeout,
     Config config,
-    c10::intrusive_ptr<c10d::Backend> nccl)
+    c10::intrusive_ptr<c10d::Backend> nccl,
+    c10::intrusive_ptr<c10d::Store> store)
     : Backend(rank, size),
       config_(config),
       settingsFingerprint_(config.fingerprint()),
@@ -82,6 +83,9 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       !nccl_ || (nccl_->getRank() == rank && nccl_->getSize() == size),
       "the NCCL transport is rank ", nccl_ ? nccl_->getRank() : -1, " of ", nccl_ ? nccl_->getSize() : -1,
       " but the group is rank ", rank, " of ", size);
+  if (nccl_) {
+    ncclP2P_ = std::make_unique<p2p::InnerBackendP2P>(config_, rank, std::move(store));
+  }
   init();
 }
 
@@ -580,14 +584,34 @@ WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
 
 // --- point to point ----------------------------------------------------------------------
 
+bool ProcessGroupQCCL::travelsOnNccl(const at::Tensor& tensor) const {
+  return tensor.is_cuda() && nccl_ && config_.cudaTransport == Config::CudaTransport::Nccl;
+}
+
+void ProcessGroupQCCL::checkPeer(const OpChecker& check, const at::Tensor& tensor, int peer) {
+  if (peer != rank_ || !travelsOnNccl(tensor)) {
+    check.peer(peer);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(coalescingMutex_);
+  QCCL_CHECK_VALUE(
+      coalescing_, "rank ", rank_, " can send to or receive from itself only inside batch_isend_irecv, "
+      "where NCCL pairs the send with the receive");
+}
+
+// Over NCCL, through ncclP2P_ (compressed payloads, settings compared per peer); staged
+// through host memory, through the CPU engine (p2p_).
 WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
   OpChecker check("send", rank_, size_);
   auto tensor = check.single(tensors);
-  check.peer(dstRank);
+  checkPeer(check, tensor, dstRank);
   if (tensor.is_cuda()) {
     return onCuda("send", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.reads(tensors);
-      return b.send(ts, dstRank, tag);
+      if (s.toHost()) {
+        auto ts = s.reads(tensors);
+        return b.send(ts, dstRank, tag);
+      }
+      return ncclP2P_->send(b, tensor, dstRank, tag);
     });
   }
   return track(p2p_.send(tensor, dstRank, tag));
@@ -596,11 +620,14 @@ WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, in
 WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
-  check.peer(srcRank);
+  checkPeer(check, tensor, srcRank);
   if (tensor.is_cuda()) {
     return onCuda("recv", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.recv(ts, srcRank, tag);
+      if (s.toHost()) {
+        auto ts = s.writes(tensors);
+        return b.recv(ts, srcRank, tag);
+      }
+      return ncclP2P_->recv(b, tensor, srcRank, tag);
     });
   }
   return track(p2p_.recv(tensor, srcRank, tag));
@@ -636,7 +663,9 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     parts.swap(coalesced_);
   }
   if (ncclCoalescing_.exchange(false)) {
-    if (auto grouped = nccl_->endCoalescing()) {
+    auto grouped = nccl_->endCoalescing();
+    ncclP2P_->batchEnded(grouped);  // before the batch asks its parts for their futures
+    if (grouped) {
       parts.push_back(grouped);
     }
   }
@@ -664,7 +693,8 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::split(
     ncclOptions->timeout = opts->timeout;
     nccl = nccl_->split(c10::make_intrusive<c10d::PrefixStore>("qccl/nccl/", store), ranks, ncclOptions);
   }
-  return c10::make_intrusive<ProcessGroupQCCL>(gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl);
+  return c10::make_intrusive<ProcessGroupQCCL>(
+      gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl, store);
 }
 
 // --- compression state ---------------------------------------------------------------------

@@ -20,7 +20,9 @@
 #include "qccl/algo/bucketed_allreduce.h"
 #include "qccl/backend/host_staging.h"
 #include "qccl/backend/op_queue.h"
+#include "qccl/backend/validation.h"
 #include "qccl/common/config.h"
+#include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/p2p/p2p_engine.h"
 #include "qccl/transport/gloo_transport.h"
 
@@ -31,13 +33,16 @@ class ProcessGroupQCCL : public c10d::Backend {
   // `gloo` is a ProcessGroupGloo over this group's store, rank and size: the transport
   // for CPU tensors. `nccl`, a ProcessGroupNCCL made the same way, carries CUDA tensors
   // when config.cudaTransport is Nccl; null when this process has no GPU or no NCCL.
+  // `store` is the group's: over NCCL, ranks compare their p2p settings through it
+  // (p2p/inner_backend_p2p.h); without it they are not compared.
   ProcessGroupQCCL(
       c10::intrusive_ptr<c10d::Backend> gloo,
       int rank,
       int size,
       std::chrono::milliseconds timeout,
       Config config = Config::fromEnvironment(),
-      c10::intrusive_ptr<c10d::Backend> nccl = {});
+      c10::intrusive_ptr<c10d::Backend> nccl = {},
+      c10::intrusive_ptr<c10d::Store> store = {});
   ~ProcessGroupQCCL() override;
 
   const std::string getBackendName() const override {
@@ -192,6 +197,11 @@ class ProcessGroupQCCL : public c10d::Backend {
       std::vector<at::Tensor> tensors,
       const c10d::ReduceOp& op,
       const CudaCall& call);
+  // Whether `tensor` travels through NCCL (and not staged through host memory).
+  bool travelsOnNccl(const at::Tensor& tensor) const;
+  // Raises unless `peer` is another rank of the group, or this one inside a coalescing
+  // window on NCCL, which pairs a rank's send to itself with its receive in one batch.
+  void checkPeer(const OpChecker& check, const at::Tensor& tensor, int peer);
   // Records `work` for the open coalescing window, if any; returns it.
   c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
   void stop(const std::string& why);
@@ -203,6 +213,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;
+  std::unique_ptr<p2p::InnerBackendP2P> ncclP2P_;  // with nccl_
   std::atomic<uint64_t> seq_{0};
 
   std::mutex coalescingMutex_;

@@ -1,11 +1,25 @@
 #include "qccl/p2p/payload_codec.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
 
 #include "qccl/codec/codec.h"
+#include "qccl/codec/cuda/stream_codec.h"
+#include "qccl/common/cuda_stream.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::p2p {
+namespace {
+
+// The codec that runs where `device` is: the kernels on its current stream, or the CPU's.
+std::unique_ptr<codec::Codec> codecOn(const c10::Device& device, CodecKind codec, int64_t block) {
+  if (device.is_cuda()) {
+    return std::make_unique<codec::cuda::StreamCodec>(codec, block, currentCudaStream(device));
+  }
+  return codec::makeCodec(codec, block);
+}
+
+} // namespace
 
 CodecKind payloadCodec(const Config& config, const at::Tensor& tensor) {
   const auto dtype = tensor.scalar_type();
@@ -13,14 +27,19 @@ CodecKind payloadCodec(const Config& config, const at::Tensor& tensor) {
   return compressible && tensor.numel() >= config.block ? config.p2pCodec : CodecKind::None;
 }
 
+int64_t payloadBytes(CodecKind codec, int64_t block, int64_t numel) {
+  return codec::makeCodec(codec, block)->encodedBytes(numel);
+}
+
 at::Tensor encodePayload(const at::Tensor& tensor, CodecKind codec, int64_t block) {
   if (codec == CodecKind::None) {
     return asBytes(tensor);
   }
+  c10::DeviceGuard onItsDevice(tensor.device());  // the kernels launch on the current device
   auto values = tensor.to(at::kFloat).contiguous();
-  auto coder = codec::makeCodec(codec, block);
+  auto coder = codecOn(tensor.device(), codec, block);
   const int64_t n = values.numel();
-  auto out = at::empty({coder->encodedBytes(n)}, at::kByte);
+  auto out = at::empty({coder->encodedBytes(n)}, tensor.options().dtype(at::kByte));
   coder->encode(values.const_data_ptr<float>(), n, out.mutable_data_ptr<uint8_t>(), {});
   return out;
 }
@@ -30,9 +49,10 @@ void decodePayload(const at::Tensor& payload, CodecKind codec, int64_t block, at
     asBytes(out).copy_(payload);
     return;
   }
-  auto coder = codec::makeCodec(codec, block);
+  c10::DeviceGuard onItsDevice(out.device());
+  auto coder = codecOn(out.device(), codec, block);
   const bool direct = out.scalar_type() == at::kFloat;
-  auto values = direct ? out : at::empty({out.numel()}, at::kFloat);
+  auto values = direct ? out : at::empty({out.numel()}, out.options().dtype(at::kFloat));
   coder->decode(payload.const_data_ptr<uint8_t>(), out.numel(), values.mutable_data_ptr<float>());
   if (!direct) {
     out.view({-1}).copy_(values);

@@ -1,8 +1,14 @@
 #pragma once
 
 // Which codec a point-to-point payload travels with, and the encoding itself. Both sides
-// decide from their own tensor and settings with the same rule, and the header carries
-// the sender's choice, so a disagreement is detected, never decoded as garbage.
+// decide from their own tensor and settings with the same rule, so they agree whenever
+// their tensors and QCCL_P2P_CODEC do. Over Gloo the header carries the sender's choice
+// and a disagreement is detected per message; over NCCL (no header) the ranks compare
+// their settings once per peer (inner_backend_p2p.h).
+//
+// The payload lives on the tensor's device: CUDA tensors are encoded and decoded by the
+// GPU kernels on the current stream (nothing waits for them), CPU tensors by the CPU
+// codecs. Both write the same bytes and values.
 
 #include <ATen/core/Tensor.h>
 
@@ -14,6 +20,9 @@ namespace qccl::p2p {
 // config.p2pCodec for float32 and float64 tensors of at least one block, None otherwise:
 // integer tensors, half-precision ones and small control messages (shapes) go exactly.
 CodecKind payloadCodec(const Config& config, const at::Tensor& tensor);
+
+// Bytes the payload of `numel` elements takes with `codec` (not None).
+int64_t payloadBytes(CodecKind codec, int64_t block, int64_t numel);
 
 // The bytes to send: a view of the tensor for None, an encoded copy otherwise.
 at::Tensor encodePayload(const at::Tensor& tensor, CodecKind codec, int64_t block);

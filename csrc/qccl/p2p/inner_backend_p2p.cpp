@@ -1,0 +1,102 @@
+#include "qccl/p2p/inner_backend_p2p.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#include "qccl/common/errors.h"
+#include "qccl/p2p/payload_codec.h"
+
+namespace qccl::p2p {
+namespace {
+
+std::string settingsKey(int rank) {
+  return "qccl/p2p_settings/" + std::to_string(rank);
+}
+
+// What must agree between sender and receiver: the codec, and its block when it has one.
+std::string describeSettings(const Config& config) {
+  std::string text = "QCCL_P2P_CODEC=" + std::string(codecName(config.p2pCodec));
+  if (config.p2pCodec != CodecKind::None) {
+    text += " QCCL_BLOCK=" + std::to_string(config.block);
+  }
+  return text;
+}
+
+} // namespace
+
+InnerBackendP2P::InnerBackendP2P(const Config& config, int rank, c10::intrusive_ptr<c10d::Store> store)
+    : config_(config), rank_(rank), store_(std::move(store)) {
+  if (store_) {
+    const auto mine = describeSettings(config_);
+    store_->set(settingsKey(rank_), std::vector<uint8_t>(mine.begin(), mine.end()));
+  }
+}
+
+void InnerBackendP2P::checkAgreement(int peer, const std::string& op) {
+  if (!store_ || peer == rank_) {
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (std::find(agreedPeers_.begin(), agreedPeers_.end(), peer) != agreedPeers_.end()) {
+      return;
+    }
+  }
+  const auto bytes = store_->get(settingsKey(peer));  // published when the peer created the group
+  const std::string theirs(bytes.begin(), bytes.end());
+  const auto mine = describeSettings(config_);
+  QCCL_CHECK_VALUE(
+      theirs == mine, op, " on rank ", rank_, ": this rank has ", mine, " but rank ", peer, " has ", theirs,
+      "; point-to-point over NCCL carries no header to tell them apart, so sender and receiver must agree");
+  std::lock_guard<std::mutex> lock(mutex_);
+  agreedPeers_.push_back(peer);
+}
+
+c10::intrusive_ptr<c10d::Work> InnerBackendP2P::send(
+    c10d::Backend& inner, const at::Tensor& tensor, int dst, int64_t tag) {
+  checkAgreement(dst, "send to rank " + std::to_string(dst));
+  const auto codec = payloadCodec(config_, tensor);
+  std::vector<at::Tensor> bytes{codec == CodecKind::None ? tensor : encodePayload(tensor, codec, config_.block)};
+  return inner.send(bytes, dst, static_cast<int>(tag));
+}
+
+c10::intrusive_ptr<c10d::Work> InnerBackendP2P::recv(
+    c10d::Backend& inner, const at::Tensor& tensor, int src, int64_t tag) {
+  const std::string name = "recv from rank " + std::to_string(src);
+  checkAgreement(src, name);
+  const auto codec = payloadCodec(config_, tensor);
+  if (codec == CodecKind::None) {
+    std::vector<at::Tensor> into{tensor};
+    return inner.recv(into, src, static_cast<int>(tag));
+  }
+  auto payload = at::empty({payloadBytes(codec, config_.block, tensor.numel())}, tensor.options().dtype(at::kByte));
+  std::vector<at::Tensor> into{payload};
+  auto transfer = inner.recv(into, src, static_cast<int>(tag));
+  const bool inWindow = !transfer;
+  auto work = c10::make_intrusive<DecodingWork>(
+      rank_, name, tensor, std::move(payload), codec, config_.block, src, std::move(transfer));
+  if (inWindow) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    awaitingBatch_.push_back(work);
+  }
+  return work;
+}
+
+void InnerBackendP2P::batchEnded(const c10::intrusive_ptr<c10d::Work>& batch) {
+  std::vector<c10::intrusive_ptr<DecodingWork>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    waiting.swap(awaitingBatch_);
+  }
+  for (auto& work : waiting) {
+    if (batch) {
+      work->setTransfer(batch);
+    } else {  // cannot happen with NCCL, which returns a Work for any batch with an op
+      work->markFailed(makeCommError("qccl: " + work->name() + " on rank " + std::to_string(rank_) +
+                                     ": the batch it was part of ended without a Work to wait on"));
+    }
+  }
+}
+
+} // namespace qccl::p2p
