@@ -50,7 +50,7 @@ void runPair(const std::vector<qccl::Config>& configs, const std::function<void(
     threads.emplace_back([&, rank] {
       try {
         auto gloo = qccl::makeGlooBackend(store, rank, 2, 20s);
-        InnerBackendP2P p2p(configs.at(rank), rank, store);
+        InnerBackendP2P p2p(configs.at(rank), rank, store, /*hasInner=*/true);
         Rank me{rank, gloo, p2p};
         body(me);
       } catch (...) {
@@ -148,6 +148,21 @@ TEST(InnerBackendP2P, RanksWithOtherP2PSettingsRefuseBeforeSending) {
       EXPECT_NE(error.find("must agree"), std::string::npos) << error;
     }
   }
+}
+
+TEST(InnerBackendP2P, APeerThatStagesCudaTensorsThroughHostIsReportedAtOnce) {
+  auto staged = p2pConfig(CodecKind::None);
+  staged.cudaTransport = qccl::Config::CudaTransport::StagedThroughHost;
+  runPair({p2pConfig(CodecKind::None), staged}, [&](Rank& me) {
+    if (me.rank == 0) {  // rank 1 would never post the matching receive through NCCL
+      try {
+        me.p2p.send(*me.gloo, randomValues(10), 1, 0);
+        ADD_FAILURE() << "the send went out";
+      } catch (const c10::ValueError& e) {
+        EXPECT_NE(std::string(e.what()).find("rank 1 has QCCL_CUDA_TRANSPORT=gloo"), std::string::npos) << e.what();
+      }
+    }
+  });
 }
 
 // An inner backend inside a coalescing window: like NCCL, it returns no Work per op and

@@ -74,7 +74,8 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       transport_(std::move(gloo), timeout),
       allreduce_(config),
       p2p_(transport_, config, rank, size),
-      nccl_(std::move(nccl)) {
+      nccl_(std::move(nccl)),
+      ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
   QCCL_CHECK_VALUE(
       transport_.rank() == rank && transport_.size() == size,
       "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
@@ -83,9 +84,6 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       !nccl_ || (nccl_->getRank() == rank && nccl_->getSize() == size),
       "the NCCL transport is rank ", nccl_ ? nccl_->getRank() : -1, " of ", nccl_ ? nccl_->getSize() : -1,
       " but the group is rank ", rank, " of ", size);
-  if (nccl_) {
-    ncclP2P_ = std::make_unique<p2p::InnerBackendP2P>(config_, rank, std::move(store));
-  }
   init();
 }
 
@@ -611,7 +609,7 @@ WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, in
         auto ts = s.reads(tensors);
         return b.send(ts, dstRank, tag);
       }
-      return ncclP2P_->send(b, tensor, dstRank, tag);
+      return ncclP2P_.send(b, tensor, dstRank, tag);
     });
   }
   return track(p2p_.send(tensor, dstRank, tag));
@@ -627,7 +625,7 @@ WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, in
         auto ts = s.writes(tensors);
         return b.recv(ts, srcRank, tag);
       }
-      return ncclP2P_->recv(b, tensor, srcRank, tag);
+      return ncclP2P_.recv(b, tensor, srcRank, tag);
     });
   }
   return track(p2p_.recv(tensor, srcRank, tag));
@@ -664,7 +662,7 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
   }
   if (ncclCoalescing_.exchange(false)) {
     auto grouped = nccl_->endCoalescing();
-    ncclP2P_->batchEnded(grouped);  // before the batch asks its parts for their futures
+    ncclP2P_.batchEnded(grouped);  // before the batch asks its parts for their futures
     if (grouped) {
       parts.push_back(grouped);
     }

@@ -213,7 +213,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;
-  std::unique_ptr<p2p::InnerBackendP2P> ncclP2P_;  // with nccl_
+  p2p::InnerBackendP2P ncclP2P_;  // CUDA point-to-point through nccl_
   std::atomic<uint64_t> seq_{0};
 
   std::mutex coalescingMutex_;

@@ -14,9 +14,17 @@ std::string settingsKey(int rank) {
   return "qccl/p2p_settings/" + std::to_string(rank);
 }
 
-// What must agree between sender and receiver: the codec, and its block when it has one.
-std::string describeSettings(const Config& config) {
-  std::string text = "QCCL_P2P_CODEC=" + std::string(codecName(config.p2pCodec));
+// What must agree between sender and receiver: the route of CUDA tensors, and through
+// NCCL the codec and its block. A peer on another route would never post the matching
+// NCCL call, so that difference is reported too, at once instead of at the timeout.
+std::string describeSettings(const Config& config, bool hasInner) {
+  if (config.cudaTransport == Config::CudaTransport::StagedThroughHost) {
+    return "QCCL_CUDA_TRANSPORT=gloo";
+  }
+  if (!hasInner) {
+    return "QCCL_CUDA_TRANSPORT=nccl without NCCL (no GPU or no NCCL when the group was created)";
+  }
+  std::string text = "QCCL_CUDA_TRANSPORT=nccl QCCL_P2P_CODEC=" + std::string(codecName(config.p2pCodec));
   if (config.p2pCodec != CodecKind::None) {
     text += " QCCL_BLOCK=" + std::to_string(config.block);
   }
@@ -25,11 +33,11 @@ std::string describeSettings(const Config& config) {
 
 } // namespace
 
-InnerBackendP2P::InnerBackendP2P(const Config& config, int rank, c10::intrusive_ptr<c10d::Store> store)
-    : config_(config), rank_(rank), store_(std::move(store)) {
+InnerBackendP2P::InnerBackendP2P(
+    const Config& config, int rank, c10::intrusive_ptr<c10d::Store> store, bool hasInner)
+    : config_(config), rank_(rank), store_(std::move(store)), settings_(describeSettings(config, hasInner)) {
   if (store_) {
-    const auto mine = describeSettings(config_);
-    store_->set(settingsKey(rank_), std::vector<uint8_t>(mine.begin(), mine.end()));
+    store_->set(settingsKey(rank_), std::vector<uint8_t>(settings_.begin(), settings_.end()));
   }
 }
 
@@ -45,10 +53,9 @@ void InnerBackendP2P::checkAgreement(int peer, const std::string& op) {
   }
   const auto bytes = store_->get(settingsKey(peer));  // published when the peer created the group
   const std::string theirs(bytes.begin(), bytes.end());
-  const auto mine = describeSettings(config_);
   QCCL_CHECK_VALUE(
-      theirs == mine, op, " on rank ", rank_, ": this rank has ", mine, " but rank ", peer, " has ", theirs,
-      "; point-to-point over NCCL carries no header to tell them apart, so sender and receiver must agree");
+      theirs == settings_, op, " on rank ", rank_, ": this rank has ", settings_, " but rank ", peer, " has ",
+      theirs, "; point-to-point over NCCL carries no header to tell them apart, so sender and receiver must agree");
   std::lock_guard<std::mutex> lock(mutex_);
   agreedPeers_.push_back(peer);
 }

@@ -26,8 +26,10 @@ namespace qccl::p2p {
 
 class InnerBackendP2P {
  public:
-  // Publishes this rank's settings in `store`; with no store, nothing is compared.
-  InnerBackendP2P(const Config& config, int rank, c10::intrusive_ptr<c10d::Store> store);
+  // Publishes this rank's settings in `store`; with no store, nothing is compared. A
+  // group without an inner backend (`hasInner` false) only publishes, so that a peer
+  // that has one learns at once that this rank will not answer through it.
+  InnerBackendP2P(const Config& config, int rank, c10::intrusive_ptr<c10d::Store> store, bool hasInner);
 
   c10::intrusive_ptr<c10d::Work> send(c10d::Backend& inner, const at::Tensor& tensor, int dst, int64_t tag);
   // Inside a coalescing window the inner backend returns no Work per op: a compressed
@@ -43,6 +45,7 @@ class InnerBackendP2P {
   const Config config_;
   const int rank_;
   const c10::intrusive_ptr<c10d::Store> store_;
+  const std::string settings_;  // this rank's, as published
 
   std::mutex mutex_;  // everything below
   std::vector<int> agreedPeers_;
