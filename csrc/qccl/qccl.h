@@ -21,8 +21,10 @@ namespace qccl {
 inline constexpr const char* kBackendName = "qccl";
 
 // A qccl group of `size` ranks; every rank calls it with the same store and options.
+// The store is the group's own (another group needs another store, or a PrefixStore).
 // It connects to the peers before returning (CPU tensors travel through Gloo on
-// `store`, under the prefix "qccl/gloo/"). Raises c10::ValueError for invalid options
+// `store`, under the prefix "qccl/gloo/"; each rank also leaves its point-to-point
+// settings there under "qccl/p2p_settings/"). Raises c10::ValueError for invalid options
 // and c10::DistBackendError when the peers cannot be reached within options.timeout.
 //
 // CUDA tensors travel through `nccl`, a c10d::ProcessGroupNCCL you create on the same
