@@ -14,7 +14,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
-#include "qccl/codec/codec.h"
+#include "qccl/backend/work.h"
 #include "qccl/common/codec_kind.h"
 #include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/transport/gloo_factory.h"
@@ -190,12 +190,26 @@ class BatchingBackend : public c10d::Backend {
   std::vector<WorkPtr> batch_;
 };
 
-TEST(InnerBackendP2P, AReceiveInABatchDecodesOnceTheBatchHasEnded) {
+// A finished Work with no outputs to give, as ProcessGroupNCCL's batch Work.
+class NoOutputsWork : public c10d::Work {
+ public:
+  bool isCompleted() override { return true; }
+  bool wait(std::chrono::milliseconds) override { return true; }
+  std::vector<at::Tensor> result() override { throw std::logic_error("result() of a batch Work"); }
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
+    auto future = c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
+    future->markCompleted(c10::IValue(std::vector<at::Tensor>{}));
+    return future;
+  }
+};
+
+TEST(InnerBackendP2P, ABatchDecodesItsReceivesWhenWaitedOnNotWhenCreated) {
   const auto sent = randomValues(1000);
   runPair({p2pConfig(CodecKind::Fp16), p2pConfig(CodecKind::Fp16)}, [&](Rank& me) {
     BatchingBackend batching(me.gloo);
     if (me.rank == 0) {
       EXPECT_FALSE(me.p2p.send(batching, sent, 1, 0).defined());
+      me.p2p.batchEnded(batching.endBatch());
       batching.endBatch()->wait();
       return;
     }
@@ -204,9 +218,13 @@ TEST(InnerBackendP2P, AReceiveInABatchDecodesOnceTheBatchHasEnded) {
     ASSERT_TRUE(work.defined());
     EXPECT_FALSE(work->isCompleted());
     me.p2p.batchEnded(batching.endBatch());
-    work->getFuture()->wait();  // what the batch's Work asks of its parts
+    // As ProcessGroupQCCL::endCoalescing builds it: qccl's parts, then the inner batch.
+    auto batch = qccl::BatchWork::create(1, {work, c10::make_intrusive<NoOutputsWork>()});
+    EXPECT_TRUE(at::equal(got, at::zeros_like(sent))) << "decoded before anyone waited";
+    batch->wait();
     const auto want = sent.to(at::kHalf).to(at::kFloat);
     EXPECT_TRUE(at::equal(got, want));
+    EXPECT_TRUE(batch->isCompleted());
     got.zero_();
     work->wait();  // a later wait does not decode again
     EXPECT_TRUE(at::equal(got, at::zeros_like(want)));

@@ -661,8 +661,14 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     parts.swap(coalesced_);
   }
   if (ncclCoalescing_.exchange(false)) {
-    auto grouped = nccl_->endCoalescing();
-    ncclP2P_.batchEnded(grouped);  // before the batch asks its parts for their futures
+    c10::intrusive_ptr<c10d::Work> grouped;
+    try {
+      grouped = nccl_->endCoalescing();
+    } catch (...) {
+      ncclP2P_.batchEnded(nullptr);
+      throw;
+    }
+    ncclP2P_.batchEnded(grouped);
     if (grouped) {
       parts.push_back(grouped);
     }

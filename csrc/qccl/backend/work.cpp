@@ -141,14 +141,26 @@ void WaitingWork::abort() {
 
 namespace {
 
+// An inner backend's Work may have no outputs to give: ProcessGroupNCCL's batch Work
+// dereferences an empty list in result().
 std::vector<at::Tensor> outputsOf(const std::vector<c10::intrusive_ptr<c10d::Work>>& parts) {
   std::vector<at::Tensor> outputs;
   for (const auto& part : parts) {
-    for (auto& t : part->result()) {
-      outputs.push_back(t);
+    if (auto* ours = dynamic_cast<FutureWork*>(part.get())) {
+      for (auto& t : ours->result()) {
+        outputs.push_back(t);
+      }
     }
   }
   return outputs;
+}
+
+// Without side effects (see FutureWork::future()).
+c10::intrusive_ptr<c10::ivalue::Future> futureOf(const c10::intrusive_ptr<c10d::Work>& part) {
+  if (auto* ours = dynamic_cast<FutureWork*>(part.get())) {
+    return ours->future();
+  }
+  return part->getFuture();
 }
 
 } // namespace
@@ -157,7 +169,7 @@ c10::intrusive_ptr<BatchWork> BatchWork::create(int rank, std::vector<c10::intru
   auto batch = c10::make_intrusive<BatchWork>(rank, std::move(parts));
   for (auto& part : batch->parts_) {
     // Each callback holds the batch alive until its part has reported.
-    part->getFuture()->addCallback([batch](c10::ivalue::Future&) { batch->partDone(); });
+    futureOf(part)->addCallback([batch](c10::ivalue::Future&) { batch->partDone(); });
   }
   batch->partDone();  // creation's own count: an empty batch completes at once
   return batch;
@@ -186,6 +198,20 @@ bool BatchWork::wait(std::chrono::milliseconds timeout) {
     part->wait(timeout);
   }
   return true;
+}
+
+bool BatchWork::isCompleted() {
+  for (auto& part : parts_) {
+    part->isCompleted();
+  }
+  return FutureWork::isCompleted();
+}
+
+c10::intrusive_ptr<c10::ivalue::Future> BatchWork::getFuture() {
+  for (auto& part : parts_) {
+    part->getFuture();
+  }
+  return FutureWork::getFuture();
 }
 
 } // namespace qccl

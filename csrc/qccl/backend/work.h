@@ -16,7 +16,8 @@
 // it, as ProcessGroupNCCL's works do.
 //
 // BatchWork: the one Work of a coalesced batch (batch_isend_irecv): completes when all
-// of its parts have, failing with the first part's error.
+// of its parts have, failing with the first part's error. Its outputs are those of
+// qccl's own parts.
 
 #include <atomic>
 #include <chrono>
@@ -56,6 +57,10 @@ class FutureWork : public c10d::Work {
   std::vector<at::Tensor> result() override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
   uint64_t getSequencenumber() const override;
+  // The future itself: getFuture() may first do the work's last step (DecodingWork).
+  const c10::intrusive_ptr<c10::ivalue::Future>& future() const {
+    return future_;
+  }
 
  private:
   std::string name_;
@@ -104,6 +109,10 @@ class BatchWork : public FutureWork {
 
   // Waits on every part, so each part's own timeout and error apply.
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
+  // Ask each part first: a part may finish only when asked (a DecodingWork decodes on
+  // the asker's stream), never when the batch is created.
+  bool isCompleted() override;
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
 
  private:
   void partDone();

@@ -64,8 +64,19 @@ c10::intrusive_ptr<c10d::Work> InnerBackendP2P::send(
     c10d::Backend& inner, const at::Tensor& tensor, int dst, int64_t tag) {
   checkAgreement(dst, "send to rank " + std::to_string(dst));
   const auto codec = payloadCodec(config_, tensor);
-  std::vector<at::Tensor> bytes{codec == CodecKind::None ? tensor : encodePayload(tensor, codec, config_.block)};
-  return inner.send(bytes, dst, static_cast<int>(tag));
+  if (codec == CodecKind::None) {
+    std::vector<at::Tensor> bytes{tensor};
+    return inner.send(bytes, dst, static_cast<int>(tag));
+  }
+  std::vector<at::Tensor> bytes{encodePayload(tensor, codec, config_.block)};
+  auto work = inner.send(bytes, dst, static_cast<int>(tag));
+  if (!work) {
+    // In a batch NCCL enqueues the transfer only when the batch ends, and holds no
+    // reference to the bytes: freed now, their memory could take the next encode.
+    std::lock_guard<std::mutex> lock(mutex_);
+    sentInBatch_.push_back(bytes[0]);
+  }
+  return work;
 }
 
 c10::intrusive_ptr<c10d::Work> InnerBackendP2P::recv(
@@ -95,13 +106,16 @@ void InnerBackendP2P::batchEnded(const c10::intrusive_ptr<c10d::Work>& batch) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     waiting.swap(awaitingBatch_);
+    sentInBatch_.clear();  // enqueued now: the allocator orders their reuse after the transfer
   }
   for (auto& work : waiting) {
     if (batch) {
       work->setTransfer(batch);
-    } else {  // cannot happen with NCCL, which returns a Work for any batch with an op
-      work->markFailed(makeCommError("qccl: " + work->name() + " on rank " + std::to_string(rank_) +
-                                     ": the batch it was part of ended without a Work to wait on"));
+    } else {
+      work->markFailed(makeCommError(
+          "qccl: " + work->name() + " on rank " + std::to_string(rank_) +
+          ": its batch ended without a Work to wait on (ending it failed, or a synchronous collective in the "
+          "same batch made NCCL return none)"));
     }
   }
 }

@@ -35,7 +35,8 @@ class InnerBackendP2P {
   // Inside a coalescing window the inner backend returns no Work per op: a compressed
   // receive then waits for batchEnded() to learn which Work carries its bytes.
   c10::intrusive_ptr<c10d::Work> recv(c10d::Backend& inner, const at::Tensor& tensor, int src, int64_t tag);
-  // The inner backend's Work for the batch of the coalescing window that just ended.
+  // The inner backend's Work for the batch of the coalescing window that just ended;
+  // null when ending it failed or gave none (the batch's receives then fail).
   void batchEnded(const c10::intrusive_ptr<c10d::Work>& batch);
 
  private:
@@ -50,6 +51,7 @@ class InnerBackendP2P {
   std::mutex mutex_;  // everything below
   std::vector<int> agreedPeers_;
   std::vector<c10::intrusive_ptr<DecodingWork>> awaitingBatch_;
+  std::vector<at::Tensor> sentInBatch_;  // encoded payloads of the open batch
 };
 
 } // namespace qccl::p2p
