@@ -80,7 +80,7 @@ void DecodingWork::decodeOnce(std::chrono::milliseconds timeout) {
 
 bool DecodingWork::wait(std::chrono::milliseconds timeout) {
   decodeOnce(timeout);
-  FutureWork::getFuture()->wait();  // on CUDA: the current stream waits for the decode
+  future()->wait();  // on CUDA: the current stream waits for the decode
   if (auto error = exception()) {
     std::rethrow_exception(error);
   }
@@ -105,7 +105,7 @@ bool DecodingWork::isCompleted() {
 
 c10::intrusive_ptr<c10::ivalue::Future> DecodingWork::getFuture() {
   decodeOnce(kNoTimeout);
-  return FutureWork::getFuture();
+  return future();
 }
 
 int DecodingWork::sourceRank() const {
