@@ -7,45 +7,26 @@
 
 #include <cstdlib>
 #include <functional>
-#include <mutex>
-#include <thread>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "qccl/qccl.h"
+#include "threads_as_ranks.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Backend = c10::intrusive_ptr<c10d::Backend>;
 
-// Runs `body(rank, backend)` on `size` threads, one rank each; rethrows the first failure.
+// Runs `body(rank, backend)` on `size` threads, one rank each, over one store.
 void runRanks(int size, const qccl::Options& options, const std::function<void(int, Backend&)>& body) {
   auto store = c10::make_intrusive<c10d::HashStore>();
-  std::mutex mutex;
-  std::exception_ptr failure;
-  std::vector<std::thread> threads;
-  for (int rank = 0; rank < size; ++rank) {
-    threads.emplace_back([&, rank] {
-      try {
-        auto backend = qccl::createBackend(store, rank, size, options);
-        body(rank, backend);
-        backend->shutdown();
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex);
-        if (!failure) {
-          failure = std::current_exception();
-        }
-      }
-    });
-  }
-  for (auto& thread : threads) {
-    thread.join();
-  }
-  if (failure) {
-    std::rethrow_exception(failure);
-  }
+  qccl::testing::runAsRanks(size, [&](int rank) {
+    auto backend = qccl::createBackend(store, rank, size, options);
+    body(rank, backend);
+    backend->shutdown();
+  });
 }
 
 qccl::Options quick() {

@@ -9,7 +9,6 @@
 
 #include <functional>
 #include <mutex>
-#include <thread>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
@@ -18,6 +17,7 @@
 #include "qccl/common/codec_kind.h"
 #include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/transport/gloo_factory.h"
+#include "threads_as_ranks.h"
 
 namespace {
 
@@ -39,34 +39,15 @@ struct Rank {
   InnerBackendP2P& p2p;
 };
 
-// Two ranks as threads, each with its Gloo backend and its InnerBackendP2P over one
-// store; rethrows the first failure.
+// Two ranks as threads, each with its Gloo backend and its InnerBackendP2P over one store.
 void runPair(const std::vector<qccl::Config>& configs, const std::function<void(Rank&)>& body) {
   auto store = c10::make_intrusive<c10d::HashStore>();
-  std::mutex mutex;
-  std::exception_ptr failure;
-  std::vector<std::thread> threads;
-  for (int rank = 0; rank < 2; ++rank) {
-    threads.emplace_back([&, rank] {
-      try {
-        auto gloo = qccl::makeGlooBackend(store, rank, 2, 20s);
-        InnerBackendP2P p2p(configs.at(rank), rank, store, /*hasInner=*/true);
-        Rank me{rank, gloo, p2p};
-        body(me);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex);
-        if (!failure) {
-          failure = std::current_exception();
-        }
-      }
-    });
-  }
-  for (auto& thread : threads) {
-    thread.join();
-  }
-  if (failure) {
-    std::rethrow_exception(failure);
-  }
+  qccl::testing::runAsRanks(2, [&](int rank) {
+    auto gloo = qccl::makeGlooBackend(store, rank, 2, 20s);
+    InnerBackendP2P p2p(configs.at(rank), rank, store, /*hasInner=*/true);
+    Rank me{rank, gloo, p2p};
+    body(me);
+  });
 }
 
 // What rank 1 receives when rank 0 sends `sent` with `config` on both ranks.
