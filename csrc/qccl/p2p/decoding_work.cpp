@@ -45,11 +45,6 @@ DecodingWork::DecodingWork(
       block_(block),
       peer_(peer) {}
 
-bool DecodingWork::hasTransfer() {
-  std::lock_guard<std::mutex> lock(decodeMutex_);
-  return static_cast<bool>(transfer_);
-}
-
 void DecodingWork::setTransfer(c10::intrusive_ptr<c10d::Work> transfer) {
   std::lock_guard<std::mutex> lock(decodeMutex_);
   transfer_ = std::move(transfer);

@@ -32,7 +32,6 @@ class DecodingWork : public FutureWork {
       int peer,
       c10::intrusive_ptr<c10d::Work> transfer);
 
-  bool hasTransfer();
   void setTransfer(c10::intrusive_ptr<c10d::Work> transfer);
 
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include "qccl/codec/codec.h"
 #include "qccl/common/errors.h"
 #include "qccl/p2p/payload_codec.h"
 
@@ -88,7 +89,8 @@ c10::intrusive_ptr<c10d::Work> InnerBackendP2P::recv(
     std::vector<at::Tensor> into{tensor};
     return inner.recv(into, src, static_cast<int>(tag));
   }
-  auto payload = at::empty({payloadBytes(codec, config_.block, tensor.numel())}, tensor.options().dtype(at::kByte));
+  const int64_t bytes = codec::makeCodec(codec, config_.block)->encodedBytes(tensor.numel());
+  auto payload = at::empty({bytes}, tensor.options().dtype(at::kByte));
   std::vector<at::Tensor> into{payload};
   auto transfer = inner.recv(into, src, static_cast<int>(tag));
   const bool inWindow = !transfer;

@@ -27,10 +27,6 @@ CodecKind payloadCodec(const Config& config, const at::Tensor& tensor) {
   return compressible && tensor.numel() >= config.block ? config.p2pCodec : CodecKind::None;
 }
 
-int64_t payloadBytes(CodecKind codec, int64_t block, int64_t numel) {
-  return codec::makeCodec(codec, block)->encodedBytes(numel);
-}
-
 at::Tensor encodePayload(const at::Tensor& tensor, CodecKind codec, int64_t block) {
   if (codec == CodecKind::None) {
     return asBytes(tensor);

@@ -21,9 +21,6 @@ namespace qccl::p2p {
 // integer tensors, half-precision ones and small control messages (shapes) go exactly.
 CodecKind payloadCodec(const Config& config, const at::Tensor& tensor);
 
-// Bytes the payload of `numel` elements takes with `codec` (not None).
-int64_t payloadBytes(CodecKind codec, int64_t block, int64_t numel);
-
 // The bytes to send: a view of the tensor for None, an encoded copy otherwise.
 at::Tensor encodePayload(const at::Tensor& tensor, CodecKind codec, int64_t block);
 
