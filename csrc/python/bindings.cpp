@@ -154,6 +154,7 @@ void bindBackend(py::module_& m) {
       .def("settings", [](const ProcessGroupQCCL& pg) { return pg.config().describe(); })
       .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
+      .def("abandon_coalescing", &ProcessGroupQCCL::abandonCoalescing, py::call_guard<py::gil_scoped_release>())
       .def("enter_exact", &ProcessGroupQCCL::enterExactRegion)
       .def("exit_exact", &ProcessGroupQCCL::exitExactRegion)
       .def(

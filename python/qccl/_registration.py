@@ -49,6 +49,9 @@ def register_backend() -> None:
     """Makes backend="qccl" (and "cpu:qccl,...") usable; calling it again is harmless."""
     if BACKEND_NAME in dist.Backend.backend_list:
         return
+    from ._coalescing_guard import install
+
+    install()
     dist.Backend.register_backend(
         BACKEND_NAME, _create_backend, extended_api=True, devices=["cpu", "cuda"]
     )

@@ -12,13 +12,16 @@ namespace qccl {
 namespace {
 
 // The record: kCallFields describing the call, then how qccl will run it (settings,
-// plan), then the all-to-all byte counts.
+// plan), then whether the call failed on this rank, then the all-to-all byte counts.
 constexpr int64_t kCallFields = 6;
-constexpr int64_t kHeaderFields = 8;
+constexpr int64_t kRunFields = 8;
+constexpr int64_t kFailedField = 8;
+constexpr int64_t kHeaderFields = 9;
 
 std::vector<int64_t> encode(const OpSignature& s, int worldSize) {
   std::vector<int64_t> record = {
-      static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash, s.settings, s.plan};
+      static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash, s.settings, s.plan,
+      s.failedHere ? 1 : 0};
   // Fixed length on every rank, all-to-all or not, so the check itself always matches.
   for (int peer = 0; peer < worldSize; ++peer) {
     record.push_back(s.sendBytes.empty() ? -1 : s.sendBytes[peer]);
@@ -57,10 +60,13 @@ int64_t layoutHash(const std::vector<at::Tensor>& tensors) {
   return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
 }
 
-void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSignature& mine) {
+std::optional<Disagreement> compareAcrossRanks(
+    GlooTransport& net,
+    const std::string& opName,
+    const OpSignature& mine) {
   const int n = net.size();
   if (n == 1) {
-    return;
+    return std::nullopt;
   }
   const auto record = encode(mine, n);
   const int64_t width = static_cast<int64_t>(record.size());
@@ -72,15 +78,27 @@ void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSign
 
   const int64_t* records = all.data_ptr<int64_t>();
   auto rec = [&](int r) { return records + r * width; };
-  std::ostringstream problems;
+  const std::string prefix = opName + " on rank " + std::to_string(net.rank()) + ": ";
+  using Kind = Disagreement::Kind;
   for (int r = 0; r < n; ++r) {
-    if (std::equal(rec(r), rec(r) + kCallFields, rec(0)) && !std::equal(rec(r), rec(r) + kHeaderFields, rec(0))) {
+    if (rec(r)[kFailedField] != 0) {
+      return Disagreement{
+          Kind::FailedOnARank,
+          prefix + "rank " + std::to_string(r) + " raised for this call before taking part (its own error says why), "
+              "so no rank runs it"};
+    }
+  }
+  std::ostringstream problems;
+  Kind kind = Kind::Call;
+  for (int r = 0; r < n; ++r) {
+    if (std::equal(rec(r), rec(r) + kCallFields, rec(0)) && !std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
       problems << "; rank 0 and rank " << r << " make the same call (" << describe(rec(0))
                << ") but with different qccl settings (QCCL_* variables or qccl.Options) or "
                   "one of them inside qccl.exact() and the other not";
+      kind = Kind::Settings;
       break;
     }
-    if (!std::equal(rec(r), rec(r) + kHeaderFields, rec(0))) {
+    if (!std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
       problems << "; rank 0 calls " << describe(rec(0)) << " but rank " << r << " calls " << describe(rec(r));
       break;
     }
@@ -98,9 +116,13 @@ void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSign
     }
   }
   const std::string found = problems.str();
-  QCCL_CHECK_VALUE(
-      found.empty(), opName, " on rank ", net.rank(), ": the ranks' arguments do not match",
-      found, " (every rank must make the same collective calls with matching sizes)");
+  if (found.empty()) {
+    return std::nullopt;
+  }
+  return Disagreement{
+      kind,
+      prefix + "the ranks' arguments do not match" + found +
+          " (every rank must make the same collective calls with matching sizes)"};
 }
 
 } // namespace qccl

@@ -6,8 +6,13 @@
 // element count, reduce op, root, per-peer byte counts for all-to-all) and raises a clear
 // error on every rank when the records disagree. One extra small message per collective;
 // QCCL_VERIFY=0 turns it off (see docs/errors.md).
+//
+// A call that failed qccl's own argument checks on one rank still sends its record,
+// marked as failed there, so that its peers raise for the same call instead of pairing
+// their call with that rank's next one (docs/errors.md, "Staying in step").
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,13 +31,28 @@ struct OpSignature {
   int64_t layoutHash = 0;   // lists of tensors: a hash of every dtype and size
   int64_t settings = 0;     // Config::fingerprint(): the group's qccl settings
   int64_t plan = 0;         // allreduce: a hash of how each tensor is routed (exact or compressed)
+  bool failedHere = false;  // this rank raised for the call before taking part
   // all_to_all: bytes this rank sends to / receives from each peer; empty otherwise.
   std::vector<int64_t> sendBytes;
   std::vector<int64_t> recvBytes;
 };
 
-// Raises ValueError on every rank when the ranks' signatures disagree.
-void verifyAgreement(GlooTransport& net, const std::string& opName, const OpSignature& mine);
+// How the ranks' records of one call disagree.
+struct Disagreement {
+  enum class Kind {
+    FailedOnARank,  // a rank raised for this call already: every rank skips it, in step
+    Settings,       // the same call, run differently (settings, qccl.exact()): in step
+    Call,           // different calls or sizes: a rank may have skipped a call (below)
+  };
+  Kind kind;
+  std::string message;  // "<op> on rank <r>: ..."
+};
+
+// Compares this rank's record of the call with every other rank's (one allgather);
+// the same result on every rank. A Call disagreement cannot tell a mistaken argument
+// from a rank that skipped a collective (an error raised before it reached qccl), after
+// which every later call would pair with the wrong one; the caller treats it so.
+std::optional<Disagreement> compareAcrossRanks(GlooTransport& net, const std::string& opName, const OpSignature& mine);
 
 // Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
 int64_t layoutHash(const std::vector<at::Tensor>& tensors);

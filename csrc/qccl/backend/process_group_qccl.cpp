@@ -91,20 +91,69 @@ ProcessGroupQCCL::~ProcessGroupQCCL() {
   stop("the process group was destroyed");
 }
 
+namespace {
+// Collectives this thread has put into a group's order; collective() compares it before
+// and after issuing a call to learn whether the call took its place.
+thread_local uint64_t callsPlacedByThisThread = 0;
+} // namespace
+
+WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const std::function<WorkPtr()>& issue) {
+  const uint64_t placedBefore = callsPlacedByThisThread;
+  try {
+    return issue();
+  } catch (...) {
+    if (callsPlacedByThisThread == placedBefore && config_.verifyAcrossRanks) {
+      OpSignature failed;
+      failed.op = op;
+      failed.failedHere = true;
+      place(name, std::move(failed), {}, [] {});  // nobody waits for it: the caller has its error
+    }
+    throw;
+  }
+}
+
 WorkPtr ProcessGroupQCCL::enqueue(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> outputs,
+    std::function<void()> body) {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(body)));
+}
+
+c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
   signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
+  ++callsPlacedByThisThread;
   queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
-    if (config_.verifyAcrossRanks) {
-      verifyAgreement(transport_, name, signature);
-    }
+    checkAcrossRanks(name, signature);
     body();
   });
-  return track(work);
+  return work;
+}
+
+void ProcessGroupQCCL::checkAcrossRanks(const std::string& name, const OpSignature& signature) {
+  if (!outOfStep_.empty()) {
+    throwCommError(
+        name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
+        "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
+        "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
+        "create a new group");
+  }
+  if (!config_.verifyAcrossRanks) {
+    return;
+  }
+  const auto disagreement = compareAcrossRanks(transport_, name, signature);
+  if (!disagreement) {
+    return;
+  }
+  if (disagreement->kind == Disagreement::Kind::Call) {
+    outOfStep_ = disagreement->message;
+  }
+  QCCL_CHECK_VALUE(false, disagreement->message);
 }
 
 WorkPtr ProcessGroupQCCL::onCuda(
@@ -146,52 +195,58 @@ WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
 // --- collectives ------------------------------------------------------------------------
 
 WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d::BroadcastOptions& opts) {
-  OpChecker check("broadcast", rank_, size_);
-  auto tensor = check.single(tensors);
-  check.rank(opts.rootRank, "root");
-  const int64_t root = opts.rootRank;
-  if (tensor.is_cuda()) {
-    return onCuda("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.broadcast(ts, opts);
+  return collective("broadcast", OpType::BROADCAST, [&]() -> WorkPtr {
+    OpChecker check("broadcast", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.rank(opts.rootRank, "root");
+    const int64_t root = opts.rootRank;
+    if (tensor.is_cuda()) {
+      return onCuda("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+        auto ts = s.writes(tensors);
+        return b.broadcast(ts, opts);
+      });
+    }
+    return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
+      algo::broadcast(transport_, tensor, root);
     });
-  }
-  return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
-    algo::broadcast(transport_, tensor, root);
   });
 }
 
 WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d::AllreduceOptions& opts) {
-  OpChecker check("all_reduce", rank_, size_);
-  auto tensor = check.single(tensors);
-  check.reducible(opts.reduceOp, tensor.scalar_type());
-  auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
-  if (tensor.is_cuda()) {
-    return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.allreduce(ts, opts);
-    });
-  }
-  return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
+  return collective("all_reduce", OpType::ALLREDUCE, [&]() -> WorkPtr {
+    OpChecker check("all_reduce", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.reducible(opts.reduceOp, tensor.scalar_type());
+    auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
+    if (tensor.is_cuda()) {
+      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
+        auto ts = s.writes(tensors);
+        return b.allreduce(ts, opts);
+      });
+    }
+    return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
+  });
 }
 
 WorkPtr ProcessGroupQCCL::allreduce_coalesced(
     std::vector<at::Tensor>& tensors,
     const c10d::AllreduceCoalescedOptions& opts) {
-  OpChecker check("all_reduce_coalesced", rank_, size_);
-  check.nonEmpty(tensors.size(), "the tensor list");
-  for (const auto& t : tensors) {
-    check.tensor(t, "every tensor");
-    check.reducible(opts.reduceOp, t.scalar_type());
-  }
-  auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
-  if (check.onCuda()) {
-    return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.allreduce_coalesced(ts, opts);
-    });
-  }
-  return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
+  return collective("all_reduce_coalesced", OpType::ALLREDUCE_COALESCED, [&]() -> WorkPtr {
+    OpChecker check("all_reduce_coalesced", rank_, size_);
+    check.nonEmpty(tensors.size(), "the tensor list");
+    for (const auto& t : tensors) {
+      check.tensor(t, "every tensor");
+      check.reducible(opts.reduceOp, t.scalar_type());
+    }
+    auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
+    if (check.onCuda()) {
+      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
+        auto ts = s.writes(tensors);
+        return b.allreduce_coalesced(ts, opts);
+      });
+    }
+    return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
+  });
 }
 
 std::vector<algo::Route> ProcessGroupQCCL::routeAll(
@@ -278,20 +333,22 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
 }
 
 WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) {
-  OpChecker check("reduce", rank_, size_);
-  auto tensor = check.single(tensors);
-  check.rank(opts.rootRank, "root");
-  check.reducible(opts.reduceOp, tensor.scalar_type());
-  auto op = opts.reduceOp;
-  const int64_t root = opts.rootRank;
-  if (tensor.is_cuda()) {
-    return onCuda("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), [&](c10d::Backend& b, HostStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.reduce(ts, opts);
-    }, !ncclReduces(op, tensor.scalar_type()));
-  }
-  return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
-    algo::reduce(transport_, tensor, op, root);
+  return collective("reduce", OpType::REDUCE, [&]() -> WorkPtr {
+    OpChecker check("reduce", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.rank(opts.rootRank, "root");
+    check.reducible(opts.reduceOp, tensor.scalar_type());
+    auto op = opts.reduceOp;
+    const int64_t root = opts.rootRank;
+    if (tensor.is_cuda()) {
+      return onCuda("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), [&](c10d::Backend& b, HostStaging& s) {
+        auto ts = s.writes(tensors);
+        return b.reduce(ts, opts);
+      }, !ncclReduces(op, tensor.scalar_type()));
+    }
+    return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
+      algo::reduce(transport_, tensor, op, root);
+    });
   });
 }
 
@@ -299,35 +356,39 @@ WorkPtr ProcessGroupQCCL::allgather(
     std::vector<std::vector<at::Tensor>>& outputs,
     std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
-  OpChecker check("all_gather", rank_, size_);
-  auto input = check.single(inputs);
-  auto outs = check.onePerRank(outputs, input, "output");
-  if (input.is_cuda()) {
-    return onCuda("all_gather", signatureOf(OpType::ALLGATHER, input), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.allgather(os, is, opts);
+  return collective("all_gather", OpType::ALLGATHER, [&]() -> WorkPtr {
+    OpChecker check("all_gather", rank_, size_);
+    auto input = check.single(inputs);
+    auto outs = check.onePerRank(outputs, input, "output");
+    if (input.is_cuda()) {
+      return onCuda("all_gather", signatureOf(OpType::ALLGATHER, input), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.allgather(os, is, opts);
+      });
+    }
+    return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
+      algo::allgather(transport_, outs, input);
     });
-  }
-  return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
-    algo::allgather(transport_, outs, input);
   });
 }
 
 WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
-  OpChecker check("all_gather_into_tensor", rank_, size_);
-  check.tensor(input, "the input");
-  check.tensor(output, "the output");
-  check.sizedLike(output, input, size_, "the output");
-  if (check.onCuda()) {
-    return onCuda("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), [&](c10d::Backend& b, HostStaging& s) {
-      auto o = s.writes(output);
-      auto i = s.reads(input);
-      return b._allgather_base(o, i, opts);
+  return collective("all_gather_into_tensor", OpType::_ALLGATHER_BASE, [&]() -> WorkPtr {
+    OpChecker check("all_gather_into_tensor", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sizedLike(output, input, size_, "the output");
+    if (check.onCuda()) {
+      return onCuda("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), [&](c10d::Backend& b, HostStaging& s) {
+        auto o = s.writes(output);
+        auto i = s.reads(input);
+        return b._allgather_base(o, i, opts);
+      });
+    }
+    return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
+      algo::allgatherIntoTensor(transport_, output, input);
     });
-  }
-  return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
-    algo::allgatherIntoTensor(transport_, output, input);
   });
 }
 
@@ -335,32 +396,34 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
     std::vector<std::vector<at::Tensor>>& outputLists,
     std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
-  OpChecker check("all_gather_coalesced", rank_, size_);
-  check.nonEmpty(inputs.size(), "the input list");
-  check.count(outputLists.size(), size_, "the output list of lists");
-  std::vector<at::Tensor> flatOutputs;
-  for (const auto& perRank : outputLists) {
-    check.count(perRank.size(), inputs.size(), "each output list");
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      check.tensor(perRank[i], "every output");
-      check.sizedLike(perRank[i], inputs[i], 1, "an output");
-      flatOutputs.push_back(perRank[i]);
+  return collective("all_gather_coalesced", OpType::ALLGATHER_COALESCED, [&]() -> WorkPtr {
+    OpChecker check("all_gather_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputLists.size(), size_, "the output list of lists");
+    std::vector<at::Tensor> flatOutputs;
+    for (const auto& perRank : outputLists) {
+      check.count(perRank.size(), inputs.size(), "each output list");
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        check.tensor(perRank[i], "every output");
+        check.sizedLike(perRank[i], inputs[i], 1, "an output");
+        flatOutputs.push_back(perRank[i]);
+      }
     }
-  }
-  for (const auto& t : inputs) {
-    check.tensor(t, "every input");
-  }
-  if (check.onCuda()) {
-    return onCuda("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputLists);
-      auto is = s.reads(inputs);
-      return b.allgather_coalesced(os, is, opts);
+    for (const auto& t : inputs) {
+      check.tensor(t, "every input");
+    }
+    if (check.onCuda()) {
+      return onCuda("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputLists);
+        auto is = s.reads(inputs);
+        return b.allgather_coalesced(os, is, opts);
+      });
+    }
+    auto lists = outputLists;
+    auto ins = inputs;
+    return enqueue("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, [this, lists, ins]() mutable {
+      algo::allgatherCoalesced(transport_, lists, ins);
     });
-  }
-  auto lists = outputLists;
-  auto ins = inputs;
-  return enqueue("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, [this, lists, ins]() mutable {
-    algo::allgatherCoalesced(transport_, lists, ins);
   });
 }
 
@@ -368,25 +431,27 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
     std::vector<at::Tensor>& outputs,
     std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
-  OpChecker check("all_gather_into_tensor_coalesced", rank_, size_);
-  check.nonEmpty(inputs.size(), "the input list");
-  check.count(outputs.size(), inputs.size(), "the output list");
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    check.tensor(inputs[i], "every input");
-    check.tensor(outputs[i], "every output");
-    check.sizedLike(outputs[i], inputs[i], size_, "an output");
-  }
-  if (check.onCuda()) {
-    return onCuda("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.allgather_into_tensor_coalesced(os, is, opts);
+  return collective("all_gather_into_tensor_coalesced", OpType::ALLGATHER_INTO_TENSOR_COALESCED, [&]() -> WorkPtr {
+    OpChecker check("all_gather_into_tensor_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputs.size(), inputs.size(), "the output list");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check.tensor(inputs[i], "every input");
+      check.tensor(outputs[i], "every output");
+      check.sizedLike(outputs[i], inputs[i], size_, "an output");
+    }
+    if (check.onCuda()) {
+      return onCuda("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.allgather_into_tensor_coalesced(os, is, opts);
+      });
+    }
+    auto outs = outputs;
+    auto ins = inputs;
+    return enqueue("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, ins), outs, [this, outs, ins]() mutable {
+      algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
     });
-  }
-  auto outs = outputs;
-  auto ins = inputs;
-  return enqueue("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, ins), outs, [this, outs, ins]() mutable {
-    algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
   });
 }
 
@@ -394,23 +459,25 @@ WorkPtr ProcessGroupQCCL::gather(
     std::vector<std::vector<at::Tensor>>& outputs,
     std::vector<at::Tensor>& inputs,
     const c10d::GatherOptions& opts) {
-  OpChecker check("gather", rank_, size_);
-  auto input = check.single(inputs);
-  check.rank(opts.rootRank, "root");
-  std::vector<at::Tensor> outs;
-  if (rank_ == opts.rootRank) {
-    outs = check.onePerRank(outputs, input, "output");
-  }
-  const int64_t root = opts.rootRank;
-  if (input.is_cuda()) {
-    return onCuda("gather", signatureOf(OpType::GATHER, input, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.gather(os, is, opts);
+  return collective("gather", OpType::GATHER, [&]() -> WorkPtr {
+    OpChecker check("gather", rank_, size_);
+    auto input = check.single(inputs);
+    check.rank(opts.rootRank, "root");
+    std::vector<at::Tensor> outs;
+    if (rank_ == opts.rootRank) {
+      outs = check.onePerRank(outputs, input, "output");
+    }
+    const int64_t root = opts.rootRank;
+    if (input.is_cuda()) {
+      return onCuda("gather", signatureOf(OpType::GATHER, input, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.gather(os, is, opts);
+      });
+    }
+    return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
+      algo::gather(transport_, outs, input, root);
     });
-  }
-  return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
-    algo::gather(transport_, outs, input, root);
   });
 }
 
@@ -418,23 +485,25 @@ WorkPtr ProcessGroupQCCL::scatter(
     std::vector<at::Tensor>& outputs,
     std::vector<std::vector<at::Tensor>>& inputs,
     const c10d::ScatterOptions& opts) {
-  OpChecker check("scatter", rank_, size_);
-  auto output = check.single(outputs);
-  check.rank(opts.rootRank, "root");
-  std::vector<at::Tensor> ins;
-  if (rank_ == opts.rootRank) {
-    ins = check.onePerRank(inputs, output, "input");
-  }
-  const int64_t root = opts.rootRank;
-  if (output.is_cuda()) {
-    return onCuda("scatter", signatureOf(OpType::SCATTER, output, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.scatter(os, is, opts);
+  return collective("scatter", OpType::SCATTER, [&]() -> WorkPtr {
+    OpChecker check("scatter", rank_, size_);
+    auto output = check.single(outputs);
+    check.rank(opts.rootRank, "root");
+    std::vector<at::Tensor> ins;
+    if (rank_ == opts.rootRank) {
+      ins = check.onePerRank(inputs, output, "input");
+    }
+    const int64_t root = opts.rootRank;
+    if (output.is_cuda()) {
+      return onCuda("scatter", signatureOf(OpType::SCATTER, output, -1, root), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.scatter(os, is, opts);
+      });
+    }
+    return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
+      algo::scatter(transport_, output, ins, root);
     });
-  }
-  return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
-    algo::scatter(transport_, output, ins, root);
   });
 }
 
@@ -442,20 +511,22 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     std::vector<at::Tensor>& outputs,
     std::vector<std::vector<at::Tensor>>& inputs,
     const c10d::ReduceScatterOptions& opts) {
-  OpChecker check("reduce_scatter", rank_, size_);
-  auto output = check.single(outputs);
-  auto ins = check.onePerRank(inputs, output, "input");
-  check.reducible(opts.reduceOp, output.scalar_type());
-  auto op = opts.reduceOp;
-  if (output.is_cuda()) {
-    return onCuda("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.reduce_scatter(os, is, opts);
-    }, !ncclReduces(op, output.scalar_type()));
-  }
-  return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
-    algo::reduceScatter(transport_, output, ins, op);
+  return collective("reduce_scatter", OpType::REDUCE_SCATTER, [&]() -> WorkPtr {
+    OpChecker check("reduce_scatter", rank_, size_);
+    auto output = check.single(outputs);
+    auto ins = check.onePerRank(inputs, output, "input");
+    check.reducible(opts.reduceOp, output.scalar_type());
+    auto op = opts.reduceOp;
+    if (output.is_cuda()) {
+      return onCuda("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.reduce_scatter(os, is, opts);
+      }, !ncclReduces(op, output.scalar_type()));
+    }
+    return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
+      algo::reduceScatter(transport_, output, ins, op);
+    });
   });
 }
 
@@ -463,21 +534,23 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     at::Tensor& output,
     at::Tensor& input,
     const c10d::ReduceScatterOptions& opts) {
-  OpChecker check("reduce_scatter_tensor", rank_, size_);
-  check.tensor(input, "the input");
-  check.tensor(output, "the output");
-  check.sizedLike(input, output, size_, "the input");
-  check.reducible(opts.reduceOp, output.scalar_type());
-  auto op = opts.reduceOp;
-  if (check.onCuda()) {
-    return onCuda("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-      auto o = s.writes(output);
-      auto i = s.reads(input);
-      return b._reduce_scatter_base(o, i, opts);
-    }, !ncclReduces(op, output.scalar_type()));
-  }
-  return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
-    algo::reduceScatterTensor(transport_, output, input, op);
+  return collective("reduce_scatter_tensor", OpType::_REDUCE_SCATTER_BASE, [&]() -> WorkPtr {
+    OpChecker check("reduce_scatter_tensor", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sizedLike(input, output, size_, "the input");
+    check.reducible(opts.reduceOp, output.scalar_type());
+    auto op = opts.reduceOp;
+    if (check.onCuda()) {
+      return onCuda("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+        auto o = s.writes(output);
+        auto i = s.reads(input);
+        return b._reduce_scatter_base(o, i, opts);
+      }, !ncclReduces(op, output.scalar_type()));
+    }
+    return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
+      algo::reduceScatterTensor(transport_, output, input, op);
+    });
   });
 }
 
@@ -485,29 +558,31 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
     std::vector<at::Tensor>& outputs,
     std::vector<at::Tensor>& inputs,
     const c10d::ReduceScatterOptions& opts) {
-  OpChecker check("reduce_scatter_tensor_coalesced", rank_, size_);
-  check.nonEmpty(inputs.size(), "the input list");
-  check.count(outputs.size(), inputs.size(), "the output list");
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    check.tensor(inputs[i], "every input");
-    check.tensor(outputs[i], "every output");
-    check.sizedLike(inputs[i], outputs[i], size_, "an input");
-    check.reducible(opts.reduceOp, outputs[i].scalar_type());
-  }
-  auto outs = outputs;
-  auto ins = inputs;
-  auto op = opts.reduceOp;
-  if (check.onCuda()) {
-    return onCuda("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.reduce_scatter_tensor_coalesced(os, is, opts);
-    }, !ncclReduces(op, outputs[0].scalar_type()));
-  }
-  return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
-    for (size_t i = 0; i < ins.size(); ++i) {
-      algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+  return collective("reduce_scatter_tensor_coalesced", OpType::REDUCE_SCATTER_TENSOR_COALESCED, [&]() -> WorkPtr {
+    OpChecker check("reduce_scatter_tensor_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputs.size(), inputs.size(), "the output list");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check.tensor(inputs[i], "every input");
+      check.tensor(outputs[i], "every output");
+      check.sizedLike(inputs[i], outputs[i], size_, "an input");
+      check.reducible(opts.reduceOp, outputs[i].scalar_type());
     }
+    auto outs = outputs;
+    auto ins = inputs;
+    auto op = opts.reduceOp;
+    if (check.onCuda()) {
+      return onCuda("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.reduce_scatter_tensor_coalesced(os, is, opts);
+      }, !ncclReduces(op, outputs[0].scalar_type()));
+    }
+    return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
+      for (size_t i = 0; i < ins.size(); ++i) {
+        algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+      }
+    });
   });
 }
 
@@ -517,27 +592,29 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
     std::vector<int64_t>& outputSplits,
     std::vector<int64_t>& inputSplits,
     const c10d::AllToAllOptions& opts) {
-  OpChecker check("all_to_all_single", rank_, size_);
-  check.tensor(input, "the input");
-  check.tensor(output, "the output");
-  check.sameDtype(output, input, "the output");
-  check.splits(inputSplits, input, "the input");
-  check.splits(outputSplits, output, "the output");
-  auto outSplits = outputSplits;
-  auto inSplits = inputSplits;
-  auto signature = signatureOf(OpType::ALLTOALL_BASE, input);
-  signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
-  signature.sendBytes = splitBytes(input, inSplits, size_);
-  signature.recvBytes = splitBytes(output, outSplits, size_);
-  if (check.onCuda()) {
-    return onCuda("all_to_all_single", signature, [&](c10d::Backend& b, HostStaging& s) {
-      auto o = s.writes(output);
-      auto i = s.reads(input);
-      return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
+  return collective("all_to_all_single", OpType::ALLTOALL_BASE, [&]() -> WorkPtr {
+    OpChecker check("all_to_all_single", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sameDtype(output, input, "the output");
+    check.splits(inputSplits, input, "the input");
+    check.splits(outputSplits, output, "the output");
+    auto outSplits = outputSplits;
+    auto inSplits = inputSplits;
+    auto signature = signatureOf(OpType::ALLTOALL_BASE, input);
+    signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+    signature.sendBytes = splitBytes(input, inSplits, size_);
+    signature.recvBytes = splitBytes(output, outSplits, size_);
+    if (check.onCuda()) {
+      return onCuda("all_to_all_single", signature, [&](c10d::Backend& b, HostStaging& s) {
+        auto o = s.writes(output);
+        auto i = s.reads(input);
+        return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
+      });
+    }
+    return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
+      algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
     });
-  }
-  return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
-    algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
   });
 }
 
@@ -545,34 +622,36 @@ WorkPtr ProcessGroupQCCL::alltoall(
     std::vector<at::Tensor>& outputs,
     std::vector<at::Tensor>& inputs,
     const c10d::AllToAllOptions& opts) {
-  OpChecker check("all_to_all", rank_, size_);
-  check.count(inputs.size(), size_, "the input list");
-  check.count(outputs.size(), size_, "the output list");
-  for (const auto& t : inputs) {
-    check.tensor(t, "every input");
-    check.sameDtype(t, inputs[0], "an input");
-  }
-  for (const auto& t : outputs) {
-    check.tensor(t, "every output");
-    check.sameDtype(t, inputs[0], "an output");
-  }
-  auto outs = outputs;
-  auto ins = inputs;
-  auto signature = signatureOf(OpType::ALLTOALL, inputs[0]);
-  signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
-  for (int peer = 0; peer < size_; ++peer) {
-    signature.sendBytes.push_back(byteSize(inputs[peer]));
-    signature.recvBytes.push_back(byteSize(outputs[peer]));
-  }
-  if (check.onCuda()) {
-    return onCuda("all_to_all", signature, [&](c10d::Backend& b, HostStaging& s) {
-      auto os = s.writes(outputs);
-      auto is = s.reads(inputs);
-      return b.alltoall(os, is, opts);
+  return collective("all_to_all", OpType::ALLTOALL, [&]() -> WorkPtr {
+    OpChecker check("all_to_all", rank_, size_);
+    check.count(inputs.size(), size_, "the input list");
+    check.count(outputs.size(), size_, "the output list");
+    for (const auto& t : inputs) {
+      check.tensor(t, "every input");
+      check.sameDtype(t, inputs[0], "an input");
+    }
+    for (const auto& t : outputs) {
+      check.tensor(t, "every output");
+      check.sameDtype(t, inputs[0], "an output");
+    }
+    auto outs = outputs;
+    auto ins = inputs;
+    auto signature = signatureOf(OpType::ALLTOALL, inputs[0]);
+    signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+    for (int peer = 0; peer < size_; ++peer) {
+      signature.sendBytes.push_back(byteSize(inputs[peer]));
+      signature.recvBytes.push_back(byteSize(outputs[peer]));
+    }
+    if (check.onCuda()) {
+      return onCuda("all_to_all", signature, [&](c10d::Backend& b, HostStaging& s) {
+        auto os = s.writes(outputs);
+        auto is = s.reads(inputs);
+        return b.alltoall(os, is, opts);
+      });
+    }
+    return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
+      algo::alltoall(transport_, outs, ins);
     });
-  }
-  return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
-    algo::alltoall(transport_, outs, ins);
   });
 }
 
@@ -674,6 +753,18 @@ WorkPtr ProcessGroupQCCL::endCoalescing() {
     }
   }
   return BatchWork::create(rank_, std::move(parts));
+}
+
+void ProcessGroupQCCL::abandonCoalescing() {
+  {
+    std::lock_guard<std::mutex> lock(coalescingMutex_);
+    if (!coalescing_) {
+      return;
+    }
+  }
+  // Ends the window as endCoalescing() would (NCCL's too, or its grouped ops would never
+  // be issued); nobody waits on the batch, each op keeps its own Work and errors.
+  endCoalescing();
 }
 
 // --- splitting ----------------------------------------------------------------------------

@@ -131,6 +131,10 @@ class ProcessGroupQCCL : public c10d::Backend {
       const c10::intrusive_ptr<Options>& opts) override;
   void startCoalescing() override;
   c10::intrusive_ptr<c10d::Work> endCoalescing() override;
+  // Closes a coalescing window that an exception left open (torch's coalescing manager
+  // has no try/finally): what was issued in it goes ahead, later calls run on their own.
+  // Nothing happens when no window is open.
+  void abandonCoalescing();
 
   uint64_t getSequenceNumberForGroup() override;
   void setSequenceNumberForGroup() override;
@@ -159,13 +163,30 @@ class ProcessGroupQCCL : public c10d::Backend {
   void shutdown() override;
 
  private:
+  // Issues a collective: `issue` validates and enqueues it. If `issue` raises before the
+  // call took its place in the group's order (a failed local check), a record marked as
+  // failed takes that place, so the other ranks raise for the same call and the group
+  // stays in step (algo/agreement.h).
+  c10::intrusive_ptr<c10d::Work> collective(
+      const std::string& name,
+      c10d::OpType op,
+      const std::function<c10::intrusive_ptr<c10d::Work>()>& issue);
   // Queues `body` on the worker, after the cross-rank check of `signature`; the returned
-  // Work completes with `outputs`.
+  // Work completes with `outputs` and is tracked by an open coalescing window.
   c10::intrusive_ptr<c10d::Work> enqueue(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
+  // The same, untracked.
+  c10::intrusive_ptr<FutureWork> place(
+      const std::string& name,
+      OpSignature signature,
+      std::vector<at::Tensor> outputs,
+      std::function<void()> body);
+  // On the worker, before each collective: raises if the group is out of step, then
+  // compares the call across ranks (unless QCCL_VERIFY=0) and raises on a disagreement.
+  void checkAcrossRanks(const std::string& name, const OpSignature& signature);
   // A call on CUDA tensors: `call` issues the op on `backend` with the tensors `staging`
   // maps. Through NCCL, after the cross-rank check of `signature` (if any) on the worker;
   // staged through host memory, into this group's CPU path, when the transport is gloo or
@@ -215,6 +236,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   c10::intrusive_ptr<c10d::Backend> nccl_;
   p2p::InnerBackendP2P ncclP2P_;  // CUDA point-to-point through nccl_
   std::atomic<uint64_t> seq_{0};
+  // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call:
+  // from then on every collective of the group raises with this message. Worker only.
+  std::string outOfStep_;
 
   std::mutex coalescingMutex_;
   bool coalescing_ = false;
