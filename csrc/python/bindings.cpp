@@ -112,15 +112,21 @@ void bindCodecs(py::module_& m) {
           c10::DeviceGuard guard(bytes.device());
           qccl::codec::cuda::decode(codec->kind(), block, bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>(),
                                     addTo.has_value(), qccl::currentCudaStream(bytes.device()));
+        } else {
+          py::gil_scoped_release release;
+          if (addTo.has_value()) {
+            codec->decodeAdd(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
+          } else {
+            codec->decode(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
+          }
+        }
+        if (!addTo.has_value()) {
           return out;
         }
-        py::gil_scoped_release release;
-        if (addTo.has_value()) {
-          codec->decodeAdd(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
-        } else {
-          codec->decode(bytes.data_ptr<uint8_t>(), n, out.data_ptr<float>());
+        if (out.data_ptr() != addTo->data_ptr()) {
+          addTo->copy_(out.view(addTo->sizes()));  // add_to was not contiguous: the sum went to a copy
         }
-        return out;
+        return *addTo;
       },
       py::arg("name"), py::arg("block"), py::arg("bytes"), py::arg("n"), py::arg("add_to") = py::none());
 }

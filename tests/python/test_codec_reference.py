@@ -44,3 +44,24 @@ def test_decode_checks_the_byte_count():
     C = load()
     with pytest.raises(ValueError, match="int8 encodes 10 elements in"):
         C.codec_decode("int8", 256, torch.zeros(3, dtype=torch.uint8), 10)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_decode_adds_into_a_strided_tensor(codec):
+    C = load()
+    n = 300
+    x = inputs(n).clamp(-100, 100)
+    wire = C.codec_encode(codec, 8, x)
+    base = torch.full((2 * n,), -7.0)
+    target = base[::2]  # every other element: not contiguous
+    target.fill_(1.0)
+    result = C.codec_decode(codec, 8, wire, n, add_to=target)
+    assert result is target or result.data_ptr() == target.data_ptr()
+    assert torch.equal(target, reference.decode(codec, 8, wire, n) + 1)
+    assert (base[1::2] == -7.0).all()
+
+
+@pytest.mark.parametrize("n", [-1, -(2**40), 2**62])
+def test_element_counts_out_of_range_are_refused(n):
+    with pytest.raises(ValueError, match="qccl: a codec cannot take"):
+        load().codec_encoded_bytes("int8", 256, n)

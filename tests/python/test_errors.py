@@ -35,8 +35,6 @@ def rank_bad_local_input(ctx):
            lambda: dist.all_reduce(torch.ones(2, dtype=torch.bool), op=dist.ReduceOp.AVG))
     expect(TypeError, "cannot reduce UInt16",
            lambda: dist.all_reduce(torch.ones(2, dtype=torch.uint16)))
-    expect(ValueError, "must be contiguous",
-           lambda: dist.broadcast(torch.ones(4, 4).t(), 0))
     expect(ValueError, "must be a dense tensor",
            lambda: dist.all_reduce(torch.ones(2, 2).to_sparse()))
     expect(ValueError, "split sizes add up to",

@@ -159,10 +159,10 @@ void ProcessGroupQCCL::checkAcrossRanks(const std::string& name, const OpSignatu
 WorkPtr ProcessGroupQCCL::onCuda(
     const std::string& name,
     const std::optional<OpSignature>& signature,
-    const CudaCall& call,
+    const StagedCall& call,
     bool needsHost) {
   if (needsHost || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
-    HostStaging toHost(/*toHost=*/true, rank_);
+    CallStaging toHost(CallStaging::Mode::HostCopies, rank_);
     return track(toHost.finish(call(*this, toHost)));  // the host call checks across ranks itself
   }
   QCCL_CHECK_SUPPORTED(
@@ -180,8 +180,13 @@ WorkPtr ProcessGroupQCCL::onCuda(
       nccl_->startCoalescing();
     }
   }
-  HostStaging direct(/*toHost=*/false, rank_);
+  CallStaging direct(CallStaging::Mode::PassThrough, rank_);
   return track(call(*nccl_, direct));
+}
+
+WorkPtr ProcessGroupQCCL::onContiguousCopies(const StagedCall& call) {
+  CallStaging copies(CallStaging::Mode::ContiguousCopies, rank_);
+  return track(copies.finish(call(*this, copies)));  // the call on the copies is checked across ranks itself
 }
 
 WorkPtr ProcessGroupQCCL::track(WorkPtr work) {
@@ -200,11 +205,15 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
     auto tensor = check.single(tensors);
     check.rank(opts.rootRank, "root");
     const int64_t root = opts.rootRank;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.broadcast(ts, opts);
+    };
     if (tensor.is_cuda()) {
-      return onCuda("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-        auto ts = s.writes(tensors);
-        return b.broadcast(ts, opts);
-      });
+      return onCuda("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
       algo::broadcast(transport_, tensor, root);
@@ -218,11 +227,15 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
     auto tensor = check.single(tensors);
     check.reducible(opts.reduceOp, tensor.scalar_type());
     auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce(ts, opts);
+    };
     if (tensor.is_cuda()) {
-      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
-        auto ts = s.writes(tensors);
-        return b.allreduce(ts, opts);
-      });
+      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
   });
@@ -239,11 +252,15 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
       check.reducible(opts.reduceOp, t.scalar_type());
     }
     auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce_coalesced(ts, opts);
+    };
     if (check.onCuda()) {
-      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, [&](c10d::Backend& b, HostStaging& s) {
-        auto ts = s.writes(tensors);
-        return b.allreduce_coalesced(ts, opts);
-      });
+      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
   });
@@ -287,7 +304,7 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
     OpSignature signature,
     std::vector<at::Tensor> tensors,
     const c10d::ReduceOp& op,
-    const CudaCall& call) {
+    const StagedCall& call) {
   auto routes = routeAll(tensors, op, signature);
   const bool compressed = std::find(routes.begin(), routes.end(), algo::Route::Compressed) != routes.end();
   bool ncclCan = true;
@@ -340,11 +357,15 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
     check.reducible(opts.reduceOp, tensor.scalar_type());
     auto op = opts.reduceOp;
     const int64_t root = opts.rootRank;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.reduce(ts, opts);
+    };
     if (tensor.is_cuda()) {
-      return onCuda("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), [&](c10d::Backend& b, HostStaging& s) {
-        auto ts = s.writes(tensors);
-        return b.reduce(ts, opts);
-      }, !ncclReduces(op, tensor.scalar_type()));
+      return onCuda("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), call, !ncclReduces(op, tensor.scalar_type()));
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
       algo::reduce(transport_, tensor, op, root);
@@ -360,12 +381,16 @@ WorkPtr ProcessGroupQCCL::allgather(
     OpChecker check("all_gather", rank_, size_);
     auto input = check.single(inputs);
     auto outs = check.onePerRank(outputs, input, "output");
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.allgather(os, is, opts);
+    };
     if (input.is_cuda()) {
-      return onCuda("all_gather", signatureOf(OpType::ALLGATHER, input), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.allgather(os, is, opts);
-      });
+      return onCuda("all_gather", signatureOf(OpType::ALLGATHER, input), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
       algo::allgather(transport_, outs, input);
@@ -379,12 +404,16 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
     check.tensor(input, "the input");
     check.tensor(output, "the output");
     check.sizedLike(output, input, size_, "the output");
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b._allgather_base(o, i, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), [&](c10d::Backend& b, HostStaging& s) {
-        auto o = s.writes(output);
-        auto i = s.reads(input);
-        return b._allgather_base(o, i, opts);
-      });
+      return onCuda("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
       algo::allgatherIntoTensor(transport_, output, input);
@@ -412,12 +441,16 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
     for (const auto& t : inputs) {
       check.tensor(t, "every input");
     }
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputLists);
+      auto is = s.reads(inputs);
+      return b.allgather_coalesced(os, is, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputLists);
-        auto is = s.reads(inputs);
-        return b.allgather_coalesced(os, is, opts);
-      });
+      return onCuda("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, inputs), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     auto lists = outputLists;
     auto ins = inputs;
@@ -440,12 +473,16 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
       check.tensor(outputs[i], "every output");
       check.sizedLike(outputs[i], inputs[i], size_, "an output");
     }
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.allgather_into_tensor_coalesced(os, is, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.allgather_into_tensor_coalesced(os, is, opts);
-      });
+      return onCuda("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     auto outs = outputs;
     auto ins = inputs;
@@ -468,12 +505,16 @@ WorkPtr ProcessGroupQCCL::gather(
       outs = check.onePerRank(outputs, input, "output");
     }
     const int64_t root = opts.rootRank;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.gather(os, is, opts);
+    };
     if (input.is_cuda()) {
-      return onCuda("gather", signatureOf(OpType::GATHER, input, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.gather(os, is, opts);
-      });
+      return onCuda("gather", signatureOf(OpType::GATHER, input, -1, root), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
       algo::gather(transport_, outs, input, root);
@@ -494,12 +535,16 @@ WorkPtr ProcessGroupQCCL::scatter(
       ins = check.onePerRank(inputs, output, "input");
     }
     const int64_t root = opts.rootRank;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.scatter(os, is, opts);
+    };
     if (output.is_cuda()) {
-      return onCuda("scatter", signatureOf(OpType::SCATTER, output, -1, root), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.scatter(os, is, opts);
-      });
+      return onCuda("scatter", signatureOf(OpType::SCATTER, output, -1, root), call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
       algo::scatter(transport_, output, ins, root);
@@ -517,12 +562,16 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     auto ins = check.onePerRank(inputs, output, "input");
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.reduce_scatter(os, is, opts);
+    };
     if (output.is_cuda()) {
-      return onCuda("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.reduce_scatter(os, is, opts);
-      }, !ncclReduces(op, output.scalar_type()));
+      return onCuda("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), call, !ncclReduces(op, output.scalar_type()));
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
       algo::reduceScatter(transport_, output, ins, op);
@@ -541,12 +590,16 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     check.sizedLike(input, output, size_, "the input");
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b._reduce_scatter_base(o, i, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-        auto o = s.writes(output);
-        auto i = s.reads(input);
-        return b._reduce_scatter_base(o, i, opts);
-      }, !ncclReduces(op, output.scalar_type()));
+      return onCuda("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), call, !ncclReduces(op, output.scalar_type()));
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
       algo::reduceScatterTensor(transport_, output, input, op);
@@ -571,12 +624,16 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
     auto outs = outputs;
     auto ins = inputs;
     auto op = opts.reduceOp;
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.reduce_scatter_tensor_coalesced(os, is, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.reduce_scatter_tensor_coalesced(os, is, opts);
-      }, !ncclReduces(op, outputs[0].scalar_type()));
+      return onCuda("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), call, !ncclReduces(op, outputs[0].scalar_type()));
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
       for (size_t i = 0; i < ins.size(); ++i) {
@@ -605,12 +662,16 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
     signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
     signature.sendBytes = splitBytes(input, inSplits, size_);
     signature.recvBytes = splitBytes(output, outSplits, size_);
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto o = s.writes(output);
+      auto i = s.reads(input);
+      return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("all_to_all_single", signature, [&](c10d::Backend& b, HostStaging& s) {
-        auto o = s.writes(output);
-        auto i = s.reads(input);
-        return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
-      });
+      return onCuda("all_to_all_single", signature, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
       algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
@@ -642,12 +703,16 @@ WorkPtr ProcessGroupQCCL::alltoall(
       signature.sendBytes.push_back(byteSize(inputs[peer]));
       signature.recvBytes.push_back(byteSize(outputs[peer]));
     }
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto os = s.writes(outputs);
+      auto is = s.reads(inputs);
+      return b.alltoall(os, is, opts);
+    };
     if (check.onCuda()) {
-      return onCuda("all_to_all", signature, [&](c10d::Backend& b, HostStaging& s) {
-        auto os = s.writes(outputs);
-        auto is = s.reads(inputs);
-        return b.alltoall(os, is, opts);
-      });
+      return onCuda("all_to_all", signature, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
     }
     return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
       algo::alltoall(transport_, outs, ins);
@@ -681,9 +746,10 @@ void ProcessGroupQCCL::checkPeer(const OpChecker& check, const at::Tensor& tenso
 WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
   OpChecker check("send", rank_, size_);
   auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
   checkPeer(check, tensor, dstRank);
   if (tensor.is_cuda()) {
-    return onCuda("send", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+    return onCuda("send", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
       if (s.toHost()) {
         auto ts = s.reads(tensors);
         return b.send(ts, dstRank, tag);
@@ -697,9 +763,10 @@ WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, in
 WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
   checkPeer(check, tensor, srcRank);
   if (tensor.is_cuda()) {
-    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
       if (s.toHost()) {
         auto ts = s.writes(tensors);
         return b.recv(ts, srcRank, tag);
@@ -713,9 +780,10 @@ WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, in
 WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
   if (tensor.is_cuda()) {
     // NCCL has no receive from any source; staged through the host, qccl's p2p engine has.
-    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, HostStaging& s) {
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
       auto ts = s.writes(tensors);
       return b.recvAnysource(ts, tag);
     }, /*needsHost=*/true);

@@ -18,7 +18,7 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
-#include "qccl/backend/host_staging.h"
+#include "qccl/backend/call_staging.h"
 #include "qccl/backend/op_queue.h"
 #include "qccl/backend/validation.h"
 #include "qccl/common/config.h"
@@ -187,16 +187,21 @@ class ProcessGroupQCCL : public c10d::Backend {
   // On the worker, before each collective: raises if the group is out of step, then
   // compares the call across ranks (unless QCCL_VERIFY=0) and raises on a disagreement.
   void checkAcrossRanks(const std::string& name, const OpSignature& signature);
-  // A call on CUDA tensors: `call` issues the op on `backend` with the tensors `staging`
-  // maps. Through NCCL, after the cross-rank check of `signature` (if any) on the worker;
-  // staged through host memory, into this group's CPU path, when the transport is gloo or
-  // `needsHost` (what NCCL cannot do: bitwise reductions, compressed all-reduces).
-  using CudaCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, HostStaging& staging)>;
+  // An op described once for every path: issues it on `backend` with the tensors
+  // `staging` maps (the caller's own, or copies of them).
+  using StagedCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, CallStaging& staging)>;
+  // A call on CUDA tensors. Through NCCL, after the cross-rank check of `signature` (if
+  // any) on the worker; staged through host memory, into this group's CPU path, when the
+  // transport is gloo or `needsHost` (what NCCL cannot do: bitwise reductions, compressed
+  // all-reduces).
   c10::intrusive_ptr<c10d::Work> onCuda(
       const std::string& name,
       const std::optional<OpSignature>& signature,
-      const CudaCall& call,
+      const StagedCall& call,
       bool needsHost = false);
+  // A CPU collective on views that are not contiguous: `call` issues it again, on this
+  // group, with contiguous copies; what it writes is copied back into the views.
+  c10::intrusive_ptr<c10d::Work> onContiguousCopies(const StagedCall& call);
   // Each tensor's allreduce route; records the plan in `signature`.
   std::vector<algo::Route> routeAll(
       const std::vector<at::Tensor>& tensors,
@@ -217,7 +222,7 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> tensors,
       const c10d::ReduceOp& op,
-      const CudaCall& call);
+      const StagedCall& call);
   // Whether `tensor` travels through NCCL (and not staged through host memory).
   bool travelsOnNccl(const at::Tensor& tensor) const;
   // Raises unless `peer` is another rank of the group, or this one inside a coalescing

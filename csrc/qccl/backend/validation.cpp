@@ -1,5 +1,6 @@
 #include "qccl/backend/validation.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/util/irange.h>
 
 #include "qccl/algo/reduce_lowering.h"
@@ -27,8 +28,22 @@ void OpChecker::tensor(const at::Tensor& t, const std::string& what) const {
   QCCL_CHECK_VALUE(
       t.layout() == at::kStrided, prefix(), what, " must be a dense tensor, got layout ",
       t.layout());
+  if (t.is_contiguous()) {
+    return;
+  }
   QCCL_CHECK_VALUE(
-      t.is_contiguous(), prefix(), what, " must be contiguous (call .contiguous() first)");
+      at::has_internal_overlap(t) != at::MemOverlap::Yes, prefix(), what,
+      " has elements that share memory (an expand()ed view); call .contiguous() first");
+  QCCL_CHECK_VALUE(
+      t.is_cpu(), prefix(), what, " must be contiguous on ", t.device().str(),
+      ", as NCCL requires (call .contiguous() first)");
+  strided_ = true;
+}
+
+void OpChecker::contiguous(const at::Tensor& t, const std::string& what) const {
+  QCCL_CHECK_VALUE(
+      t.is_contiguous(), prefix(), what, " must be contiguous for point-to-point, as with Gloo and NCCL "
+      "(call .contiguous() first)");
 }
 
 at::Tensor& OpChecker::single(std::vector<at::Tensor>& tensors) const {

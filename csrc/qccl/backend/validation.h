@@ -18,12 +18,20 @@ class OpChecker {
  public:
   OpChecker(std::string op, int rank, int size);
 
-  // A dense, contiguous CPU or CUDA tensor, on the same device as the call's others.
+  // A dense CPU or CUDA tensor, on the same device as the call's others, whose elements
+  // each have memory of their own. CUDA tensors must be contiguous (as NCCL requires);
+  // CPU collectives accept other strides, as Gloo does, and run on contiguous copies.
   void tensor(const at::Tensor& t, const std::string& what) const;
   // Whether the call's tensors (checked so far) are CUDA tensors.
   bool onCuda() const {
     return device_.has_value() && device_->is_cuda();
   }
+  // Whether one of the call's tensors (checked so far) is not contiguous.
+  bool strided() const {
+    return strided_;
+  }
+  // A contiguous tensor: point-to-point needs one (as Gloo and NCCL do).
+  void contiguous(const at::Tensor& t, const std::string& what) const;
   // Exactly one tensor in the list, checked with tensor(); returns it.
   at::Tensor& single(std::vector<at::Tensor>& tensors) const;
   // The one list (of one per rank) inside `lists`: `size` tensors, each checked with
@@ -52,6 +60,7 @@ class OpChecker {
   int rank_;
   int size_;
   mutable std::optional<c10::Device> device_;  // of the first tensor checked
+  mutable bool strided_ = false;
 };
 
 } // namespace qccl

@@ -27,6 +27,7 @@ class Bf16Codec final : public Codec {
   }
 
   int64_t encodedBytes(int64_t n) const override {
+    checkElementCount(n);
     return alignedWireBytes(2 * n);
   }
 

@@ -5,6 +5,11 @@
 
 namespace qccl::codec {
 
+void checkElementCount(int64_t n) {
+  QCCL_CHECK_VALUE(
+      n >= 0 && n <= kMaxElements, "a codec cannot take ", n, " elements (from 0 to ", kMaxElements, ")");
+}
+
 std::unique_ptr<Codec> makeCodec(CodecKind kind, int64_t block) {
   QCCL_CHECK_VALUE(
       validBlock(block), "block=", block, " is not valid; use a multiple of 8 from ", kMinBlock,

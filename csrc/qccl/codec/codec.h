@@ -26,6 +26,11 @@ namespace qccl::codec {
 // would overflow float32, and their values are far below any gradient that matters.
 constexpr float kTinyBlock = 1e-30f;
 
+// The most elements one codec call takes; their wire size stays far inside int64_t.
+constexpr int64_t kMaxElements = int64_t{1} << 56;
+// Raises ValueError unless 0 <= n <= kMaxElements.
+void checkElementCount(int64_t n);
+
 struct EncodeOptions {
   // Stochastic rounding: round up with probability equal to the fraction dropped, so the
   // codec is unbiased. The random numbers are a hash of (seed, element index), so the
@@ -42,6 +47,7 @@ class Codec {
   // Elements per block: the algorithm cuts shards at block boundaries.
   virtual int64_t block() const = 0;
   // Bytes that n elements take on the wire: depends only on n and the configuration.
+  // Raises ValueError for a negative or too large n (checkElementCount).
   virtual int64_t encodedBytes(int64_t n) const = 0;
   // Writes exactly encodedBytes(n) bytes to `out`.
   virtual void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const = 0;

@@ -129,6 +129,7 @@ class ScaledBlockCodec final : public Codec {
   }
 
   int64_t encodedBytes(int64_t n) const override {
+    checkElementCount(n);
     return alignedWireBytes(blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n));
   }
 
