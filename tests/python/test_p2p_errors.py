@@ -1,6 +1,7 @@
 """Point-to-point calls that do not fit: a receive of another size, dtype or codec than
 the message fails on both ranks with a clear error and writes nothing, and the pair
-keeps working; a peer that dies, or never sends, fails the call within the timeout."""
+and the group keep working; a peer that dies, or never sends, fails the call within the
+timeout."""
 
 import multiprocessing as mp
 import os
@@ -10,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 import qccl
-from world import init_loopback_rank, report_outcome, spawn_ranks
+from world import World, init_loopback_rank, report_outcome, spawn_ranks
 
 
 def _expect_error(fn, kind, *fragments):
@@ -22,14 +23,24 @@ def _expect_error(fn, kind, *fragments):
         assert fragment in text, (fragment, text)
 
 
-def _still_in_sync(ctx, group=None):
-    # A correct exchange right after the failure proves both sides skipped the bad message.
+def _pair_and_group_still_work(ctx):
+    # After a rejection: messages both ways between ranks 0 and 1 arrive intact, receives
+    # from any source get these fresh messages (so nothing of the rejected exchange was
+    # left staged, or it would match first), and a collective sums correctly.
+    forward, backward = torch.arange(6.0) + 0.5, -torch.arange(3.0)
     if ctx.rank == 0:
-        dist.send(torch.arange(6.0), 1, group=group)
+        dist.send(forward, 1)
+        got = torch.zeros(3)
+        assert dist.recv(got) == 1
+        assert torch.equal(got, backward)
     elif ctx.rank == 1:
         got = torch.zeros(6)
-        dist.recv(got, 0, group=group)
-        assert torch.equal(got, torch.arange(6.0))
+        assert dist.recv(got) == 0
+        assert torch.equal(got, forward)
+        dist.send(backward, 0)
+    total = torch.full((5,), float(ctx.rank + 1))
+    dist.all_reduce(total)
+    assert torch.equal(total, torch.full((5,), ctx.size * (ctx.size + 1) / 2))
 
 
 def rank_mismatch_with_posted_receive(ctx, sent, posted):
@@ -45,7 +56,7 @@ def rank_mismatch_with_posted_receive(ctx, sent, posted):
         assert torch.equal(buf, posted), "a rejected message must not be written"
     else:
         dist.barrier()
-    _still_in_sync(ctx)
+    _pair_and_group_still_work(ctx)
     dist.barrier()
 
 
@@ -79,12 +90,160 @@ def rank_mismatch_with_staged_message(ctx):
         dist.send(torch.zeros(1), 0)
     else:
         dist.barrier()
-    _still_in_sync(ctx)
+    _pair_and_group_still_work(ctx)
     dist.barrier()
 
 
 def test_mismatch_found_after_the_send_completed(world2):
     world2.run(rank_mismatch_with_staged_message)
+
+
+# --- what the send that reports a late rejection does with its own message ---------------
+# These run in a world with a short group timeout: a receive left waiting for a message
+# that never comes fails in seconds, and so does everything after it.
+
+QUICK_TIMEOUT_S = 5
+
+
+@pytest.fixture(scope="module")
+def _quick_worlds():
+    worlds = {}
+    yield worlds
+    for world in worlds.values():
+        world.close()
+
+
+@pytest.fixture
+def quick_world2(_quick_worlds):
+    world = _quick_worlds.get(2)
+    if world is None or world.broken:
+        if world is not None:
+            world.close()
+        world = _quick_worlds[2] = World(2, timeout_s=QUICK_TIMEOUT_S)
+    return world
+
+
+def rank_send_after_late_rejection(ctx, rejected, posted, following):
+    # Issue 14: rank 0's message is staged, rank 1's receive rejects it, and rank 0's next
+    # send reports that. It must deliver nothing, so that sending it again delivers it
+    # exactly once and the pair stays in step.
+    if ctx.rank == 0:
+        dist.send(rejected, 1)  # staged: rank 1 posts its receive after the barrier
+        dist.barrier()
+        dist.barrier()  # rank 1 has rejected it
+        _expect_error(
+            lambda: dist.send(following, 1),
+            ValueError,
+            "was not delivered",
+            ") was rejected: it carried %d elements" % rejected.numel(),
+            "rank 1 posted a receive for %d elements" % posted.numel(),
+        )
+        dist.send(following, 1)  # as documented: send it again
+    elif ctx.rank == 1:
+        dist.barrier()
+        buf = posted.clone()
+        _expect_error(lambda: dist.recv(buf, 0), ValueError, "does not fit", "from rank 0")
+        assert torch.equal(buf, posted), "a rejected message must not be written"
+        dist.barrier()
+        got = torch.zeros_like(following)
+        dist.recv(got, 0)
+        assert torch.equal(got, following)
+    _pair_and_group_still_work(ctx)
+
+
+LATE_REJECTIONS = {
+    # The issue's sizes; every message fits in the control message.
+    "small": (torch.ones(8), torch.zeros(16), torch.arange(16.0) * 0.5 + 100),
+    # Payloads behind the control message: the rejected one and the one that reports it
+    # must both be drained from the payload slot.
+    "large": (torch.ones(1 << 15), torch.zeros(1 << 16), torch.arange(float(1 << 16)) - 7),
+}
+
+
+@pytest.mark.parametrize("sizes", list(LATE_REJECTIONS))
+def test_send_reporting_a_late_rejection_delivers_nothing(quick_world2, sizes):
+    quick_world2.run(rank_send_after_late_rejection, *LATE_REJECTIONS[sizes])
+
+
+def rank_two_late_rejections(ctx):
+    # Two staged messages rejected before rank 0 sends again: one send reports both.
+    if ctx.rank == 0:
+        dist.send(torch.ones(4), 1)
+        dist.send(torch.ones(5), 1)
+        dist.barrier()
+        dist.barrier()
+        _expect_error(
+            lambda: dist.send(torch.arange(3.0), 1),
+            ValueError,
+            "was not delivered",
+            "carried 4 elements",
+            "carried 5 elements",
+        )
+        dist.send(torch.arange(3.0), 1)
+    elif ctx.rank == 1:
+        dist.barrier()
+        for _ in range(2):
+            _expect_error(lambda: dist.recv(torch.zeros(2), 0), ValueError, "does not fit")
+        dist.barrier()
+        got = torch.zeros(3)
+        dist.recv(got, 0)
+        assert torch.equal(got, torch.arange(3.0))
+    _pair_and_group_still_work(ctx)
+
+
+def test_one_send_reports_every_late_rejection_before_it(quick_world2):
+    quick_world2.run(rank_two_late_rejections)
+
+
+def _send_until_delivered(tensor, dst):
+    # The documented way to handle a send that reports an earlier rejection: it delivered
+    # nothing, so the message is sent again (and again, if that send reports another
+    # rejection that happened meanwhile). Returns how many rejections the sends reported.
+    reported = 0
+    for _ in range(10):
+        try:
+            dist.send(tensor, dst)
+            return reported
+        except ValueError as error:
+            rejections = str(error).count(") was rejected: it carried")
+            assert rejections > 0, str(error)
+            reported += rejections
+    raise AssertionError("a message was not delivered after 10 sends")
+
+
+def rank_sends_racing_a_late_rejection(ctx, rounds):
+    # Rank 0 sends while rank 1 rejects, with nothing ordering the two: which send reports
+    # the rejection depends on timing, but whichever does must have delivered nothing,
+    # and every rejection is reported exactly once.
+    reported = 0
+    for i in range(rounds):
+        first, second = torch.full((16,), float(i)), torch.full((3,), -float(i))
+        if ctx.rank == 0:
+            reported += _send_until_delivered(torch.ones(8), 1)  # staged, then rejected
+            dist.barrier()
+            reported += _send_until_delivered(first, 1)
+            reported += _send_until_delivered(second, 1)
+        elif ctx.rank == 1:
+            dist.barrier()
+            _expect_error(lambda: dist.recv(torch.zeros(16), 0), ValueError, "does not fit")
+            for expected in (first, second):
+                got = torch.zeros_like(expected)
+                dist.recv(got, 0)
+                assert torch.equal(got, expected), (i, got, expected)
+    dist.barrier()  # the last rejection has happened
+    last = torch.tensor([7.0, 8.0])
+    if ctx.rank == 0:
+        reported += _send_until_delivered(last, 1)
+        assert reported == rounds, (reported, rounds)
+    elif ctx.rank == 1:
+        got = torch.zeros(2)
+        dist.recv(got, 0)
+        assert torch.equal(got, last)
+    _pair_and_group_still_work(ctx)
+
+
+def test_sends_racing_a_late_rejection_deliver_each_message_once(quick_world2):
+    quick_world2.run(rank_sends_racing_a_late_rejection, 30)
 
 
 def rank_codec_mismatch(ctx):

@@ -6,9 +6,10 @@
 // pair's control slot: a Header, then room for a small payload. A Data message whose
 // payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
 // sends `payloadBytes` after it on the pair's payload slot. The receiver answers
-// each Data header with a status (Delivered, Staged or Rejected) on the control slot, so
-// the sender learns the outcome, and sends a late Rejected if a staged message later
-// meets a receive it does not fit.
+// each Data header with a status (Delivered, Staged, Rejected or Discarded) on the
+// control slot, so the sender learns the outcome. A staged message that later meets a
+// receive it does not fit gets a RejectedLate, and the sender's next message is
+// Discarded: its send reports the rejection and delivers nothing.
 
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,11 @@ enum class Kind : int64_t {
   Delivered = 2,  // status: a receive took it
   Staged = 3,     // status: it arrived before its receive and waits in the receiver
   Rejected = 4,   // status: the receive it met has another size, dtype or codec
+  // status: a message answered Staged met such a receive later; the receiver discards the
+  // sender's next message, whose send then reports this rejection
+  RejectedLate = 5,
+  // status: drained unread, to report the RejectedLate statuses sent before it
+  Discarded = 6,
 };
 
 struct Header {
@@ -39,7 +45,7 @@ struct Header {
   int64_t numel = 0;
   int64_t codec = 0;         // CodecKind of the payload
   int64_t payloadBytes = 0;
-  // Rejected only: what the receive was posted for.
+  // Rejected and RejectedLate only: what the receive was posted for.
   int64_t expectedDtype = 0;
   int64_t expectedNumel = 0;
   int64_t expectedCodec = 0;

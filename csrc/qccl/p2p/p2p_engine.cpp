@@ -45,6 +45,8 @@ std::string tagText(int64_t tag) {
   return " (tag " + std::to_string(tag) + ")";
 }
 
+constexpr const char* kMustAgree = "; sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
+
 } // namespace
 
 P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, int size)
@@ -54,7 +56,8 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       size_(size),
       listenerWaits_(size),
       peerFailure_(size),
-      lateRejection_(size),
+      lateRejections_(size),
+      discardNextFrom_(size, false),
       nextSeq_(size, 0),
       pendingSends_(size) {
   // From the start: a peer's first message must find this rank listening even if this
@@ -73,7 +76,7 @@ P2PEngine::~P2PEngine() {
 // --- the calls ----------------------------------------------------------------------------
 
 c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, int64_t tag) {
-  raiseIfBroken(dst, "send to rank " + std::to_string(dst), /*sending=*/true);
+  raiseIfBroken(dst, "send to rank " + std::to_string(dst));
   const auto codec = payloadCodec(config_, tensor);
   auto payload = encodePayload(tensor, codec, config_.block);
   auto work = c10::make_intrusive<P2PWork>(
@@ -114,7 +117,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
   const std::string from = src == -1 ? "any source" : "rank " + std::to_string(src);
   if (src != -1) {
-    raiseIfBroken(src, "recv from " + from, /*sending=*/false);
+    raiseIfBroken(src, "recv from " + from);
   }
   auto work = c10::make_intrusive<P2PWork>(
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
@@ -140,11 +143,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
   if (arrived) {
     auto target = tensor;
     if (deliver(*arrived, *work, target) == Kind::Rejected) {
-      try {
-        sendStatus(arrived->src, arrived->header, Kind::Rejected, tensor);  // the send has completed
-      } catch (...) {
-        // The sender is gone, so nobody is left to tell; its listener reports it.
-      }
+      rejectStaged(*arrived, tensor);
     }
   }
   return work;
@@ -199,7 +198,8 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   auto message = std::make_shared<Inbound>();
   message->src = peer;
   message->header = header;
-  {
+  const bool discard = discardForLateRejection(peer, header);
+  if (!discard) {
     std::lock_guard<std::mutex> lock(mutex_);
     posted_.remove_if([](const PostedRecv& recv) { return recv.work->isCompleted(); });  // timed out
     auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
@@ -227,6 +227,9 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
     waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
     waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
   }
+  if (discard) {  // drained so the stream stays in step; nothing keeps the bytes
+    return;
+  }
 
   c10::intrusive_ptr<P2PWork> receiver;
   at::Tensor tensor;
@@ -243,8 +246,38 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   sendStatus(peer, header, status, tensor);
 }
 
+bool P2PEngine::discardForLateRejection(int peer, const Header& header) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!discardNextFrom_[peer]) {
+      return false;  // a rejection after this point is reported by a later message
+    }
+  }
+  // Only this listener clears the flag. The Discarded status goes out now, with the flag
+  // cleared under postMutex_ as rejectStaged sets it: every RejectedLate this message
+  // reports is on the wire before it, every later one after it, so the sender knows which
+  // it reports. Its payload is still drained after the send has failed; Gloo keeps the
+  // sender's bytes alive until they have left.
+  std::lock_guard<std::mutex> order(postMutex_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    discardNextFrom_[peer] = false;
+  }
+  post(peer, statusReply(header, Kind::Discarded, at::Tensor()), at::Tensor());
+  return true;
+}
+
 void P2PEngine::onStatus(int peer, const Header& status) {
+  if (status.kind == Kind::RejectedLate) {
+    // That send completed when its message was staged. The receiver discards this rank's
+    // next message to it, and the Discarded status (which follows this one: statuses from
+    // one peer arrive in order) fails that message's send with this text.
+    std::lock_guard<std::mutex> lock(mutex_);
+    lateRejections_[peer].push_back(rejectionText(peer, status));
+    return;
+  }
   c10::intrusive_ptr<P2PWork> send;
+  std::vector<std::string> reported;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto& pending = pendingSends_[peer];
@@ -253,37 +286,41 @@ void P2PEngine::onStatus(int peer, const Header& status) {
       send = it->second;
       pending.erase(it);
     }
+    if (status.kind == Kind::Discarded) {
+      reported.swap(lateRejections_[peer]);
+    }
   }
-  if (status.kind != Kind::Rejected) {
-    if (!send) {
-      return;  // it timed out meanwhile
-    }
-    // An earlier, staged message was rejected since the last call: the statuses of one
-    // peer arrive in order, so this send is the first that can report it.
-    std::string rejection;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      rejection.swap(lateRejection_[peer]);
-    }
-    if (rejection.empty()) {
+  if (!send) {
+    return;  // it timed out meanwhile, and raised that
+  }
+  switch (status.kind) {
+    case Kind::Delivered:
+    case Kind::Staged:
       send->markSucceeded();
-    } else {
-      send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, rejection)));
+      return;
+    case Kind::Rejected:
+      send->markFailed(std::make_exception_ptr(
+          c10::ValueError({__func__, __FILE__, __LINE__}, "qccl: " + rejectionText(peer, status) + kMustAgree)));
+      return;
+    case Kind::Discarded: {
+      std::string earlier;
+      for (const auto& text : reported) {
+        earlier += (earlier.empty() ? "" : "; ") + text;
+      }
+      send->markFailed(std::make_exception_ptr(c10::ValueError(
+          {__func__, __FILE__, __LINE__},
+          "qccl: " + send->name() + " on rank " + std::to_string(rank_) + " (message #" +
+              std::to_string(status.seq) + ") was not delivered: rank " + std::to_string(peer) +
+              " discarded it to report that an earlier message had been rejected after its send had completed (" +
+              earlier + ")" + kMustAgree + ". Nothing of this message reached rank " + std::to_string(peer) +
+              ": send it again if rank " + std::to_string(peer) + " expects it")));
+      return;
     }
-    return;
+    default:
+      send->markFailed(makeCommError(
+          send->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(peer) +
+          " answered with an unknown status " + std::to_string(static_cast<int64_t>(status.kind))));
   }
-  const std::string why = "qccl: send to rank " + std::to_string(peer) + tagText(status.tag) +
-      " on rank " + std::to_string(rank_) + " (message #" + std::to_string(status.seq) +
-      ") was rejected: it carried " +
-      describeMessage(status.dtype, status.numel, status.codec) + " but rank " + std::to_string(peer) +
-      " posted a receive for " + describeMessage(status.expectedDtype, status.expectedNumel, status.expectedCodec) +
-      "; sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
-  if (send && send->markFailed(std::make_exception_ptr(c10::ValueError({__func__, __FILE__, __LINE__}, why)))) {
-    return;
-  }
-  // The send had completed (its message was staged): the next send to this peer raises.
-  std::lock_guard<std::mutex> lock(mutex_);
-  lateRejection_[peer] = why;
 }
 
 void P2PEngine::peerFailed(int peer, const std::string& why) {
@@ -333,6 +370,13 @@ std::string P2PEngine::describeMessage(int64_t dtype, int64_t numel, int64_t cod
       std::string(codecName(static_cast<CodecKind>(codec))) + ")";
 }
 
+std::string P2PEngine::rejectionText(int peer, const Header& status) const {
+  return "send to rank " + std::to_string(peer) + tagText(status.tag) + " on rank " + std::to_string(rank_) +
+      " (message #" + std::to_string(status.seq) + ") was rejected: it carried " +
+      describeMessage(status.dtype, status.numel, status.codec) + " but rank " + std::to_string(peer) +
+      " posted a receive for " + describeMessage(status.expectedDtype, status.expectedNumel, status.expectedCodec);
+}
+
 std::string P2PEngine::mismatch(const Header& message, const at::Tensor& tensor) const {
   const auto expectedCodec = payloadCodec(config_, tensor);
   const bool fits = message.dtype == static_cast<int64_t>(tensor.scalar_type()) &&
@@ -344,8 +388,7 @@ std::string P2PEngine::mismatch(const Header& message, const at::Tensor& tensor)
   return "the message carries " + describeMessage(message.dtype, message.numel, message.codec) +
       " (block " + std::to_string(message.block) + ") but the receive was posted for " +
       describeMessage(static_cast<int64_t>(tensor.scalar_type()), tensor.numel(), static_cast<int64_t>(expectedCodec)) +
-      " (block " + std::to_string(config_.block) +
-      "); sender and receiver must agree on dtype, size and QCCL_P2P_CODEC";
+      " (block " + std::to_string(config_.block) + ")" + kMustAgree;
 }
 
 Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
@@ -368,17 +411,38 @@ Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor)
 
 // --- sending --------------------------------------------------------------------------------
 
-void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor) {
+Header P2PEngine::statusReply(const Header& message, Kind status, const at::Tensor& tensor) const {
   Header reply = message;
   reply.kind = status;
   reply.payloadBytes = 0;
-  if (status == Kind::Rejected) {
+  if (status == Kind::Rejected || status == Kind::RejectedLate) {
     reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
     reply.expectedNumel = tensor.numel();
     reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
   }
+  return reply;
+}
+
+void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor) {
   std::lock_guard<std::mutex> order(postMutex_);
-  post(peer, reply, at::Tensor());
+  post(peer, statusReply(message, status, tensor), at::Tensor());
+}
+
+void P2PEngine::rejectStaged(const Inbound& message, const at::Tensor& tensor) {
+  // The send completed when its message was staged, so it cannot fail any more. Its
+  // sender learns of the rejection from its next send to this rank instead, and that send
+  // must not deliver (a send that raises has not sent; the user sends it again): the
+  // listener discards the next message from `src`, whichever send it comes from and
+  // whenever it was sent, and answers Discarded. The flag is set after the RejectedLate
+  // is posted, with postMutex_ held, so the Discarded status follows it on the wire.
+  std::lock_guard<std::mutex> order(postMutex_);
+  try {
+    post(message.src, statusReply(message.header, Kind::RejectedLate, tensor), at::Tensor());
+  } catch (...) {
+    return;  // the sender is gone, so nobody is left to tell; its listener reports it
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  discardNextFrom_[message.src] = true;
 }
 
 void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
@@ -396,20 +460,15 @@ void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) 
       transport_.timeout()));
 }
 
-void P2PEngine::raiseIfBroken(int peer, const std::string& op, bool sending) {
+void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
   std::string failure;
-  std::string rejection;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     failure = peerFailure_[peer];
-    if (sending) {
-      rejection.swap(lateRejection_[peer]);
-    }
   }
   if (!failure.empty()) {
     throwCommError(op + " on rank " + std::to_string(rank_) + ": " + failure);
   }
-  TORCH_CHECK_VALUE(rejection.empty(), rejection);
 }
 
 // --- shutdown -------------------------------------------------------------------------------

@@ -13,7 +13,8 @@
 //     any-source receives included, with the user's tag carried in the header;
 //   - the receiver checks dtype, size and codec before writing into a tensor, and a
 //     mismatch fails the receive and the send (a status message goes back), never
-//     memory;
+//     memory; when the send had already completed, the sender's next send reports it
+//     and the receiver discards that send's message: a send that raises delivered nothing;
 //   - floating-point payloads may travel encoded (Config::p2pCodec);
 //   - a peer that dies fails every send and receive involving it at once.
 
@@ -75,18 +76,28 @@ class P2PEngine {
   // Checks the message against the receive, then decodes it into the receive's tensor;
   // returns the status to send back (Delivered or Rejected).
   Kind deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor);
+  // Tells the sender of a staged message that a receive rejected it, and has its next
+  // message discarded so that the send of that one reports it.
+  void rejectStaged(const Inbound& message, const at::Tensor& tensor);
+  // Whether the message arriving from `peer` is the one that reports its earlier
+  // RejectedLate statuses; if so, answers Discarded at once.
+  bool discardForLateRejection(int peer, const Header& header);
   // Why `message` does not fit a receive into `tensor`; empty when it does.
   std::string mismatch(const Header& message, const at::Tensor& tensor) const;
   void sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor);
+  // The status for `message`; `tensor` is the receive's, for what a rejection expected.
+  Header statusReply(const Header& message, Kind status, const at::Tensor& tensor) const;
   // Posts the control message (and a payload too large to go inline) to Gloo; a
   // background waiter keeps the Gloo works alive until they are done.
   void post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
-  // Raises if `peer` died or, for a send, rejected an earlier message of this rank's
-  // after it had been staged.
-  void raiseIfBroken(int peer, const std::string& op, bool sending);
+  // Raises if `peer` died.
+  void raiseIfBroken(int peer, const std::string& op);
   std::string describeMessage(int64_t dtype, int64_t numel, int64_t codec) const;
+  // "send to rank 1 (tag 0) on rank 0 (message #3) was rejected: it carried ... but ...",
+  // from a Rejected or RejectedLate status that `peer` sent.
+  std::string rejectionText(int peer, const Header& status) const;
 
   GlooTransport& transport_;
   const Config config_;
@@ -98,7 +109,11 @@ class P2PEngine {
   std::vector<std::thread> listeners_;
   std::vector<c10::intrusive_ptr<c10d::Work>> listenerWaits_;  // per peer, for abort
   std::vector<std::string> peerFailure_;     // per peer: why it is unreachable
-  std::vector<std::string> lateRejection_;   // per peer: a staged message it rejected
+  // Per peer, as a sender: its RejectedLate statuses, until a Discarded one reports them.
+  std::vector<std::vector<std::string>> lateRejections_;
+  // Per peer, as a receiver: a staged message of its was rejected, so its next message is
+  // discarded (docs/p2p.md).
+  std::vector<bool> discardNextFrom_;
   std::vector<uint64_t> nextSeq_;            // per peer
   std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
   std::list<PostedRecv> posted_;                   // in posting order
