@@ -136,7 +136,7 @@ void BucketedAllreduce::runCompressed(Transport& net, std::vector<at::Tensor> te
   options.stochastic = config_.stochastic;
   options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
-    options.residual = residuals_.lookup(bucketKey(tensors), buffer.numel(), buffer.device());
+    options.residual = residuals_.lookup(tensors, buffer.numel(), buffer.device());
   }
   if (buffer.is_cuda()) {
     codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(buffer.device()));
