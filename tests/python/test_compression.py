@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 import qccl
+from world import run_in_fresh_world
 
 CODECS = ["fp16", "bf16", "int8", "int4"]
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -223,6 +224,19 @@ def rank_tiny_tensors(ctx):
 
 def test_tiny_tensors_go_exact_when_compression_would_grow_them(world):
     world.run(rank_tiny_tensors)
+
+
+def rank_alone(ctx):
+    group = group_for(codec="int8", min_bytes=0)
+    dist.all_reduce(gaussian(0, 1), group=group)
+    dist.all_reduce(gaussian(0, 4096), group=group)
+    return qccl.stats(group)["compressed_tensors"]
+
+
+def test_one_rank_compresses_as_configured():
+    """With one rank nothing goes on the wire either way: tensors compress as configured,
+    so the rank quantizes like a larger group (the CUDA tests rely on it on one GPU)."""
+    assert run_in_fresh_world(1, rank_alone) == [2]
 
 
 def integer_valued(rank, numel, seed):

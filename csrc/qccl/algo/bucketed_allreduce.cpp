@@ -77,8 +77,10 @@ Route BucketedAllreduce::route(const at::Tensor& tensor, const c10d::ReduceOp& o
   }
   // Every shard is padded to whole blocks and carries its scales, so a tensor of a few
   // elements (a logged scalar) would send many times its exact bytes, and a float16 or
-  // bfloat16 tensor gains nothing from a 16-bit codec.
-  if (compressedWireBytes(*codec_, tensor.numel(), ranks_) >= exactWireBytes(bytes, ranks_)) {
+  // bfloat16 tensor gains nothing from a 16-bit codec. One rank sends nothing either way
+  // and compresses as configured: it quantizes like a larger group, and on one GPU it is
+  // how the CUDA path gets tested.
+  if (ranks_ > 1 && compressedWireBytes(*codec_, tensor.numel(), ranks_) >= exactWireBytes(bytes, ranks_)) {
     return Route::ExactNoSaving;
   }
   return Route::Compressed;
