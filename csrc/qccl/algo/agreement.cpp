@@ -1,8 +1,10 @@
 #include "qccl/algo/agreement.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/hash.h>
 
 #include "qccl/algo/reduce_lowering.h"
@@ -60,28 +62,22 @@ int64_t layoutHash(const std::vector<at::Tensor>& tensors) {
   return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
 }
 
-std::optional<Disagreement> compareAcrossRanks(
-    GlooTransport& net,
-    const std::string& opName,
-    const OpSignature& mine) {
-  const int n = net.size();
-  if (n == 1) {
-    return std::nullopt;
-  }
-  const auto record = encode(mine, n);
-  const int64_t width = static_cast<int64_t>(record.size());
-  auto options = at::TensorOptions().dtype(at::kLong);
-  auto in = at::empty({width}, options);
-  std::copy(record.begin(), record.end(), in.data_ptr<int64_t>());
-  auto all = at::empty({width * n}, options);
-  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), opName + " (argument check)");
+namespace {
 
-  const int64_t* records = all.data_ptr<int64_t>();
-  auto rec = [&](int r) { return records + r * width; };
-  const std::string prefix = opName + " on rank " + std::to_string(net.rank()) + ": ";
+// The records of one call on every rank: rank r's at at(r).
+struct CallRecords {
+  const int64_t* base;
+  int64_t stride;
+  const int64_t* at(int r) const {
+    return base + r * stride;
+  }
+};
+
+std::optional<Disagreement> compareCall(const CallRecords& rec, int n, int me, const std::string& opName) {
+  const std::string prefix = opName + " on rank " + std::to_string(me) + ": ";
   using Kind = Disagreement::Kind;
   for (int r = 0; r < n; ++r) {
-    if (rec(r)[kFailedField] != 0) {
+    if (rec.at(r)[kFailedField] != 0) {
       return Disagreement{
           Kind::FailedOnARank,
           prefix + "rank " + std::to_string(r) + " raised for this call before taking part (its own error says why), "
@@ -91,23 +87,25 @@ std::optional<Disagreement> compareAcrossRanks(
   std::ostringstream problems;
   Kind kind = Kind::Call;
   for (int r = 0; r < n; ++r) {
-    if (std::equal(rec(r), rec(r) + kCallFields, rec(0)) && !std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
-      problems << "; rank 0 and rank " << r << " make the same call (" << describe(rec(0))
+    const int64_t* mine = rec.at(r);
+    const int64_t* first = rec.at(0);
+    if (std::equal(mine, mine + kCallFields, first) && !std::equal(mine, mine + kRunFields, first)) {
+      problems << "; rank 0 and rank " << r << " make the same call (" << describe(first)
                << ") but with different qccl settings (QCCL_* variables or qccl.Options) or "
                   "one of them inside qccl.exact() and the other not";
       kind = Kind::Settings;
       break;
     }
-    if (!std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
-      problems << "; rank 0 calls " << describe(rec(0)) << " but rank " << r << " calls " << describe(rec(r));
+    if (!std::equal(mine, mine + kRunFields, first)) {
+      problems << "; rank 0 calls " << describe(first) << " but rank " << r << " calls " << describe(mine);
       break;
     }
   }
   // all-to-all: what rank s sends to rank d must be what rank d expects from rank s.
   for (int s = 0; s < n && problems.tellp() == 0; ++s) {
     for (int d = 0; d < n; ++d) {
-      const int64_t sent = rec(s)[kHeaderFields + d];
-      const int64_t expected = rec(d)[kHeaderFields + n + s];
+      const int64_t sent = rec.at(s)[kHeaderFields + d];
+      const int64_t expected = rec.at(d)[kHeaderFields + n + s];
       if (sent != expected) {
         problems << "; rank " << s << " sends " << sent << " bytes to rank " << d
                  << ", which expects " << expected << " bytes from it";
@@ -123,6 +121,42 @@ std::optional<Disagreement> compareAcrossRanks(
       kind,
       prefix + "the ranks' arguments do not match" + found +
           " (every rank must make the same collective calls with matching sizes)"};
+}
+
+} // namespace
+
+std::vector<std::optional<Disagreement>> compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
+  const int n = net.size();
+  const int64_t count = std::min<int64_t>(static_cast<int64_t>(calls.size()), kMaxCallsPerCheck);
+  if (n == 1) {
+    return std::vector<std::optional<Disagreement>>(count);
+  }
+  // Rank r's part: how many calls it checks, then kMaxCallsPerCheck records (unused ones
+  // zero), so every rank's part has the same size whatever it has queued.
+  const int64_t width = kHeaderFields + 2 * n;
+  const int64_t part = 1 + kMaxCallsPerCheck * width;
+  auto options = at::TensorOptions().dtype(at::kLong);
+  auto in = at::zeros({part}, options);
+  int64_t* mine = in.data_ptr<int64_t>();
+  mine[0] = count;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto record = encode(*calls[i].signature, n);
+    std::copy(record.begin(), record.end(), mine + 1 + i * width);
+  }
+  auto all = at::empty({part * n}, options);
+  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), calls[0].opName + " (argument check)");
+
+  const int64_t* parts = all.data_ptr<int64_t>();
+  int64_t agreed = count;  // calls every rank has in this check
+  for (int r = 0; r < n; ++r) {
+    agreed = std::min(agreed, parts[r * part]);
+  }
+  std::vector<std::optional<Disagreement>> verdicts;
+  for (int64_t i = 0; i < agreed; ++i) {
+    const CallRecords records{parts + 1 + i * width, part};
+    verdicts.push_back(compareCall(records, n, net.rank(), calls[i].opName));
+  }
+  return verdicts;
 }
 
 } // namespace qccl

@@ -106,7 +106,8 @@ WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const s
       OpSignature failed;
       failed.op = op;
       failed.failedHere = true;
-      place(name, std::move(failed), {}, [] {});  // nobody waits for it: the caller has its error
+      // Nobody waits for it: the caller has its error.
+      place(name, std::move(failed), {}, [] { return std::optional<StartedTransfer>(); });
     }
     throw;
   }
@@ -117,6 +118,17 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
+  return enqueueStarting(name, std::move(signature), std::move(outputs), [body = std::move(body)] {
+    body();
+    return std::optional<StartedTransfer>();
+  });
+}
+
+WorkPtr ProcessGroupQCCL::enqueueStarting(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> outputs,
+    OpBody body) {
   return track(place(name, std::move(signature), std::move(outputs), std::move(body)));
 }
 
@@ -124,36 +136,58 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
-    std::function<void()> body) {
+    OpBody body) {
   signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
-  queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
-    checkAcrossRanks(name, signature);
-    body();
-  });
+  queue_.enqueue({work, name, std::move(signature), std::move(body)});
   return work;
 }
 
-void ProcessGroupQCCL::checkAcrossRanks(const std::string& name, const OpSignature& signature) {
+std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const QueuedOp*>& batch) {
+  std::vector<std::exception_ptr> verdicts;
   if (!outOfStep_.empty()) {
-    throwCommError(
-        name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
-        "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
-        "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
-        "create a new group");
+    for (const auto* op : batch) {
+      verdicts.push_back(outOfStepError(op->name));
+    }
+    return verdicts;
   }
   if (!config_.verifyAcrossRanks) {
-    return;
+    return std::vector<std::exception_ptr>(batch.size());
   }
-  const auto disagreement = compareAcrossRanks(transport_, name, signature);
-  if (!disagreement) {
-    return;
+  std::vector<CallToCheck> calls;
+  for (const auto* op : batch) {
+    calls.push_back({op->name, &op->signature});
   }
-  if (disagreement->kind == Disagreement::Kind::Call) {
-    outOfStep_ = disagreement->message;
+  const auto disagreements = compareAcrossRanks(transport_, calls);
+  for (size_t i = 0; i < disagreements.size(); ++i) {
+    if (!outOfStep_.empty()) {
+      verdicts.push_back(outOfStepError(calls[i].opName));  // after a Call disagreement earlier in this batch
+      continue;
+    }
+    const auto& disagreement = disagreements[i];
+    if (!disagreement) {
+      verdicts.emplace_back();
+      continue;
+    }
+    if (disagreement->kind == Disagreement::Kind::Call) {
+      outOfStep_ = disagreement->message;
+    }
+    try {
+      QCCL_CHECK_VALUE(false, disagreement->message);
+    } catch (...) {
+      verdicts.push_back(std::current_exception());
+    }
   }
-  QCCL_CHECK_VALUE(false, disagreement->message);
+  return verdicts;
+}
+
+std::exception_ptr ProcessGroupQCCL::outOfStepError(const std::string& name) const {
+  return makeCommError(
+      name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
+      "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
+      "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
+      "create a new group");
 }
 
 WorkPtr ProcessGroupQCCL::onCuda(
