@@ -15,7 +15,8 @@ import os as _os
 
 from ._registration import BACKEND_NAME, register_backend
 from ._version import __version__
-from .compression import exact, load_state_dict, reset_stats, state_dict, stats
+from .checkpoint import CompressionStateful, load_state_dict, state_dict
+from .compression import exact, reset_stats, stats
 from .options import Options
 
 register_backend()
@@ -34,6 +35,7 @@ def has_cuda() -> bool:
 
 __all__ = [
     "BACKEND_NAME",
+    "CompressionStateful",
     "Options",
     "__version__",
     "cmake_prefix_path",

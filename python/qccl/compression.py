@@ -1,4 +1,5 @@
-"""Compression controls of a qccl group: counters, exact regions, checkpoint state."""
+"""Compression controls of a qccl group: counters and exact regions (its checkpoint state:
+checkpoint.py)."""
 
 import contextlib
 
@@ -55,26 +56,3 @@ def exact(group=None):
         yield
     finally:
         backend.exit_exact()
-
-
-def state_dict(group=None) -> dict:
-    """This rank's compression state: save it with the rest of the rank's checkpoint.
-
-    Holds the error-feedback residuals and the call counter that seeds stochastic
-    rounding. Waits for the group's queued work first."""
-    backend = _backend(group)
-    calls, residuals = backend.compression_state()
-    return {"version": 1, "settings": backend.settings(), "calls": calls, "residuals": residuals}
-
-
-def load_state_dict(group, state: dict) -> None:
-    """Restores what state_dict() returned, on a group with the same settings."""
-    if not isinstance(state, dict) or state.get("version") != 1:
-        raise ValueError("qccl: load_state_dict expects a dict made by qccl.state_dict()")
-    backend = _backend(group)
-    if state["settings"] != backend.settings():
-        raise ValueError(
-            f"qccl: the state was saved with settings {state['settings']} but this group "
-            f"uses {backend.settings()}"
-        )
-    backend.load_compression_state(int(state["calls"]), list(state["residuals"]))

@@ -133,6 +133,72 @@ def test_netlab_reports_a_failed_rank_and_cleans_up(netlab, tmp_path):
     assert "rank 2 failed (exit 7)" in result.stderr and "[rank 2] rank says hi" in result.stderr
 
 
+def delay_unavailable():
+    if not shutil.which("cc"):
+        return "netlab --delay needs a C compiler (cc) for its delay line"
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+    except OSError as e:
+        return f"netlab --delay needs TUN devices: {e}"
+    return None
+
+
+# Run by every rank inside the lab: rank 0 times 10 one-byte round trips to each other
+# rank over plain TCP (not the lab's own check) and prints the median per peer.
+PING_PONG = """
+import os, socket, statistics, time
+rank, world, port = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), 29700
+if rank == 0:
+    with socket.create_server(("0.0.0.0", port), backlog=world) as server:
+        peers = [server.accept()[0] for _ in range(world - 1)]
+    for conn in peers:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = conn.recv(1)[0]
+        times = []
+        for _ in range(10):
+            start = time.perf_counter()
+            conn.sendall(b"p")
+            assert conn.recv(1) == b"p"
+            times.append(time.perf_counter() - start)
+        print(f"rank {peer} rtt_ms {statistics.median(times) * 1e3:.3f} delay {os.environ['QCCL_LAB_DELAY']}")
+        conn.close()
+else:
+    for attempt in range(400):  # until rank 0 listens
+        try:
+            conn = socket.create_connection((os.environ["MASTER_ADDR"], port))
+            break
+        except OSError:
+            time.sleep(0.05)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(bytes([rank]))
+    while ping := conn.recv(1):
+        conn.sendall(ping)
+"""
+
+
+def test_netlab_delay_gives_every_rank_pair_twice_the_delay_as_rtt(netlab, tmp_path):
+    """--delay 10 must hold packets 10 ms each way between any two ranks: a TCP ping-pong
+    from rank 0 to each of 3 other ranks, run as the lab's command, sees an RTT of 20 ms."""
+    reason = delay_unavailable()
+    if reason:
+        pytest.skip(reason)
+    result = run([
+        str(netlab), "--ranks", "4", "--rate", "100mbit", "--delay", "10", "--check-seconds", "0.3", "--",
+        sys.executable, "-c", PING_PONG,
+    ], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    measured = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("rank "):
+            _, peer, _, rtt, _, delay = line.split()
+            measured[int(peer)] = float(rtt)
+            assert delay == "10", "the command is told the delay"
+    assert sorted(measured) == [1, 2, 3], result.stdout
+    for peer, rtt in measured.items():
+        assert rtt == pytest.approx(20.0, rel=0.2), f"RTT to rank {peer}: {rtt} ms, want 2 x 10 ms"
+    assert "10 ms one-way delay" in result.stdout and "RTT" in result.stdout, "the lab's own check"
+
+
 def test_train_bench_compares_configurations(tmp_path):
     """A tiny model through benchmarks/train_bench.py: every configuration trains the same
     model from the same weights, so uncompressed Gloo and qccl reach the same loss."""

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 import qccl
+from world import run_in_fresh_world
 
 CODECS = ["fp16", "bf16", "int8", "int4"]
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -171,6 +172,7 @@ def rank_routing_and_stats(ctx):
     assert stats["calls"] == 5 and stats["compressed_tensors"] == 1
     assert stats["exact_tensors"] == {
         "codec_none": 0, "forced_exact": 1, "dtype": 1, "reduce_op": 1, "below_min_bytes": 1,
+        "no_byte_saving": 0,
     }
     assert stats["settings"]["codec"] == "int8"
     assert stats["encode_seconds"] > 0 and stats["decode_seconds"] > 0
@@ -186,6 +188,55 @@ def rank_routing_and_stats(ctx):
 
 def test_routing_exact_reasons_and_stats(world):
     world.run(rank_routing_and_stats)
+
+
+def rank_tiny_tensors(ctx):
+    """With min_bytes=0 a tensor whose encoding would not send fewer bytes than the exact
+    ring (a logged scalar, a few elements) goes exact; larger ones are still compressed."""
+    for codec in CODECS:
+        group = group_for(codec=codec, min_bytes=0)
+        for n in [1, 2, 3, 7, 16, 33, 64, 100]:
+            tensor = gaussian(ctx.rank, n)
+            reference = tensor.clone()
+            dist.all_reduce(reference, group=ctx.gloo)
+            qccl.reset_stats(group)
+            dist.all_reduce(tensor, group=group)
+            stats = qccl.stats(group)
+            what = f"{codec} n={n}"
+            if stats["compressed_tensors"] == 1:
+                assert stats["wire_bytes"] < stats["exact_wire_bytes"], f"{what}: {stats}"
+            else:
+                assert stats["wire_bytes"] == stats["exact_wire_bytes"], f"{what}: {stats}"
+                assert stats["exact_tensors"]["no_byte_saving"] == 1, f"{what}: {stats['exact_tensors']}"
+                assert torch.equal(tensor, reference), f"{what}: an exact allreduce must equal Gloo's"
+        qccl.reset_stats(group)
+        dist.all_reduce(gaussian(ctx.rank, 4096), group=group)
+        stats = qccl.stats(group)
+        assert stats["compressed_tensors"] == 1, f"{codec}: 16 KiB must still be compressed"
+        assert stats["wire_bytes"] < stats["exact_wire_bytes"], f"{codec}: {stats}"
+    # A 16-bit codec cannot shrink a 16-bit tensor.
+    for codec, dtype in [("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        group = group_for(codec=codec, min_bytes=0)
+        qccl.reset_stats(group)
+        dist.all_reduce(gaussian(ctx.rank, 4096, dtype), group=group)
+        assert qccl.stats(group)["exact_tensors"]["no_byte_saving"] == 1, f"{codec} on {dtype}"
+
+
+def test_tiny_tensors_go_exact_when_compression_would_grow_them(world):
+    world.run(rank_tiny_tensors)
+
+
+def rank_alone(ctx):
+    group = group_for(codec="int8", min_bytes=0)
+    dist.all_reduce(gaussian(0, 1), group=group)
+    dist.all_reduce(gaussian(0, 4096), group=group)
+    return qccl.stats(group)["compressed_tensors"]
+
+
+def test_one_rank_compresses_as_configured():
+    """With one rank nothing goes on the wire either way: tensors compress as configured,
+    so the rank quantizes like a larger group (the CUDA tests rely on it on one GPU)."""
+    assert run_in_fresh_world(1, rank_alone) == [2]
 
 
 def integer_valued(rank, numel, seed):

@@ -52,8 +52,11 @@ void unpackFloat32(const at::Tensor& buffer, std::vector<at::Tensor>& tensors) {
 
 } // namespace
 
-BucketedAllreduce::BucketedAllreduce(const Config& config)
-    : config_(config), codec_(codec::makeCodec(config.codec, config.block)), residuals_(config.errorFeedbackMaxBytes) {}
+BucketedAllreduce::BucketedAllreduce(const Config& config, int ranks)
+    : config_(config),
+      ranks_(ranks),
+      codec_(codec::makeCodec(config.codec, config.block)),
+      residuals_(config.errorFeedbackMaxBytes) {}
 
 Route BucketedAllreduce::route(const at::Tensor& tensor, const c10d::ReduceOp& op, bool forcedExact) const {
   if (!codec_) {
@@ -68,8 +71,17 @@ Route BucketedAllreduce::route(const at::Tensor& tensor, const c10d::ReduceOp& o
   if (op.op_ != c10d::ReduceOp::SUM && op.op_ != c10d::ReduceOp::AVG) {
     return Route::ExactReduceOp;
   }
-  if (byteSize(tensor) < config_.minBytes || tensor.numel() == 0) {
+  const int64_t bytes = byteSize(tensor);
+  if (bytes < config_.minBytes || tensor.numel() == 0) {
     return Route::ExactSmall;
+  }
+  // Every shard is padded to whole blocks and carries its scales, so a tensor of a few
+  // elements (a logged scalar) would send many times its exact bytes, and a float16 or
+  // bfloat16 tensor gains nothing from a 16-bit codec. One rank sends nothing either way
+  // and compresses as configured: it quantizes like a larger group, and on one GPU it is
+  // how the CUDA path gets tested.
+  if (ranks_ > 1 && compressedWireBytes(*codec_, tensor.numel(), ranks_) >= exactWireBytes(bytes, ranks_)) {
+    return Route::ExactNoSaving;
   }
   return Route::Compressed;
 }
@@ -126,7 +138,7 @@ void BucketedAllreduce::runCompressed(Transport& net, std::vector<at::Tensor> te
   options.stochastic = config_.stochastic;
   options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
-    options.residual = residuals_.lookup(bucketKey(tensors), buffer.numel(), buffer.device());
+    options.residual = residuals_.lookup(tensors, buffer.numel(), buffer.device());
   }
   if (buffer.is_cuda()) {
     codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(buffer.device()));

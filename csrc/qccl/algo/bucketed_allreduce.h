@@ -31,11 +31,12 @@ struct CompressionState {
 
 class BucketedAllreduce {
  public:
-  explicit BucketedAllreduce(const Config& config);
+  // `ranks`: the group's size, which every allreduce spans.
+  BucketedAllreduce(const Config& config, int ranks);
 
   // How `tensor` will be reduced. Decided on the caller's thread from shared facts only
-  // (dtype, size, op, config, whether the caller is inside qccl.exact()), so every rank
-  // decides the same.
+  // (dtype, size, op, config, world size, whether the caller is inside qccl.exact()), so
+  // every rank decides the same.
   Route route(const at::Tensor& tensor, const c10d::ReduceOp& op, bool forcedExact) const;
 
   // Reduces a bucket of same-dtype tensors exactly: through Gloo with qccl's reduce-op
@@ -65,6 +66,7 @@ class BucketedAllreduce {
   void runCompressed(Transport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats);
 
   const Config config_;
+  const int ranks_;
   std::unique_ptr<codec::Codec> codec_;  // null for codec "none"
   std::atomic<int64_t> calls_{0};
   ResidualStore residuals_;

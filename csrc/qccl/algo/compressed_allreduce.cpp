@@ -31,6 +31,18 @@ ShardPlan planShards(int64_t n, int64_t block, int ranks) {
   return {n, blocksPerShard * block};
 }
 
+// Bytes of one chunk of `n` elements sent by the rank that sends the most: the owner of
+// the last shard (shards shrink toward the end, so it owns the shortest), which sends
+// every other shard in the all-to-all, then its encoded sum, padded, to each other rank.
+int64_t chunkWireBytes(const codec::Codec& codec, int64_t n, int ranks) {
+  const auto shards = planShards(n, codec.block(), ranks);
+  int64_t bytes = codec.encodedBytes(shards.shardElements) * (ranks - 1);
+  for (int r = 0; r + 1 < ranks; ++r) {
+    bytes += codec.encodedBytes(shards.length(r));
+  }
+  return bytes;
+}
+
 // A different random stream for every (call, chunk, rank, stage).
 uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage) {
   uint64_t s = seed;
@@ -198,6 +210,14 @@ class ChunkPipeline {
 };
 
 } // namespace
+
+int64_t compressedWireBytes(const codec::Codec& codec, int64_t n, int ranks, int64_t chunkElements) {
+  chunkElements = std::max<int64_t>(chunkElements, 1);
+  const int64_t fullChunks = n / chunkElements;
+  const int64_t tail = n % chunkElements;
+  return (fullChunks > 0 ? fullChunks * chunkWireBytes(codec, chunkElements, ranks) : 0) +
+         (tail > 0 ? chunkWireBytes(codec, tail, ranks) : 0);
+}
 
 void compressedAllreduce(
     Transport& net,

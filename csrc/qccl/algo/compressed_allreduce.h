@@ -48,4 +48,14 @@ void compressedAllreduce(
     const CompressedAllreduceOptions& options,
     StatsSnapshot& stats);
 
+// The most bytes one rank sends in compressedAllreduce of `n` elements across `ranks`
+// ranks (its share of the all-to-all, which varies a little with the rank because the
+// last shards are shorter, plus the allgather). Depends only on the element count, the
+// world size and the codec, so every rank computes the same number.
+int64_t compressedWireBytes(
+    const codec::Codec& codec,
+    int64_t n,
+    int ranks,
+    int64_t chunkElements = CompressedAllreduceOptions{}.chunkElements);
+
 } // namespace qccl::algo

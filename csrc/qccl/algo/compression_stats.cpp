@@ -16,6 +16,8 @@ const char* routeName(Route route) {
       return "reduce_op";
     case Route::ExactSmall:
       return "below_min_bytes";
+    case Route::ExactNoSaving:
+      return "no_byte_saving";
     case Route::kCount:
       break;
   }

@@ -19,6 +19,7 @@ enum class Route : uint8_t {
   ExactDtype,      // not float32, float16 or bfloat16
   ExactReduceOp,   // not SUM or AVG
   ExactSmall,      // fewer bytes than min_bytes
+  ExactNoSaving,   // encoded, it would not send fewer bytes than exact
   kCount,
 };
 

@@ -1,7 +1,6 @@
 #include "qccl/algo/residual_store.h"
 
 #include <ATen/ops/zeros.h>
-#include <c10/util/hash.h>
 
 namespace qccl::algo {
 namespace {
@@ -12,10 +11,54 @@ int64_t bytesOf(const at::Tensor& t) {
 
 } // namespace
 
-at::Tensor ResidualStore::lookup(uint64_t key, int64_t numel, const c10::Device& device) {
+std::vector<ResidualStore::Member> ResidualStore::membersOf(const std::vector<at::Tensor>& tensors) {
+  std::vector<Member> members;
+  for (const auto& t : tensors) {
+    members.push_back({t.data_ptr(), t.numel(), t.storage().getWeakStorageImpl()});
+  }
+  return members;
+}
+
+bool ResidualStore::Entry::isBucketOf(const std::vector<at::Tensor>& tensors) const {
+  if (bucket.size() != tensors.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    // The weak reference keeps the StorageImpl object (not its memory) allocated, so no
+    // other storage can have its address: equal pointers mean the same, live, storage.
+    if (bucket[i].data != tensors[i].data_ptr() || bucket[i].numel != tensors[i].numel() ||
+        bucket[i].storage._unsafe_get_target() != tensors[i].storage().unsafeGetStorageImpl()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ResidualStore::Entry::bucketFreed() const {
+  for (const auto& member : bucket) {
+    if (member.storage.expired()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ResidualStore::dropFreedBuckets() {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->bucketFreed()) {
+      bytes_ -= bytesOf(it->residual);
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+at::Tensor ResidualStore::lookup(const std::vector<at::Tensor>& tensors, int64_t numel, const c10::Device& device) {
   std::lock_guard<std::mutex> lock(mutex_);
+  dropFreedBuckets();
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    if (it->key == key && it->residual.numel() == numel && it->residual.device() == device) {
+    if (it->isBucketOf(tensors) && it->residual.numel() == numel && it->residual.device() == device) {
       entries_.splice(entries_.end(), entries_, it);  // now the most recently used
       return entries_.back().residual;
     }
@@ -33,7 +76,7 @@ at::Tensor ResidualStore::lookup(uint64_t key, int64_t numel, const c10::Device&
   } else {
     bytes_ -= bytesOf(residual);  // counted while unbound
   }
-  entries_.push_back({key, residual});
+  entries_.push_back({membersOf(tensors), residual});
   bytes_ += bytesOf(residual);
   evictBeyondCap();
   return residual;
@@ -59,7 +102,9 @@ std::vector<at::Tensor> ResidualStore::save() const {
     out.push_back(t.clone());
   }
   for (const auto& entry : entries_) {
-    out.push_back(entry.residual.clone());
+    if (!entry.bucketFreed()) {  // a freed bucket's residual is stale
+      out.push_back(entry.residual.clone());
+    }
   }
   return out;
 }
@@ -73,15 +118,6 @@ void ResidualStore::load(const std::vector<at::Tensor>& residuals) {
     unbound_.push_back(t.to(at::kFloat).contiguous().reshape({-1}).clone());
     bytes_ += bytesOf(unbound_.back());
   }
-}
-
-uint64_t bucketKey(const std::vector<at::Tensor>& tensors) {
-  size_t h = 0;
-  for (const auto& t : tensors) {
-    h = c10::hash_combine(h, reinterpret_cast<size_t>(t.data_ptr()));
-    h = c10::hash_combine(h, static_cast<size_t>(t.numel()));
-  }
-  return h;
 }
 
 } // namespace qccl::algo

@@ -72,7 +72,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       config_(config),
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
-      allreduce_(config),
+      allreduce_(config, size),
       p2p_(transport_, config, rank, size),
       nccl_(std::move(nccl)),
       ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
