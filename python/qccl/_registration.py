@@ -1,5 +1,7 @@
 """Registers "qccl" with torch.distributed and creates one backend per process group."""
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -25,11 +27,32 @@ def _create_backend(backend_opts, pg_options):
         )
     rank, size, timeout = backend_opts.group_rank, backend_opts.group_size, backend_opts.timeout
     gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
-    gloo = dist.ProcessGroupGloo(gloo_store, rank, size, timeout)
+    gloo = dist.ProcessGroupGloo(gloo_store, rank, size, _gloo_options(timeout))
     nccl = _nccl_transport(backend_opts, pg_options)
     return load().ProcessGroupQCCL(
         gloo, rank, size, timeout, pg_options.settings(), nccl, backend_opts.store
     )
+
+
+# Gloo runs this many of a group's collectives at once (its default is 2). qccl's worker
+# starts a group's calls without waiting for the previous one (docs/design.md), and on a
+# high-latency link each call spends most of its time waiting for round trips: a burst of
+# DDP buckets finishes sooner the more of them are on the wire together.
+GLOO_THREADS = 16
+
+
+def _gloo_options(timeout):
+    """Gloo's options as ProcessGroupGloo(store, rank, size, timeout) makes them (one device
+    per GLOO_SOCKET_IFNAME interface, or the default one), with more threads."""
+    options = dist.ProcessGroupGloo._Options()
+    options._timeout = timeout
+    options._threads = GLOO_THREADS
+    interfaces = [name for name in os.environ.get("GLOO_SOCKET_IFNAME", "").split(",") if name]
+    if interfaces:
+        options._devices = [dist.ProcessGroupGloo.create_device(interface=name) for name in interfaces]
+    else:
+        options._devices = [dist.ProcessGroupGloo.create_default_device()]
+    return options
 
 
 def _nccl_transport(backend_opts, pg_options):

@@ -322,14 +322,20 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     std::vector<at::Tensor> tensors,
     const c10d::ReduceOp& op) {
   auto routes = routeAll(tensors, op, signature);
-  return enqueue(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
-    allreduce_.run(transport_, tensors, routes, op, [this, &op](std::vector<at::Tensor>& bucket) {
-      if (bucket.size() == 1) {
+  return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
+    std::optional<StartedTransfer> started;
+    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
+      if (bucket.size() == 1 && tensors.size() == 1) {
+        // The call's only transfer (DDP's buckets with an exact route): the worker goes on
+        // to the next call while it is on the wire, and its end completes the call.
+        started = algo::startAllreduce(transport_, bucket[0], op);
+      } else if (bucket.size() == 1) {
         algo::allreduce(transport_, bucket[0], op);
       } else {
         algo::allreduceCoalesced(transport_, bucket, op);
       }
     });
+    return started;
   });
 }
 
