@@ -8,6 +8,7 @@
 #include <c10/util/hash.h>
 
 #include "qccl/algo/reduce_lowering.h"
+#include "qccl/common/tensor_bytes.h"
 #include "qccl/common/errors.h"
 
 namespace qccl {
@@ -125,38 +126,69 @@ std::optional<Disagreement> compareCall(const CallRecords& rec, int n, int me, c
 
 } // namespace
 
-std::vector<std::optional<Disagreement>> compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
+CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
   const int n = net.size();
   const int64_t count = std::min<int64_t>(static_cast<int64_t>(calls.size()), kMaxCallsPerCheck);
+  CheckResult result;
   if (n == 1) {
-    return std::vector<std::optional<Disagreement>>(count);
+    result.verdicts.resize(count);
+    return result;
   }
-  // Rank r's part: how many calls it checks, then kMaxCallsPerCheck records (unused ones
-  // zero), so every rank's part has the same size whatever it has queued.
+  // Rank r's part: how many calls it checks, how many of them carry their contribution,
+  // kMaxCallsPerCheck records (unused ones zero), then the contributions, so every rank's
+  // part has the same size whatever it has queued.
   const int64_t width = kHeaderFields + 2 * n;
-  const int64_t part = 1 + kMaxCallsPerCheck * width;
+  const int64_t recordsAt = 2;
+  const int64_t payloadAt = recordsAt + kMaxCallsPerCheck * width;
+  const int64_t part = payloadAt + algo::kMaxInlineBytes / 8;
   auto options = at::TensorOptions().dtype(at::kLong);
   auto in = at::zeros({part}, options);
   int64_t* mine = in.data_ptr<int64_t>();
   mine[0] = count;
   for (int64_t i = 0; i < count; ++i) {
     const auto record = encode(*calls[i].signature, n);
-    std::copy(record.begin(), record.end(), mine + 1 + i * width);
+    std::copy(record.begin(), record.end(), mine + recordsAt + i * width);
   }
+  // Contributions of the leading calls that have one, each at an 8-byte boundary.
+  auto payload = asBytes(in).narrow(0, payloadAt * 8, algo::kMaxInlineBytes);
+  int64_t packed = 0;
+  int64_t used = 0;
+  std::vector<int64_t> offsets;
+  for (; packed < count && calls[packed].contribution.defined(); ++packed) {
+    const auto& bytes = calls[packed].contribution;
+    const int64_t padded = (bytes.numel() + 7) / 8 * 8;
+    if (used + padded > algo::kMaxInlineBytes) {
+      break;
+    }
+    payload.narrow(0, used, bytes.numel()).copy_(bytes);
+    offsets.push_back(used);
+    used += padded;
+  }
+  mine[1] = packed;
   auto all = at::empty({part * n}, options);
   net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), calls[0].opName + " (argument check)");
 
   const int64_t* parts = all.data_ptr<int64_t>();
   int64_t agreed = count;  // calls every rank has in this check
+  int64_t inlined = packed;  // calls whose contribution every rank sent
   for (int r = 0; r < n; ++r) {
     agreed = std::min(agreed, parts[r * part]);
+    inlined = std::min(inlined, parts[r * part + 1]);
   }
-  std::vector<std::optional<Disagreement>> verdicts;
+  auto allBytes = asBytes(all);
   for (int64_t i = 0; i < agreed; ++i) {
-    const CallRecords records{parts + 1 + i * width, part};
-    verdicts.push_back(compareCall(records, n, net.rank(), calls[i].opName));
+    const CallRecords records{parts + recordsAt + i * width, part};
+    result.verdicts.push_back(compareCall(records, n, net.rank(), calls[i].opName));
+    // Ranks that agree on every call so far packed the same sizes in the same places.
+    if (i < inlined && !result.verdicts.back() && static_cast<int64_t>(result.contributions.size()) == i) {
+      std::vector<at::Tensor> contributions;
+      for (int r = 0; r < n; ++r) {
+        contributions.push_back(allBytes.narrow(0, (r * part + payloadAt) * 8 + offsets[i], calls[i].contribution.numel()));
+      }
+      result.contributions.push_back(std::move(contributions));
+    }
   }
-  return verdicts;
+  return result;
 }
 
 } // namespace qccl

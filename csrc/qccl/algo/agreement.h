@@ -19,6 +19,7 @@
 
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
+#include "qccl/algo/local_allreduce.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl {
@@ -55,17 +56,29 @@ constexpr int64_t kMaxCallsPerCheck = 16;
 struct CallToCheck {
   std::string opName;
   const OpSignature* signature;
+  // A small all_reduce's contribution (algo/local_allreduce.h) as bytes, carried with
+  // its record; undefined for other calls.
+  at::Tensor contribution;
+};
+
+struct CheckResult {
+  // One per compared call (nothing: the ranks agree), the same on every rank.
+  std::vector<std::optional<Disagreement>> verdicts;
+  // For the first calls: every rank's contribution, in rank order, when every rank
+  // carried its contribution and the ranks agree on this call and all before it.
+  std::vector<std::vector<at::Tensor>> contributions;
 };
 
 // Compares the records of this rank's next calls (`calls`, oldest first) with every
 // other rank's, in one allgather, however many each rank has queued: ranks may have
 // queued different numbers of calls, so only the first m calls, m the fewest any rank
 // sent (at most kMaxCallsPerCheck), are compared; the rest wait for the next exchange.
-// Returns one verdict per compared call (nothing: the ranks agree), the same on every
-// rank. A Call disagreement cannot tell a mistaken argument from a rank that skipped a
+// Small all_reduces at the head of `calls` carry their contributions in the same
+// exchange (up to algo::kMaxInlineBytes), so they need no exchange of their own. A Call
+// disagreement cannot tell a mistaken argument from a rank that skipped a
 // collective (an error raised before it reached qccl), after which every later call would
 // pair with the wrong one; the caller treats it so.
-std::vector<std::optional<Disagreement>> compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
+CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
 
 // Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
 int64_t layoutHash(const std::vector<at::Tensor>& tensors);

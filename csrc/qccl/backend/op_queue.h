@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "qccl/algo/agreement.h"
+#include "qccl/algo/local_allreduce.h"
 #include "qccl/backend/work.h"
 #include "qccl/transport/started_transfer.h"
 
@@ -33,6 +34,8 @@ struct QueuedOp {
   OpSignature signature;
   // Runs the op; returns the transfer it left running, if any.
   std::function<std::optional<StartedTransfer>()> body;
+  // A small all_reduce whose data can travel with its check (algo/local_allreduce.h).
+  std::shared_ptr<algo::LocalAllreduce> local;
 };
 
 class OpQueue {

@@ -128,19 +128,21 @@ WorkPtr ProcessGroupQCCL::enqueueStarting(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
-    OpBody body) {
-  return track(place(name, std::move(signature), std::move(outputs), std::move(body)));
+    OpBody body,
+    std::shared_ptr<algo::LocalAllreduce> local) {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(body), std::move(local)));
 }
 
 c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
-    OpBody body) {
+    OpBody body,
+    std::shared_ptr<algo::LocalAllreduce> local) {
   signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
-  queue_.enqueue({work, name, std::move(signature), std::move(body)});
+  queue_.enqueue({work, name, std::move(signature), std::move(body), std::move(local)});
   return work;
 }
 
@@ -157,9 +159,13 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   }
   std::vector<CallToCheck> calls;
   for (const auto* op : batch) {
-    calls.push_back({op->name, &op->signature});
+    calls.push_back({op->name, &op->signature, op->local ? op->local->contribution() : at::Tensor()});
   }
-  const auto disagreements = compareAcrossRanks(transport_, calls);
+  auto checked = compareAcrossRanks(transport_, calls);
+  for (size_t i = 0; i < checked.contributions.size(); ++i) {
+    batch[i]->local->received(std::move(checked.contributions[i]));
+  }
+  const auto& disagreements = checked.verdicts;
   for (size_t i = 0; i < disagreements.size(); ++i) {
     if (!outOfStep_.empty()) {
       verdicts.push_back(outOfStepError(calls[i].opName));  // after a Call disagreement earlier in this batch
@@ -322,10 +328,16 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     std::vector<at::Tensor> tensors,
     const c10d::ReduceOp& op) {
   auto routes = routeAll(tensors, op, signature);
-  return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
+  // A small exact all_reduce may be done from the contributions its check brings.
+  auto local = tensors.size() == 1 && routes[0] != algo::Route::Compressed
+      ? algo::LocalAllreduce::ifEligible(tensors[0], op, size_)
+      : nullptr;
+  return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
-      if (bucket.size() == 1 && tensors.size() == 1) {
+      if (local && local->hasContributions()) {
+        local->finish();
+      } else if (bucket.size() == 1 && tensors.size() == 1) {
         // The call's only transfer (DDP's buckets with an exact route): the worker goes on
         // to the next call while it is on the wire, and its end completes the call.
         started = algo::startAllreduce(transport_, bucket[0], op);
@@ -336,7 +348,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
       }
     });
     return started;
-  });
+  }, local);
 }
 
 WorkPtr ProcessGroupQCCL::allreduceOnCuda(

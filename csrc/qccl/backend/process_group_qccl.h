@@ -185,13 +185,15 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
-      OpBody body);
+      OpBody body,
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
   // The same, untracked.
   c10::intrusive_ptr<FutureWork> place(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
-      OpBody body);
+      OpBody body,
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
   // On the worker, for each batch of queued collectives: fails them all if the group is
   // out of step, otherwise compares them across ranks (unless QCCL_VERIFY=0) and fails
   // those the ranks disagree on (OpQueue::Admit).
