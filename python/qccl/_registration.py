@@ -34,19 +34,15 @@ def _create_backend(backend_opts, pg_options):
     )
 
 
-# Gloo runs this many of a group's collectives at once (its default is 2). qccl's worker
-# starts a group's calls without waiting for the previous one (docs/design.md), and on a
-# high-latency link each call spends most of its time waiting for round trips: a burst of
-# DDP buckets finishes sooner the more of them are on the wire together.
-GLOO_THREADS = 16
-
-
 def _gloo_options(timeout):
     """Gloo's options as ProcessGroupGloo(store, rank, size, timeout) makes them (one device
-    per GLOO_SOCKET_IFNAME interface, or the default one), with more threads."""
+    per GLOO_SOCKET_IFNAME interface, or the default one), with more threads
+    (transport/gloo_factory.h says why)."""
+    from ._extension import load
+
     options = dist.ProcessGroupGloo._Options()
     options._timeout = timeout
-    options._threads = GLOO_THREADS
+    options._threads = load().GLOO_THREADS
     interfaces = [name for name in os.environ.get("GLOO_SOCKET_IFNAME", "").split(",") if name]
     if interfaces:
         options._devices = [dist.ProcessGroupGloo.create_device(interface=name) for name in interfaces]
