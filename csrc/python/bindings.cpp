@@ -16,6 +16,7 @@
 #include "qccl/common/build_info.h"
 #include "qccl/common/cuda_stream.h"
 #include "qccl/common/errors.h"
+#include "qccl/transport/fresh_prefix.h"
 #include "qccl/transport/gloo_factory.h"
 
 namespace py = pybind11;
@@ -195,6 +196,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("resolve_settings", [](const Settings& settings) { return configWith(settings).describe(); },
         "The settings a group created now would use: the QCCL_* environment overridden by "
         "`settings`. Raises ValueError for unknown keys or invalid values.");
+  m.def("fresh_store_prefix", &qccl::agreeOnFreshPrefix, py::arg("store"), py::arg("rank"), py::arg("size"),
+        py::arg("timeout"), py::call_guard<py::gil_scoped_release>(),
+        "A key prefix of `store` that no earlier creation of a group on it used, agreed by "
+        "all `size` ranks (each calls it): where the group's transports keep their keys.");
   m.def("has_cuda", &qccl::builtWithCuda, "Whether this build compiled qccl's CUDA code.");
   m.def("cuda_self_test", &qccl::cudaSelfTest,
         "Launches a trivial kernel; returns True when a GPU ran it (False without a GPU).");

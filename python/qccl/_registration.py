@@ -5,6 +5,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ._extension import load
+
 BACKEND_NAME = "qccl"
 
 
@@ -13,10 +15,11 @@ def _create_backend(backend_opts, pg_options):
 
     qccl's CPU transport is Gloo: a ProcessGroupGloo on the same store, rank and size,
     created here because torch wheels ship no Gloo headers to build one from C++. CUDA
-    tensors go through a ProcessGroupNCCL made the same way (docs/cuda.md).
+    tensors go through a ProcessGroupNCCL made the same way (docs/cuda.md). Their keys go
+    under a prefix of this creation's own, agreed by all ranks: torchrun hands a restarted
+    job the same store, still holding the previous attempt's keys under the names torch
+    gives this group (docs/design.md, "Restarts").
     """
-    from ._extension import load
-
     from .options import Options
 
     if pg_options is None:
@@ -26,20 +29,18 @@ def _create_backend(backend_opts, pg_options):
             f"qccl: pg_options must be a qccl.Options, not {type(pg_options).__name__}"
         )
     rank, size, timeout = backend_opts.group_rank, backend_opts.group_size, backend_opts.timeout
-    gloo_store = dist.PrefixStore("qccl/gloo/", backend_opts.store)
-    gloo = dist.ProcessGroupGloo(gloo_store, rank, size, _gloo_options(timeout))
-    nccl = _nccl_transport(backend_opts, pg_options)
-    return load().ProcessGroupQCCL(
-        gloo, rank, size, timeout, pg_options.settings(), nccl, backend_opts.store
-    )
+    extension = load()
+    prefix = extension.fresh_store_prefix(backend_opts.store, rank, size, timeout)
+    store = dist.PrefixStore(prefix, backend_opts.store)
+    gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, size, _gloo_options(timeout))
+    nccl = _nccl_transport(store, rank, size, timeout, pg_options)
+    return extension.ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings(), nccl, store)
 
 
 def _gloo_options(timeout):
     """Gloo's options as ProcessGroupGloo(store, rank, size, timeout) makes them (one device
     per GLOO_SOCKET_IFNAME interface, or the default one), with more threads
     (transport/gloo_factory.h says why)."""
-    from ._extension import load
-
     options = dist.ProcessGroupGloo._Options()
     options._timeout = timeout
     options._threads = load().GLOO_THREADS
@@ -51,7 +52,7 @@ def _gloo_options(timeout):
     return options
 
 
-def _nccl_transport(backend_opts, pg_options):
+def _nccl_transport(store, rank, size, timeout, pg_options):
     """The group's NCCL backend for CUDA tensors, or None: when cuda_transport is gloo,
     or this process has no GPU or no NCCL (CUDA tensors then raise, naming the fix)."""
     if pg_options.resolved()["cuda_transport"] != "nccl":
@@ -59,9 +60,8 @@ def _nccl_transport(backend_opts, pg_options):
     if not (torch.cuda.is_available() and dist.is_nccl_available()):
         return None
     options = dist.ProcessGroupNCCL.Options()
-    options._timeout = backend_opts.timeout
-    store = dist.PrefixStore("qccl/nccl/", backend_opts.store)
-    return dist.ProcessGroupNCCL(store, backend_opts.group_rank, backend_opts.group_size, options)
+    options._timeout = timeout
+    return dist.ProcessGroupNCCL(dist.PrefixStore("nccl/", store), rank, size, options)
 
 
 def register_backend() -> None:

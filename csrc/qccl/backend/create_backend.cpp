@@ -8,6 +8,7 @@
 #include "qccl/common/build_info.h"
 #include "qccl/common/config.h"
 #include "qccl/common/errors.h"
+#include "qccl/transport/fresh_prefix.h"
 #include "qccl/transport/gloo_factory.h"
 
 namespace qccl {
@@ -66,8 +67,11 @@ c10::intrusive_ptr<c10d::Backend> createBackend(
   QCCL_CHECK_VALUE(store, "createBackend needs a store, not null");
   QCCL_CHECK_VALUE(options.timeout.count() > 0, "Options.timeout must be positive, not ", options.timeout.count(), " ms");
   auto config = configFor(options);  // invalid options raise before any connection
-  auto gloo = makeGlooBackend(c10::make_intrusive<c10d::PrefixStore>("qccl/gloo/", store), rank, size, options.timeout);
-  return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, options.timeout, config, std::move(nccl), store);
+  // The transports' keys go under a prefix of this creation's own: a store that outlives a
+  // restart (torchrun's) still holds the previous attempt's under the same names.
+  auto fresh = c10::make_intrusive<c10d::PrefixStore>(agreeOnFreshPrefix(store, rank, size, options.timeout), store);
+  auto gloo = makeGlooBackend(c10::make_intrusive<c10d::PrefixStore>("gloo/", fresh), rank, size, options.timeout);
+  return c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, options.timeout, config, std::move(nccl), fresh);
 }
 
 bool hasCuda() {

@@ -11,8 +11,10 @@
 namespace qccl::p2p {
 namespace {
 
+// Under the store the group was given: qccl's creators give it one whose prefix is
+// this creation's own (transport/fresh_prefix.h).
 std::string settingsKey(int rank) {
-  return "qccl/p2p_settings/" + std::to_string(rank);
+  return "p2p_settings/" + std::to_string(rank);
 }
 
 // What must agree between sender and receiver: the route of CUDA tensors, and through
