@@ -11,6 +11,8 @@ c10::intrusive_ptr<qccl::FutureWork> newWork(const std::string& name) {
   return c10::make_intrusive<qccl::FutureWork>(0, c10d::OpType::UNKNOWN, name, std::vector<at::Tensor>{}, 0);
 }
 
+constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours(1);
+
 // Runs every op it is given (no other ranks to agree with).
 std::vector<std::exception_ptr> admitAll(const std::vector<const qccl::QueuedOp*>& batch) {
   return std::vector<std::exception_ptr>(batch.size());
@@ -112,7 +114,7 @@ TEST(OpQueue, StartedTransfersOverlapAndCompleteInAnyOrder) {
                      return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [&, name] {
                        std::lock_guard<std::mutex> lock(finishedMutex);
                        finished.push_back(name);
-                     }});
+                     }, kNoDeadline});
                    }});
     return work;
   };
@@ -137,7 +139,7 @@ TEST(OpQueue, StopFailsTransfersOnTheWire) {
   auto transfer = c10::make_intrusive<ManualTransfer>();
   auto work = newWork("on the wire");
   queue.enqueue({work, "on the wire", {}, [transfer] {
-                   return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [] {}});
+                   return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [] {}, kNoDeadline});
                  }});
   auto after = newWork("after");
   enqueue(queue, after, [] {});
@@ -148,6 +150,23 @@ TEST(OpQueue, StopFailsTransfersOnTheWire) {
   transfer->complete();  // a late completion finds the work settled
   EXPECT_FALSE(work->isSuccess());
   queue.drain();  // nothing left in flight
+}
+
+TEST(OpQueue, ATransferThatNeverEndsFailsAtItsTimeout) {
+  qccl::OpQueue queue(0, admitAll);
+  auto transfer = c10::make_intrusive<ManualTransfer>();  // never completed
+  auto work = newWork("stuck");
+  queue.enqueue({work, "stuck", {}, [transfer] {
+                   return std::optional<qccl::StartedTransfer>(
+                       qccl::StartedTransfer{transfer, [] {}, std::chrono::milliseconds(50)});
+                 }});
+  try {
+    work->wait();
+    ADD_FAILURE() << "a transfer that never ends must fail";
+  } catch (const c10::DistBackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("stuck on rank 0 timed out after 50 ms"), std::string::npos) << e.what();
+  }
+  queue.drain();  // nothing left on the wire
 }
 
 TEST(OpQueue, RunsOnlyTheOpsTheCheckAdmits) {

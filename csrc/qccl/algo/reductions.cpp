@@ -27,9 +27,9 @@ StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, con
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
   auto work = net.gloo().allreduce(tensors, opts);
-  return {work, [lowered, wire, output = tensor, ranks = net.size()]() mutable {
-            fromWire(lowered, wire, output, ranks);
-          }};
+  return {work,
+          [lowered, wire, output = tensor, ranks = net.size()]() mutable { fromWire(lowered, wire, output, ranks); },
+          net.timeout()};
 }
 
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {

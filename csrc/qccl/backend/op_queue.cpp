@@ -6,7 +6,8 @@
 
 namespace qccl {
 
-OpQueue::OpQueue(int rank, Admit admit) : rank_(rank), admit_(std::move(admit)), worker_([this] { loop(); }) {}
+OpQueue::OpQueue(int rank, Admit admit)
+    : rank_(rank), admit_(std::move(admit)), worker_([this] { loop(); }), watchdog_([this] { watch(); }) {}
 
 OpQueue::~OpQueue() {
   stop(makeCommError("the process group was destroyed"));
@@ -29,7 +30,7 @@ void OpQueue::drain() {
     cv_.wait(lock, [this] { return ops_.empty() && !running_; });
   }
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
-  inFlight_->cv.wait(lock, [this] { return inFlight_->works.empty(); });
+  inFlight_->cv.wait(lock, [this] { return inFlight_->entries.empty(); });
 }
 
 void OpQueue::stop(const std::exception_ptr& reason) {
@@ -40,22 +41,50 @@ void OpQueue::stop(const std::exception_ptr& reason) {
       stopped_ = reason;
     }
     abandoned.swap(ops_);
+    for (auto& admitted : admitted_) {
+      abandoned.push_back(std::move(admitted.op));
+    }
+    admitted_.clear();
     cv_.notify_all();
   }
   for (auto& op : abandoned) {
     op.work->markFailed(reason);
   }
-  std::list<c10::intrusive_ptr<FutureWork>> onTheWire;
+  std::list<InFlight::Entry> onTheWire;
   {
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
-    onTheWire.swap(inFlight_->works);
+    onTheWire.swap(inFlight_->entries);
+    inFlight_->stopping = true;
     inFlight_->cv.notify_all();
   }
-  for (auto& work : onTheWire) {
-    work->markFailed(reason);  // their completion callbacks then find them settled
+  for (auto& entry : onTheWire) {
+    entry.work->markFailed(reason);  // their completion callbacks then find them settled
   }
-  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) {
-    worker_.join();
+  for (auto* thread : {&worker_, &watchdog_}) {
+    if (thread->joinable() && thread->get_id() != std::this_thread::get_id()) {
+      thread->join();
+    }
+  }
+}
+
+void OpQueue::watch() {
+  std::unique_lock<std::mutex> lock(inFlight_->mutex);
+  while (!inFlight_->stopping) {
+    auto now = std::chrono::steady_clock::now();
+    auto next = now + std::chrono::hours(1);
+    for (auto it = inFlight_->entries.begin(); it != inFlight_->entries.end();) {
+      if (it->deadline <= now) {
+        it->work->markFailed(makeCommError(
+            it->work->name() + " on rank " + std::to_string(rank_) + " timed out after " +
+            std::to_string(it->timeout.count()) + " ms (a peer died, hangs, or did not call it)"));
+        it = inFlight_->entries.erase(it);
+        inFlight_->cv.notify_all();
+      } else {
+        next = std::min(next, it->deadline);
+        ++it;
+      }
+    }
+    inFlight_->cv.wait_until(lock, next);
   }
 }
 
@@ -73,30 +102,24 @@ void OpQueue::loop() {
     running_ = true;
     lock.unlock();
     std::vector<std::exception_ptr> verdicts;
-    std::exception_ptr checkFailed;
     try {
       verdicts = admit_(batch);
     } catch (...) {
-      checkFailed = std::current_exception();
-      verdicts.assign(batch.size(), checkFailed);
+      verdicts.assign(batch.size(), std::current_exception());  // the whole batch fails
     }
     lock.lock();
-    std::vector<QueuedOp> admitted;
     for (size_t i = 0; i < verdicts.size() && !ops_.empty(); ++i) {
-      admitted.push_back(std::move(ops_.front()));
+      admitted_.push_back({std::move(ops_.front()), verdicts[i]});
       ops_.pop_front();
     }
-    lock.unlock();
-    for (size_t i = 0; i < admitted.size(); ++i) {
-      std::exception_ptr stopped;
-      {
-        std::lock_guard<std::mutex> guard(mutex_);
-        stopped = stopped_;
-      }
-      run(admitted[i], stopped ? stopped : verdicts[i]);  // stop() fails what has not started
+    while (!admitted_.empty()) {  // stop() takes the ones not started yet
+      Admitted next = std::move(admitted_.front());
+      admitted_.pop_front();
+      lock.unlock();
+      run(next.op, next.refused);
+      next = Admitted{};  // release tensors before reporting idle
+      lock.lock();
     }
-    admitted.clear();  // release tensors before reporting idle
-    lock.lock();
     running_ = false;
     cv_.notify_all();
   }
@@ -122,7 +145,8 @@ void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
 void OpQueue::completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started) {
   {
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
-    inFlight_->works.push_back(work);
+    inFlight_->entries.push_back({work, std::chrono::steady_clock::now() + started.timeout, started.timeout});
+    inFlight_->cv.notify_all();  // the watchdog learns the new deadline
   }
   // May run at once, on this thread, if the transfer is already done.
   started.work->getFuture()->addCallback(
@@ -138,7 +162,7 @@ void OpQueue::completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedT
           }
         }
         std::lock_guard<std::mutex> lock(inFlight->mutex);
-        inFlight->works.remove(work);
+        inFlight->entries.remove_if([&](const InFlight::Entry& entry) { return entry.work == work; });
         inFlight->cv.notify_all();
       });
 }

@@ -10,6 +10,7 @@
 // on the worker, or starts a transfer and lets the worker go on (StartedTransfer), so
 // that the group's calls overlap on the wire while Gloo still sees them in order.
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -61,15 +62,25 @@ class OpQueue {
   void stop(const std::exception_ptr& reason);
 
  private:
-  // Ops whose transfer is on the wire. Shared with the completion callbacks, which Gloo
-  // runs on its own threads, possibly after this queue is gone.
+  // Ops whose transfer is on the wire, with the time they fail at if still there.
+  // Shared with the completion callbacks, which Gloo runs on its own threads, possibly
+  // after this queue is gone.
   struct InFlight {
+    struct Entry {
+      c10::intrusive_ptr<FutureWork> work;
+      std::chrono::steady_clock::time_point deadline;
+      std::chrono::milliseconds timeout;
+    };
     std::mutex mutex;
     std::condition_variable cv;
-    std::list<c10::intrusive_ptr<FutureWork>> works;
+    std::list<Entry> entries;
+    bool stopping = false;
   };
 
   void loop();
+  // Fails transfers still on the wire at their deadline (an inner backend that never
+  // completes its work must not hang the caller).
+  void watch();
   void run(QueuedOp& op, const std::exception_ptr& refused);
   void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started);
 
@@ -78,10 +89,17 @@ class OpQueue {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<QueuedOp> ops_;
+  // Ops the check let through, not started yet, each with what fails it (null: run it).
+  struct Admitted {
+    QueuedOp op;
+    std::exception_ptr refused;
+  };
+  std::deque<Admitted> admitted_;
   bool running_ = false;  // the worker is running a batch right now
   std::exception_ptr stopped_;
   std::shared_ptr<InFlight> inFlight_ = std::make_shared<InFlight>();
   std::thread worker_;
+  std::thread watchdog_;
 };
 
 } // namespace qccl
