@@ -17,6 +17,7 @@
 #include "qccl/common/cuda_stream.h"
 #include "qccl/common/errors.h"
 #include "qccl/transport/fresh_prefix.h"
+#include "qccl/transport/gloo_factory.h"
 
 namespace py = pybind11;
 using Settings = std::map<std::string, std::string>;
@@ -203,4 +204,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_self_test", &qccl::cudaSelfTest,
         "Launches a trivial kernel; returns True when a GPU ran it (False without a GPU).");
   m.attr("torch_version") = TORCH_VERSION;
+  m.attr("GLOO_THREADS") = qccl::kGlooThreads;
 }

@@ -1,7 +1,11 @@
 """Registers "qccl" with torch.distributed and creates one backend per process group."""
 
+import os
+
 import torch
 import torch.distributed as dist
+
+from ._extension import load
 
 BACKEND_NAME = "qccl"
 
@@ -16,8 +20,6 @@ def _create_backend(backend_opts, pg_options):
     job the same store, still holding the previous attempt's keys under the names torch
     gives this group (docs/design.md, "Restarts").
     """
-    from ._extension import load
-
     from .options import Options
 
     if pg_options is None:
@@ -30,9 +32,24 @@ def _create_backend(backend_opts, pg_options):
     extension = load()
     prefix = extension.fresh_store_prefix(backend_opts.store, rank, size, timeout)
     store = dist.PrefixStore(prefix, backend_opts.store)
-    gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, size, timeout)
+    gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, size, _gloo_options(timeout))
     nccl = _nccl_transport(store, rank, size, timeout, pg_options)
     return extension.ProcessGroupQCCL(gloo, rank, size, timeout, pg_options.settings(), nccl, store)
+
+
+def _gloo_options(timeout):
+    """Gloo's options as ProcessGroupGloo(store, rank, size, timeout) makes them (one device
+    per GLOO_SOCKET_IFNAME interface, or the default one), with more threads
+    (transport/gloo_factory.h says why)."""
+    options = dist.ProcessGroupGloo._Options()
+    options._timeout = timeout
+    options._threads = load().GLOO_THREADS
+    interfaces = [name for name in os.environ.get("GLOO_SOCKET_IFNAME", "").split(",") if name]
+    if interfaces:
+        options._devices = [dist.ProcessGroupGloo.create_device(interface=name) for name in interfaces]
+    else:
+        options._devices = [dist.ProcessGroupGloo.create_default_device()]
+    return options
 
 
 def _nccl_transport(store, rank, size, timeout, pg_options):

@@ -11,13 +11,45 @@ c10::intrusive_ptr<qccl::FutureWork> newWork(const std::string& name) {
   return c10::make_intrusive<qccl::FutureWork>(0, c10d::OpType::UNKNOWN, name, std::vector<at::Tensor>{}, 0);
 }
 
+constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours(1);
+
+// Runs every op it is given (no other ranks to agree with).
+std::vector<std::exception_ptr> admitAll(const std::vector<const qccl::QueuedOp*>& batch) {
+  return std::vector<std::exception_ptr>(batch.size());
+}
+
+void enqueue(qccl::OpQueue& queue, const c10::intrusive_ptr<qccl::FutureWork>& work, std::function<void()> body) {
+  queue.enqueue({work, work->name(), {}, [body = std::move(body)] {
+                   body();
+                   return std::optional<qccl::StartedTransfer>{};
+                 }});
+}
+
+// A transfer the test completes by hand.
+class ManualTransfer : public c10d::Work {
+ public:
+  ManualTransfer() : future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
+    return future_;
+  }
+  void complete() {
+    future_->markCompleted(c10::IValue(std::vector<at::Tensor>{}));
+  }
+  void fail() {
+    future_->setError(std::make_exception_ptr(std::runtime_error("the wire broke")));
+  }
+
+ private:
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
 TEST(OpQueue, RunsOpsInTheOrderTheyWereQueued) {
-  qccl::OpQueue queue;
+  qccl::OpQueue queue(0, admitAll);
   std::vector<int> order;
   std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
   for (int i = 0; i < 50; ++i) {
     works.push_back(newWork("op"));
-    queue.enqueue(works.back(), [&order, i] { order.push_back(i); });
+    enqueue(queue, works.back(), [&order, i] { order.push_back(i); });
   }
   works.back()->wait();
   queue.drain();
@@ -32,11 +64,11 @@ TEST(OpQueue, RunsOpsInTheOrderTheyWereQueued) {
 }
 
 TEST(OpQueue, AFailingOpFailsOnlyItsWorkAndItsFuture) {
-  qccl::OpQueue queue;
+  qccl::OpQueue queue(0, admitAll);
   auto bad = newWork("bad");
   auto good = newWork("good");
-  queue.enqueue(bad, [] { TORCH_CHECK(false, "qccl: boom"); });
-  queue.enqueue(good, [] {});
+  enqueue(queue, bad, [] { TORCH_CHECK(false, "qccl: boom"); });
+  enqueue(queue, good, [] {});
   EXPECT_THROW(bad->wait(), c10::Error);
   EXPECT_TRUE(bad->getFuture()->hasError());
   EXPECT_TRUE(good->wait());
@@ -44,17 +76,17 @@ TEST(OpQueue, AFailingOpFailsOnlyItsWorkAndItsFuture) {
 }
 
 TEST(OpQueue, StopFailsQueuedOpsAndRefusesNewOnes) {
-  qccl::OpQueue queue;
+  qccl::OpQueue queue(0, admitAll);
   std::promise<void> release;
   auto gate = release.get_future().share();
   auto running = newWork("running");
   auto queued = newWork("queued");
   std::atomic<bool> started{false};
-  queue.enqueue(running, [gate, &started] {
+  enqueue(queue, running, [gate, &started] {
     started = true;
     gate.wait();
   });
-  queue.enqueue(queued, [] { FAIL() << "must not run after stop"; });
+  enqueue(queue, queued, [] { FAIL() << "must not run after stop"; });
   while (!started) {
     std::this_thread::yield();
   }
@@ -66,8 +98,98 @@ TEST(OpQueue, StopFailsQueuedOpsAndRefusesNewOnes) {
   EXPECT_TRUE(running->isSuccess());
 
   auto late = newWork("late");
-  queue.enqueue(late, [] { FAIL() << "must not run after stop"; });
+  enqueue(queue, late, [] { FAIL() << "must not run after stop"; });
   EXPECT_THROW(late->wait(), std::runtime_error);
+}
+
+TEST(OpQueue, StartedTransfersOverlapAndCompleteInAnyOrder) {
+  qccl::OpQueue queue(0, admitAll);
+  auto first = c10::make_intrusive<ManualTransfer>();
+  auto second = c10::make_intrusive<ManualTransfer>();
+  std::vector<std::string> finished;
+  std::mutex finishedMutex;
+  auto start = [&](const c10::intrusive_ptr<ManualTransfer>& transfer, std::string name) {
+    auto work = newWork(name);
+    queue.enqueue({work, name, {}, [&, transfer, name] {
+                     return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [&, name] {
+                       std::lock_guard<std::mutex> lock(finishedMutex);
+                       finished.push_back(name);
+                     }, kNoDeadline});
+                   }});
+    return work;
+  };
+  auto a = start(first, "a");
+  auto b = start(second, "b");
+  auto after = newWork("after");
+  enqueue(queue, after, [] {});
+  after->wait();  // the worker went on while both transfers are still on the wire
+  EXPECT_FALSE(a->isCompleted());
+  EXPECT_FALSE(b->isCompleted());
+  second->complete();
+  b->wait();
+  EXPECT_FALSE(a->isCompleted());
+  first->fail();
+  EXPECT_THROW(a->wait(), c10::DistBackendError);
+  queue.drain();
+  EXPECT_EQ(finished, std::vector<std::string>{"b"});  // a failed transfer is not finished
+}
+
+TEST(OpQueue, StopFailsTransfersOnTheWire) {
+  qccl::OpQueue queue(0, admitAll);
+  auto transfer = c10::make_intrusive<ManualTransfer>();
+  auto work = newWork("on the wire");
+  queue.enqueue({work, "on the wire", {}, [transfer] {
+                   return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [] {}, kNoDeadline});
+                 }});
+  auto after = newWork("after");
+  enqueue(queue, after, [] {});
+  after->wait();
+  EXPECT_FALSE(work->isCompleted());
+  queue.stop(std::make_exception_ptr(std::runtime_error("qccl: stopped for the test")));
+  EXPECT_THROW(work->wait(), std::runtime_error);
+  transfer->complete();  // a late completion finds the work settled
+  EXPECT_FALSE(work->isSuccess());
+  queue.drain();  // nothing left in flight
+}
+
+TEST(OpQueue, ATransferThatNeverEndsFailsAtItsTimeout) {
+  qccl::OpQueue queue(0, admitAll);
+  auto transfer = c10::make_intrusive<ManualTransfer>();  // never completed
+  auto work = newWork("stuck");
+  queue.enqueue({work, "stuck", {}, [transfer] {
+                   return std::optional<qccl::StartedTransfer>(
+                       qccl::StartedTransfer{transfer, [] {}, std::chrono::milliseconds(50)});
+                 }});
+  try {
+    work->wait();
+    ADD_FAILURE() << "a transfer that never ends must fail";
+  } catch (const c10::DistBackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("stuck on rank 0 timed out after 50 ms"), std::string::npos) << e.what();
+  }
+  queue.drain();  // nothing left on the wire
+}
+
+TEST(OpQueue, RunsOnlyTheOpsTheCheckAdmits) {
+  std::vector<size_t> batchSizes;
+  // Admits one op per check and refuses op "refused".
+  qccl::OpQueue queue(0, [&](const std::vector<const qccl::QueuedOp*>& batch) {
+    batchSizes.push_back(batch.size());
+    std::vector<std::exception_ptr> verdicts(1);
+    if (batch[0]->name == "refused") {
+      verdicts[0] = std::make_exception_ptr(std::invalid_argument("qccl: refused by the check"));
+    }
+    return verdicts;
+  });
+  std::vector<std::string> ran;
+  std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
+  for (const char* name : {"one", "refused", "three"}) {
+    works.push_back(newWork(name));
+    enqueue(queue, works.back(), [&ran, name] { ran.push_back(name); });
+  }
+  queue.drain();
+  EXPECT_EQ(ran, (std::vector<std::string>{"one", "three"}));
+  EXPECT_THROW(works[1]->wait(), std::invalid_argument);
+  EXPECT_EQ(batchSizes.size(), 3u);
 }
 
 } // namespace

@@ -1,11 +1,14 @@
 #include "qccl/algo/agreement.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/hash.h>
 
 #include "qccl/algo/reduce_lowering.h"
+#include "qccl/common/tensor_bytes.h"
 #include "qccl/common/errors.h"
 
 namespace qccl {
@@ -60,28 +63,22 @@ int64_t layoutHash(const std::vector<at::Tensor>& tensors) {
   return static_cast<int64_t>(h & 0x7fffffffffffffffULL);
 }
 
-std::optional<Disagreement> compareAcrossRanks(
-    GlooTransport& net,
-    const std::string& opName,
-    const OpSignature& mine) {
-  const int n = net.size();
-  if (n == 1) {
-    return std::nullopt;
-  }
-  const auto record = encode(mine, n);
-  const int64_t width = static_cast<int64_t>(record.size());
-  auto options = at::TensorOptions().dtype(at::kLong);
-  auto in = at::empty({width}, options);
-  std::copy(record.begin(), record.end(), in.data_ptr<int64_t>());
-  auto all = at::empty({width * n}, options);
-  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), opName + " (argument check)");
+namespace {
 
-  const int64_t* records = all.data_ptr<int64_t>();
-  auto rec = [&](int r) { return records + r * width; };
-  const std::string prefix = opName + " on rank " + std::to_string(net.rank()) + ": ";
+// The records of one call on every rank: rank r's at at(r).
+struct CallRecords {
+  const int64_t* base;
+  int64_t stride;
+  const int64_t* at(int r) const {
+    return base + r * stride;
+  }
+};
+
+std::optional<Disagreement> compareCall(const CallRecords& rec, int n, int me, const std::string& opName) {
+  const std::string prefix = opName + " on rank " + std::to_string(me) + ": ";
   using Kind = Disagreement::Kind;
   for (int r = 0; r < n; ++r) {
-    if (rec(r)[kFailedField] != 0) {
+    if (rec.at(r)[kFailedField] != 0) {
       return Disagreement{
           Kind::FailedOnARank,
           prefix + "rank " + std::to_string(r) + " raised for this call before taking part (its own error says why), "
@@ -91,23 +88,25 @@ std::optional<Disagreement> compareAcrossRanks(
   std::ostringstream problems;
   Kind kind = Kind::Call;
   for (int r = 0; r < n; ++r) {
-    if (std::equal(rec(r), rec(r) + kCallFields, rec(0)) && !std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
-      problems << "; rank 0 and rank " << r << " make the same call (" << describe(rec(0))
+    const int64_t* mine = rec.at(r);
+    const int64_t* first = rec.at(0);
+    if (std::equal(mine, mine + kCallFields, first) && !std::equal(mine, mine + kRunFields, first)) {
+      problems << "; rank 0 and rank " << r << " make the same call (" << describe(first)
                << ") but with different qccl settings (QCCL_* variables or qccl.Options) or "
                   "one of them inside qccl.exact() and the other not";
       kind = Kind::Settings;
       break;
     }
-    if (!std::equal(rec(r), rec(r) + kRunFields, rec(0))) {
-      problems << "; rank 0 calls " << describe(rec(0)) << " but rank " << r << " calls " << describe(rec(r));
+    if (!std::equal(mine, mine + kRunFields, first)) {
+      problems << "; rank 0 calls " << describe(first) << " but rank " << r << " calls " << describe(mine);
       break;
     }
   }
   // all-to-all: what rank s sends to rank d must be what rank d expects from rank s.
   for (int s = 0; s < n && problems.tellp() == 0; ++s) {
     for (int d = 0; d < n; ++d) {
-      const int64_t sent = rec(s)[kHeaderFields + d];
-      const int64_t expected = rec(d)[kHeaderFields + n + s];
+      const int64_t sent = rec.at(s)[kHeaderFields + d];
+      const int64_t expected = rec.at(d)[kHeaderFields + n + s];
       if (sent != expected) {
         problems << "; rank " << s << " sends " << sent << " bytes to rank " << d
                  << ", which expects " << expected << " bytes from it";
@@ -123,6 +122,73 @@ std::optional<Disagreement> compareAcrossRanks(
       kind,
       prefix + "the ranks' arguments do not match" + found +
           " (every rank must make the same collective calls with matching sizes)"};
+}
+
+} // namespace
+
+CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
+  const int n = net.size();
+  const int64_t count = std::min<int64_t>(static_cast<int64_t>(calls.size()), kMaxCallsPerCheck);
+  CheckResult result;
+  if (n == 1) {
+    result.verdicts.resize(count);
+    return result;
+  }
+  // Rank r's part: how many calls it checks, how many of them carry their contribution,
+  // kMaxCallsPerCheck records (unused ones zero), then the contributions, so every rank's
+  // part has the same size whatever it has queued.
+  const int64_t width = kHeaderFields + 2 * n;
+  const int64_t recordsAt = 2;
+  const int64_t payloadAt = recordsAt + kMaxCallsPerCheck * width;
+  const int64_t part = payloadAt + algo::kMaxInlineBytes / 8;
+  auto options = at::TensorOptions().dtype(at::kLong);
+  auto in = at::zeros({part}, options);
+  int64_t* mine = in.data_ptr<int64_t>();
+  mine[0] = count;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto record = encode(*calls[i].signature, n);
+    std::copy(record.begin(), record.end(), mine + recordsAt + i * width);
+  }
+  // Contributions of the leading calls that have one, each at an 8-byte boundary.
+  auto payload = asBytes(in).narrow(0, payloadAt * 8, algo::kMaxInlineBytes);
+  int64_t packed = 0;
+  int64_t used = 0;
+  std::vector<int64_t> offsets;
+  for (; packed < count && calls[packed].contribution.defined(); ++packed) {
+    const auto& bytes = calls[packed].contribution;
+    const int64_t padded = (bytes.numel() + 7) / 8 * 8;
+    if (used + padded > algo::kMaxInlineBytes) {
+      break;
+    }
+    payload.narrow(0, used, bytes.numel()).copy_(bytes);
+    offsets.push_back(used);
+    used += padded;
+  }
+  mine[1] = packed;
+  auto all = at::empty({part * n}, options);
+  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), calls[0].opName + " (argument check)");
+
+  const int64_t* parts = all.data_ptr<int64_t>();
+  int64_t agreed = count;  // calls every rank has in this check
+  int64_t inlined = packed;  // calls whose contribution every rank sent
+  for (int r = 0; r < n; ++r) {
+    agreed = std::min(agreed, parts[r * part]);
+    inlined = std::min(inlined, parts[r * part + 1]);
+  }
+  auto allBytes = asBytes(all);
+  for (int64_t i = 0; i < agreed; ++i) {
+    const CallRecords records{parts + recordsAt + i * width, part};
+    result.verdicts.push_back(compareCall(records, n, net.rank(), calls[i].opName));
+    // Ranks that agree on every call so far packed the same sizes in the same places.
+    if (i < inlined && !result.verdicts.back() && static_cast<int64_t>(result.contributions.size()) == i) {
+      std::vector<at::Tensor> contributions;
+      for (int r = 0; r < n; ++r) {
+        contributions.push_back(allBytes.narrow(0, (r * part + payloadAt) * 8 + offsets[i], calls[i].contribution.numel()));
+      }
+      result.contributions.push_back(std::move(contributions));
+    }
+  }
+  return result;
 }
 
 } // namespace qccl

@@ -1,11 +1,12 @@
 #pragma once
 
 // Cross-rank argument check. Gloo trusts every rank to pass matching sizes; when they
-// differ, its network thread hits an enforce and the whole process aborts. So before each
-// collective, qccl allgathers a small fixed-size record describing the call (op, dtype,
+// differ, its network thread hits an enforce and the whole process aborts. So before
+// collectives run, qccl allgathers small fixed-size records describing them (op, dtype,
 // element count, reduce op, root, per-peer byte counts for all-to-all) and raises a clear
-// error on every rank when the records disagree. One extra small message per collective;
-// QCCL_VERIFY=0 turns it off (see docs/errors.md).
+// error on every rank when the records disagree. One exchange checks every call queued
+// at that moment (up to kMaxCallsPerCheck), so a burst of async calls pays about one
+// round trip, not one per call; QCCL_VERIFY=0 turns it off (see docs/errors.md).
 //
 // A call that failed qccl's own argument checks on one rank still sends its record,
 // marked as failed there, so that its peers raise for the same call instead of pairing
@@ -18,6 +19,7 @@
 
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
+#include "qccl/algo/local_allreduce.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl {
@@ -48,11 +50,35 @@ struct Disagreement {
   std::string message;  // "<op> on rank <r>: ..."
 };
 
-// Compares this rank's record of the call with every other rank's (one allgather);
-// the same result on every rank. A Call disagreement cannot tell a mistaken argument
-// from a rank that skipped a collective (an error raised before it reached qccl), after
-// which every later call would pair with the wrong one; the caller treats it so.
-std::optional<Disagreement> compareAcrossRanks(GlooTransport& net, const std::string& opName, const OpSignature& mine);
+// At most this many queued calls are checked in one exchange.
+constexpr int64_t kMaxCallsPerCheck = 16;
+
+struct CallToCheck {
+  std::string opName;
+  const OpSignature* signature;
+  // A small all_reduce's contribution (algo/local_allreduce.h) as bytes, carried with
+  // its record; undefined for other calls.
+  at::Tensor contribution;
+};
+
+struct CheckResult {
+  // One per compared call (nothing: the ranks agree), the same on every rank.
+  std::vector<std::optional<Disagreement>> verdicts;
+  // For the first calls: every rank's contribution, in rank order, when every rank
+  // carried its contribution and the ranks agree on this call and all before it.
+  std::vector<std::vector<at::Tensor>> contributions;
+};
+
+// Compares the records of this rank's next calls (`calls`, oldest first) with every
+// other rank's, in one allgather, however many each rank has queued: ranks may have
+// queued different numbers of calls, so only the first m calls, m the fewest any rank
+// sent (at most kMaxCallsPerCheck), are compared; the rest wait for the next exchange.
+// Small all_reduces at the head of `calls` carry their contributions in the same
+// exchange (up to algo::kMaxInlineBytes), so they need no exchange of their own. A Call
+// disagreement cannot tell a mistaken argument from a rank that skipped a
+// collective (an error raised before it reached qccl), after which every later call would
+// pair with the wrong one; the caller treats it so.
+CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
 
 // Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
 int64_t layoutHash(const std::vector<at::Tensor>& tensors);

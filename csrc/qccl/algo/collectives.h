@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
 #include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/started_transfer.h"
 
 namespace qccl::algo {
 
@@ -47,6 +48,8 @@ void barrier(GlooTransport& net);
 
 // --- reductions ----------------------------------------------------------------------
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op);
+// The same, returning once Gloo has the transfer: `then` completes it into `tensor`.
+StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op);
 // Fuses the tensors (per dtype) into one buffer, so n small tensors cost one collective.
 void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op);
 // Leaves `tensor` unchanged on every rank but the root.

@@ -20,11 +20,22 @@ void glooAllreduce(GlooTransport& net, at::Tensor& wire, c10d::ReduceOp::RedOpTy
 
 } // namespace
 
-void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {
+StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   auto wire = toWire(lowered, tensor);
-  glooAllreduce(net, wire, lowered.wireOp, "all_reduce");
-  fromWire(lowered, wire, tensor, net.size());
+  std::vector<at::Tensor> tensors{wire};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
+  auto work = net.gloo().allreduce(tensors, opts);
+  return {work,
+          [lowered, wire, output = tensor, ranks = net.size()]() mutable { fromWire(lowered, wire, output, ranks); },
+          net.timeout()};
+}
+
+void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {
+  auto started = startAllreduce(net, tensor, op);
+  net.waitFor(started.work, "all_reduce");
+  started.then();
 }
 
 void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) {

@@ -1,46 +1,90 @@
 #include "qccl/backend/op_queue.h"
 
+#include <algorithm>
+
 #include "qccl/common/errors.h"
 
 namespace qccl {
 
-OpQueue::OpQueue() : worker_([this] { loop(); }) {}
+OpQueue::OpQueue(int rank, Admit admit)
+    : rank_(rank), admit_(std::move(admit)), worker_([this] { loop(); }), watchdog_([this] { watch(); }) {}
 
 OpQueue::~OpQueue() {
   stop(makeCommError("the process group was destroyed"));
 }
 
-void OpQueue::enqueue(c10::intrusive_ptr<FutureWork> work, std::function<void()> body) {
+void OpQueue::enqueue(QueuedOp op) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (stopped_) {
     lock.unlock();
-    work->markFailed(stopped_);
+    op.work->markFailed(stopped_);
     return;
   }
-  ops_.push_back(Op{std::move(work), std::move(body)});
+  ops_.push_back(std::move(op));
   cv_.notify_all();
 }
 
 void OpQueue::drain() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  cv_.wait(lock, [this] { return ops_.empty() && !running_; });
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [this] { return ops_.empty() && !running_; });
+  }
+  std::unique_lock<std::mutex> lock(inFlight_->mutex);
+  inFlight_->cv.wait(lock, [this] { return inFlight_->entries.empty(); });
 }
 
 void OpQueue::stop(const std::exception_ptr& reason) {
-  std::deque<Op> abandoned;
+  std::deque<QueuedOp> abandoned;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!stopped_) {
       stopped_ = reason;
     }
     abandoned.swap(ops_);
+    for (auto& admitted : admitted_) {
+      abandoned.push_back(std::move(admitted.op));
+    }
+    admitted_.clear();
     cv_.notify_all();
   }
   for (auto& op : abandoned) {
     op.work->markFailed(reason);
   }
-  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) {
-    worker_.join();
+  std::list<InFlight::Entry> onTheWire;
+  {
+    std::lock_guard<std::mutex> lock(inFlight_->mutex);
+    onTheWire.swap(inFlight_->entries);
+    inFlight_->stopping = true;
+    inFlight_->cv.notify_all();
+  }
+  for (auto& entry : onTheWire) {
+    entry.work->markFailed(reason);  // their completion callbacks then find them settled
+  }
+  for (auto* thread : {&worker_, &watchdog_}) {
+    if (thread->joinable() && thread->get_id() != std::this_thread::get_id()) {
+      thread->join();
+    }
+  }
+}
+
+void OpQueue::watch() {
+  std::unique_lock<std::mutex> lock(inFlight_->mutex);
+  while (!inFlight_->stopping) {
+    auto now = std::chrono::steady_clock::now();
+    auto next = now + std::chrono::hours(1);
+    for (auto it = inFlight_->entries.begin(); it != inFlight_->entries.end();) {
+      if (it->deadline <= now) {
+        it->work->markFailed(makeCommError(
+            it->work->name() + " on rank " + std::to_string(rank_) + " timed out after " +
+            std::to_string(it->timeout.count()) + " ms (a peer died, hangs, or did not call it)"));
+        it = inFlight_->entries.erase(it);
+        inFlight_->cv.notify_all();
+      } else {
+        next = std::min(next, it->deadline);
+        ++it;
+      }
+    }
+    inFlight_->cv.wait_until(lock, next);
   }
 }
 
@@ -51,21 +95,76 @@ void OpQueue::loop() {
     if (ops_.empty()) {
       return;  // stopped and nothing left
     }
-    Op op = std::move(ops_.front());
-    ops_.pop_front();
+    std::vector<const QueuedOp*> batch;
+    for (size_t i = 0; i < ops_.size() && i < static_cast<size_t>(kMaxCallsPerCheck); ++i) {
+      batch.push_back(&ops_[i]);  // deque elements stay put while only the worker pops
+    }
     running_ = true;
     lock.unlock();
+    std::vector<std::exception_ptr> verdicts;
     try {
-      op.body();
-      op.work->markSucceeded();
+      verdicts = admit_(batch);
     } catch (...) {
-      op.work->markFailed(std::current_exception());
+      verdicts.assign(batch.size(), std::current_exception());  // the whole batch fails
     }
-    op = Op{};  // release tensors before reporting idle
     lock.lock();
+    for (size_t i = 0; i < verdicts.size() && !ops_.empty(); ++i) {
+      admitted_.push_back({std::move(ops_.front()), verdicts[i]});
+      ops_.pop_front();
+    }
+    while (!admitted_.empty()) {  // stop() takes the ones not started yet
+      Admitted next = std::move(admitted_.front());
+      admitted_.pop_front();
+      lock.unlock();
+      run(next.op, next.refused);
+      next = Admitted{};  // release tensors before reporting idle
+      lock.lock();
+    }
     running_ = false;
     cv_.notify_all();
   }
+}
+
+void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
+  if (refused) {
+    op.work->markFailed(refused);
+    return;
+  }
+  try {
+    auto started = op.body();
+    if (started) {
+      completeLater(op.work, std::move(*started));
+    } else {
+      op.work->markSucceeded();
+    }
+  } catch (...) {
+    op.work->markFailed(std::current_exception());
+  }
+}
+
+void OpQueue::completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started) {
+  {
+    std::lock_guard<std::mutex> lock(inFlight_->mutex);
+    inFlight_->entries.push_back({work, std::chrono::steady_clock::now() + started.timeout, started.timeout});
+    inFlight_->cv.notify_all();  // the watchdog learns the new deadline
+  }
+  // May run at once, on this thread, if the transfer is already done.
+  started.work->getFuture()->addCallback(
+      [inFlight = inFlight_, work, then = std::move(started.then), rank = rank_](c10::ivalue::Future& done) {
+        if (done.hasError()) {
+          work->markFailed(makeCommError(failureMessage(work->name(), rank, done.exception_ptr())));
+        } else {
+          try {
+            then();
+            work->markSucceeded();
+          } catch (...) {
+            work->markFailed(std::current_exception());
+          }
+        }
+        std::lock_guard<std::mutex> lock(inFlight->mutex);
+        inFlight->entries.remove_if([&](const InFlight::Entry& entry) { return entry.work == work; });
+        inFlight->cv.notify_all();
+      });
 }
 
 } // namespace qccl

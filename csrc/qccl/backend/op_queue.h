@@ -1,51 +1,105 @@
 #pragma once
 
-// The group's worker thread: runs collectives one at a time, in the order the caller
-// issued them. Every rank issues the same collectives in the same order, so every rank's
-// worker calls Gloo in the same order, which is what keeps composite operations (several
-// Gloo calls with local work in between) from interleaving differently across ranks.
+// The group's worker thread: starts collectives in the order the caller issued them.
+// Every rank issues the same collectives in the same order, so every rank's worker calls
+// Gloo in the same order, which is what keeps composite operations (several Gloo calls
+// with local work in between) from interleaving differently across ranks.
+//
+// The worker takes the queued ops in batches: `admit` checks a batch across ranks (one
+// exchange for every op queued) and says how many of them run now. An op either finishes
+// on the worker, or starts a transfer and lets the worker go on (StartedTransfer), so
+// that the group's calls overlap on the wire while Gloo still sees them in order.
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <list>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "qccl/algo/agreement.h"
+#include "qccl/algo/local_allreduce.h"
 #include "qccl/backend/work.h"
+#include "qccl/transport/started_transfer.h"
 
 namespace qccl {
 
+struct QueuedOp {
+  c10::intrusive_ptr<FutureWork> work;
+  std::string name;
+  OpSignature signature;
+  // Runs the op; returns the transfer it left running, if any.
+  std::function<std::optional<StartedTransfer>()> body;
+  // A small all_reduce whose data can travel with its check (algo/local_allreduce.h).
+  std::shared_ptr<algo::LocalAllreduce> local;
+};
+
 class OpQueue {
  public:
-  OpQueue();
+  // Given the oldest queued ops, returns how many run now (a prefix, at least one unless
+  // it throws) and, for each, the error that fails it instead of running (null: run it).
+  // If it throws, the whole batch fails with that error.
+  using Admit = std::function<std::vector<std::exception_ptr>(const std::vector<const QueuedOp*>& batch)>;
+
+  OpQueue(int rank, Admit admit);
   ~OpQueue();
   OpQueue(const OpQueue&) = delete;
   OpQueue& operator=(const OpQueue&) = delete;
 
-  // Runs `body` on the worker, then completes `work` with its outputs or its exception.
-  void enqueue(c10::intrusive_ptr<FutureWork> work, std::function<void()> body);
+  // Runs the op on the worker, then completes its work with its outputs or its error.
+  void enqueue(QueuedOp op);
 
-  // Blocks until everything enqueued so far has run.
+  // Blocks until everything enqueued so far has completed, transfers included.
   void drain();
 
-  // Fails every op not yet started with `reason` and stops the worker once the running
+  // Fails every op not yet completed with `reason` and stops the worker once the running
   // op returns. Later enqueue() calls fail their work at once.
   void stop(const std::exception_ptr& reason);
 
  private:
-  struct Op {
-    c10::intrusive_ptr<FutureWork> work;
-    std::function<void()> body;
+  // Ops whose transfer is on the wire, with the time they fail at if still there.
+  // Shared with the completion callbacks, which Gloo runs on its own threads, possibly
+  // after this queue is gone.
+  struct InFlight {
+    struct Entry {
+      c10::intrusive_ptr<FutureWork> work;
+      std::chrono::steady_clock::time_point deadline;
+      std::chrono::milliseconds timeout;
+    };
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::list<Entry> entries;
+    bool stopping = false;
   };
 
   void loop();
+  // Fails transfers still on the wire at their deadline (an inner backend that never
+  // completes its work must not hang the caller).
+  void watch();
+  void run(QueuedOp& op, const std::exception_ptr& refused);
+  void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started);
 
+  const int rank_;
+  const Admit admit_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Op> ops_;
-  bool running_ = false;  // an op is executing right now
+  std::deque<QueuedOp> ops_;
+  // Ops the check let through, not started yet, each with what fails it (null: run it).
+  struct Admitted {
+    QueuedOp op;
+    std::exception_ptr refused;
+  };
+  std::deque<Admitted> admitted_;
+  bool running_ = false;  // the worker is running a batch right now
   std::exception_ptr stopped_;
+  std::shared_ptr<InFlight> inFlight_ = std::make_shared<InFlight>();
   std::thread worker_;
+  std::thread watchdog_;
 };
 
 } // namespace qccl

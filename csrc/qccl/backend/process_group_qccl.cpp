@@ -106,7 +106,8 @@ WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const s
       OpSignature failed;
       failed.op = op;
       failed.failedHere = true;
-      place(name, std::move(failed), {}, [] {});  // nobody waits for it: the caller has its error
+      // Nobody waits for it: the caller has its error.
+      place(name, std::move(failed), {}, [] { return std::optional<StartedTransfer>(); });
     }
     throw;
   }
@@ -117,43 +118,82 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
-  return track(place(name, std::move(signature), std::move(outputs), std::move(body)));
+  return enqueueStarting(name, std::move(signature), std::move(outputs), [body = std::move(body)] {
+    body();
+    return std::optional<StartedTransfer>();
+  });
+}
+
+WorkPtr ProcessGroupQCCL::enqueueStarting(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> outputs,
+    OpBody body,
+    std::shared_ptr<algo::LocalAllreduce> local) {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(body), std::move(local)));
 }
 
 c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
-    std::function<void()> body) {
+    OpBody body,
+    std::shared_ptr<algo::LocalAllreduce> local) {
   signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
-  queue_.enqueue(work, [this, name, signature = std::move(signature), body = std::move(body)] {
-    checkAcrossRanks(name, signature);
-    body();
-  });
+  queue_.enqueue({work, name, std::move(signature), std::move(body), std::move(local)});
   return work;
 }
 
-void ProcessGroupQCCL::checkAcrossRanks(const std::string& name, const OpSignature& signature) {
+std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const QueuedOp*>& batch) {
+  std::vector<std::exception_ptr> verdicts;
   if (!outOfStep_.empty()) {
-    throwCommError(
-        name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
-        "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
-        "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
-        "create a new group");
+    for (const auto* op : batch) {
+      verdicts.push_back(outOfStepError(op->name));
+    }
+    return verdicts;
   }
   if (!config_.verifyAcrossRanks) {
-    return;
+    return std::vector<std::exception_ptr>(batch.size());
   }
-  const auto disagreement = compareAcrossRanks(transport_, name, signature);
-  if (!disagreement) {
-    return;
+  std::vector<CallToCheck> calls;
+  for (const auto* op : batch) {
+    calls.push_back({op->name, &op->signature, op->local ? op->local->contribution() : at::Tensor()});
   }
-  if (disagreement->kind == Disagreement::Kind::Call) {
-    outOfStep_ = disagreement->message;
+  auto checked = compareAcrossRanks(transport_, calls);
+  for (size_t i = 0; i < checked.contributions.size(); ++i) {
+    batch[i]->local->received(std::move(checked.contributions[i]));
   }
-  QCCL_CHECK_VALUE(false, disagreement->message);
+  const auto& disagreements = checked.verdicts;
+  for (size_t i = 0; i < disagreements.size(); ++i) {
+    if (!outOfStep_.empty()) {
+      verdicts.push_back(outOfStepError(calls[i].opName));  // after a Call disagreement earlier in this batch
+      continue;
+    }
+    const auto& disagreement = disagreements[i];
+    if (!disagreement) {
+      verdicts.emplace_back();
+      continue;
+    }
+    if (disagreement->kind == Disagreement::Kind::Call) {
+      outOfStep_ = disagreement->message;
+    }
+    try {
+      QCCL_CHECK_VALUE(false, disagreement->message);
+    } catch (...) {
+      verdicts.push_back(std::current_exception());
+    }
+  }
+  return verdicts;
+}
+
+std::exception_ptr ProcessGroupQCCL::outOfStepError(const std::string& name) const {
+  return makeCommError(
+      name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
+      "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
+      "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
+      "create a new group");
 }
 
 WorkPtr ProcessGroupQCCL::onCuda(
@@ -288,15 +328,27 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     std::vector<at::Tensor> tensors,
     const c10d::ReduceOp& op) {
   auto routes = routeAll(tensors, op, signature);
-  return enqueue(name, std::move(signature), tensors, [this, tensors, routes, op]() mutable {
-    allreduce_.run(transport_, tensors, routes, op, [this, &op](std::vector<at::Tensor>& bucket) {
-      if (bucket.size() == 1) {
+  // A small exact all_reduce may be done from the contributions its check brings.
+  auto local = tensors.size() == 1 && routes[0] != algo::Route::Compressed
+      ? algo::LocalAllreduce::ifEligible(tensors[0], op, size_)
+      : nullptr;
+  return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
+    std::optional<StartedTransfer> started;
+    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
+      if (local && local->hasContributions()) {
+        local->finish();
+      } else if (bucket.size() == 1 && tensors.size() == 1) {
+        // The call's only transfer (DDP's buckets with an exact route): the worker goes on
+        // to the next call while it is on the wire, and its end completes the call.
+        started = algo::startAllreduce(transport_, bucket[0], op);
+      } else if (bucket.size() == 1) {
         algo::allreduce(transport_, bucket[0], op);
       } else {
         algo::allreduceCoalesced(transport_, bucket, op);
       }
     });
-  });
+    return started;
+  }, local);
 }
 
 WorkPtr ProcessGroupQCCL::allreduceOnCuda(

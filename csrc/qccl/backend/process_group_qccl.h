@@ -178,15 +178,27 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
+  // The same for a body that may leave its transfer running (see OpQueue): the Work
+  // completes when the transfer does.
+  using OpBody = std::function<std::optional<StartedTransfer>()>;
+  c10::intrusive_ptr<c10d::Work> enqueueStarting(
+      const std::string& name,
+      OpSignature signature,
+      std::vector<at::Tensor> outputs,
+      OpBody body,
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
   // The same, untracked.
   c10::intrusive_ptr<FutureWork> place(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
-      std::function<void()> body);
-  // On the worker, before each collective: raises if the group is out of step, then
-  // compares the call across ranks (unless QCCL_VERIFY=0) and raises on a disagreement.
-  void checkAcrossRanks(const std::string& name, const OpSignature& signature);
+      OpBody body,
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
+  // On the worker, for each batch of queued collectives: fails them all if the group is
+  // out of step, otherwise compares them across ranks (unless QCCL_VERIFY=0) and fails
+  // those the ranks disagree on (OpQueue::Admit).
+  std::vector<std::exception_ptr> admit(const std::vector<const QueuedOp*>& batch);
+  std::exception_ptr outOfStepError(const std::string& name) const;
   // An op described once for every path: issues it on `backend` with the tensors
   // `staging` maps (the caller's own, or copies of them).
   using StagedCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, CallStaging& staging)>;
@@ -250,7 +262,8 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::vector<c10::intrusive_ptr<c10d::Work>> coalesced_;
   std::atomic<bool> ncclCoalescing_{false};  // NCCL's own window is open
 
-  OpQueue queue_;  // declared last: its worker uses the members above
+  // Declared last: its worker uses the members above.
+  OpQueue queue_{rank_, [this](const std::vector<const QueuedOp*>& batch) { return admit(batch); }};
 };
 
 } // namespace qccl

@@ -21,6 +21,7 @@ c10::intrusive_ptr<c10d::Backend> makeGlooBackend(
   // create_default: the devices torch's Python ProcessGroupGloo(store, rank, size) picks.
   auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
   options->timeout = timeout;
+  options->threads = kGlooThreads;
   try {
     return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
   } catch (const std::exception&) {

@@ -11,6 +11,13 @@
 
 namespace qccl {
 
+// How many of a group's collectives Gloo runs at once (its default is 2). qccl's worker
+// starts a group's calls without waiting for the previous one (docs/design.md), and on a
+// high-latency link each call spends most of its time waiting for round trips: a burst
+// of DDP buckets ends sooner the more of them are on the wire together. Python's creator
+// reads it too (qccl._C.GLOO_THREADS).
+constexpr int kGlooThreads = 16;
+
 // A ProcessGroupGloo over `store` (callers pass a prefixed one: the group's other
 // transports share the store). Devices come from GLOO_SOCKET_IFNAME when it is set, as
 // for torch's own Gloo groups, else from this host's name (loopback as the fallback).

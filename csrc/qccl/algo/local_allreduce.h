@@ -1,0 +1,53 @@
+#pragma once
+
+// A small exact all_reduce that travels with its cross-rank check (algo/agreement.h):
+// every rank's contribution rides in the check's exchange, and each rank reduces them
+// itself, in rank order, so the call needs no exchange of its own: on a link with latency
+// it costs the check's one round trip instead of Gloo's two.
+//
+// Only where the result is bit for bit what Gloo's allreduce gives, whatever order Gloo
+// reduces in: integer and bitwise ops and MIN/MAX of integers (exact in any order), and
+// floating-point sums and products between two ranks (a + b == b + a in IEEE
+// arithmetic). Eligibility depends only on facts every rank shares (dtype, size, op,
+// world size), so all ranks decide alike.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+
+#include "qccl/algo/reduce_lowering.h"
+
+namespace qccl::algo {
+
+// The most bytes of contributions one check exchange carries, per rank.
+constexpr int64_t kMaxInlineBytes = 16 << 10;
+
+class LocalAllreduce {
+ public:
+  // Null unless an exact all_reduce of `tensor` with `op` qualifies.
+  static std::shared_ptr<LocalAllreduce> ifEligible(const at::Tensor& tensor, const c10d::ReduceOp& op, int worldSize);
+
+  // This rank's contribution as bytes, read from the tensor now.
+  at::Tensor contribution() const;
+  // Every rank's contribution (in rank order, as contribution() wrote them) came with
+  // the check.
+  void received(std::vector<at::Tensor> contributions);
+  bool hasContributions() const {
+    return !contributions_.empty();
+  }
+  // Reduces the contributions into the tensor.
+  void finish();
+
+ private:
+  LocalAllreduce(const at::Tensor& tensor, LoweredReduction lowered, int worldSize);
+
+  at::Tensor tensor_;
+  LoweredReduction lowered_;
+  int worldSize_;
+  std::vector<at::Tensor> contributions_;
+};
+
+} // namespace qccl::algo

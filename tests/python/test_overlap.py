@@ -1,0 +1,100 @@
+"""Collectives posted async overlap on the wire (docs/design.md, "The worker"), and that
+changes nothing a program can see: every call gives what it gives when issued one by
+one, bit for bit as Gloo, in every order of completion; a burst is checked across ranks
+call by call, so a mismatch or a qccl.exact() region inside a burst fails exactly the
+calls it concerns, on every rank."""
+
+import contextlib
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import qccl
+
+from reference import make_input, reduce_op
+
+BURST = 24  # more than one check exchange holds (16 calls)
+
+
+def burst_inputs(ctx, index):
+    """The index-th call of a burst: its dtype, op and this rank's input (sizes vary)."""
+    dtype = [torch.float32, torch.float64, torch.int32][index % 3]
+    op = ["SUM", "MAX", "MIN"][index % 3]
+    numel = [3, 1000, 70_000, 17][index % 4]
+    return dtype, op, make_input(ctx.rank, dtype, numel=numel, seed=index)
+
+
+def rank_burst_matches_gloo(ctx):
+    tensors, works, extras = [], [], []
+    for i in range(BURST):
+        dtype, op, tensor = burst_inputs(ctx, i)
+        tensors.append(tensor)
+        works.append(dist.all_reduce(tensor, op=reduce_op(op), async_op=True))
+        if i % 5 == 2:  # other collectives inside the burst keep their place
+            gathered = [torch.empty(4) for _ in range(ctx.size)]
+            works.append(dist.all_gather(gathered, torch.full((4,), float(ctx.rank + i)), async_op=True))
+            extras.append((i, gathered))
+    for work in reversed(works):  # waited on out of order
+        work.wait()
+    for i, tensor in enumerate(tensors):
+        dtype, op, expected = burst_inputs(ctx, i)
+        dist.all_reduce(expected, op=reduce_op(op), group=ctx.gloo)
+        assert torch.equal(tensor, expected), f"call {i} ({dtype}, {op}) differs from Gloo"
+    for i, gathered in extras:
+        assert [g[0].item() for g in gathered] == [float(r + i) for r in range(ctx.size)]
+
+
+def test_a_burst_of_async_calls_matches_gloo(world):
+    world.run(rank_burst_matches_gloo)
+
+
+def rank_mismatch_inside_a_burst(ctx):
+    group = dist.new_group(backend="qccl")
+    bad = 7
+    works, tensors = [], []
+    for i in range(BURST):
+        numel = 5 if (i == bad and ctx.rank == 0) else 4
+        tensors.append(torch.full((numel,), float(i + 1)))
+        works.append(dist.all_reduce(tensors[-1], group=group, async_op=True))
+    outcomes = []
+    for i, work in enumerate(works):
+        try:
+            work.wait()
+            assert torch.equal(tensors[i], torch.full_like(tensors[i], float(ctx.size * (i + 1))))
+            outcomes.append("ok")
+        except ValueError as error:
+            assert "rank 0 calls ALLREDUCE on 5" in str(error), error
+            outcomes.append("mismatch")
+        except torch.distributed.DistBackendError as error:
+            assert "the group is out of step" in str(error), error
+            outcomes.append("out of step")
+    dist.destroy_process_group(group)
+    return outcomes
+
+
+def test_a_mismatch_inside_a_burst_fails_that_call_on_every_rank(world):
+    outcomes = world.run(rank_mismatch_inside_a_burst)
+    expected = ["ok"] * 7 + ["mismatch"] + ["out of step"] * (BURST - 8)
+    assert all(o == expected for o in outcomes), outcomes
+
+
+def rank_exact_region_inside_a_burst(ctx):
+    group = dist.new_group(backend="qccl", pg_options=qccl.Options(codec="int8", min_bytes=0))
+    region = qccl.exact(group) if ctx.rank == 0 else contextlib.nullcontext()
+    works, tensors = [], []
+    with region:  # rank 0 alone reduces these exactly: every one of them must fail
+        for i in range(BURST):
+            tensors.append(torch.full((4096,), float(i)))
+            works.append(dist.all_reduce(tensors[-1], group=group, async_op=True))
+    for work in works:
+        with pytest.raises(ValueError, match="qccl.exact"):
+            work.wait()
+    tensor = torch.ones(4096)
+    dist.all_reduce(tensor, group=group)  # settings disagreements keep the group usable
+    assert torch.allclose(tensor, torch.full((4096,), float(ctx.size)), rtol=0.01)
+    dist.destroy_process_group(group)
+
+
+def test_an_exact_region_on_one_rank_during_a_burst(world):
+    world.run(rank_exact_region_inside_a_burst)
