@@ -5,11 +5,10 @@
 // Every point-to-point message starts with a control message of kControlBytes on the
 // pair's control slot: a Header, then room for a small payload. A Data message whose
 // payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
-// sends `payloadBytes` after it on the pair's payload slot. The receiver answers
-// each Data header with a status (Delivered, Staged, Rejected or Discarded) on the
-// control slot, so the sender learns the outcome. A staged message that later meets a
-// receive it does not fit gets a RejectedLate, and the sender's next message is
-// Discarded: its send reports the rejection and delivers nothing.
+// sends `payloadBytes` after it on the pair's payload slot. The receiver answers only a
+// message that a receive rejects (Rejected, with what the receive was posted for): a
+// send completes without waiting for the receiver, and its sender learns of a rejection
+// through a later call (docs/p2p.md).
 
 #include <cstdint>
 #include <cstring>
@@ -22,18 +21,12 @@ namespace qccl::p2p {
 constexpr uint32_t kControlSlot = 0x51430001;
 constexpr uint32_t kPayloadSlot = 0x51430002;
 
-constexpr int64_t kMagic = 0x3150434351;  // "QCCP1"
+// "QCCP2": version 2 answers only rejections; a peer speaking version 1 fails the pair.
+constexpr int64_t kMagic = 0x3250434351;
 
 enum class Kind : int64_t {
-  Data = 1,       // a message; its payload follows on kPayloadSlot
-  Delivered = 2,  // status: a receive took it
-  Staged = 3,     // status: it arrived before its receive and waits in the receiver
-  Rejected = 4,   // status: the receive it met has another size, dtype or codec
-  // status: a message answered Staged met such a receive later; the receiver discards the
-  // sender's next message, whose send then reports this rejection
-  RejectedLate = 5,
-  // status: drained unread, to report the RejectedLate statuses sent before it
-  Discarded = 6,
+  Data = 1,      // a message; a payload that does not fit inline follows on kPayloadSlot
+  Rejected = 2,  // status: the receive the message met has another size, dtype or codec
 };
 
 struct Header {
@@ -45,7 +38,7 @@ struct Header {
   int64_t numel = 0;
   int64_t codec = 0;         // CodecKind of the payload
   int64_t payloadBytes = 0;
-  // Rejected and RejectedLate only: what the receive was posted for.
+  // Rejected only: what the receive was posted for.
   int64_t expectedDtype = 0;
   int64_t expectedNumel = 0;
   int64_t expectedCodec = 0;

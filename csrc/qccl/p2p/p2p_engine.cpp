@@ -56,8 +56,7 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       size_(size),
       listenerWaits_(size),
       peerFailure_(size),
-      lateRejections_(size),
-      discardNextFrom_(size, false),
+      unreported_(size),
       nextSeq_(size, 0),
       pendingSends_(size) {
   // From the start: a peer's first message must find this rank listening even if this
@@ -91,27 +90,70 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
   header.codec = static_cast<int64_t>(codec);
   header.block = config_.block;
   header.payloadBytes = payload.numel();
+  // A payload that goes inline is copied into the control message by post(), so the
+  // caller's tensor is free as soon as post() returns; a larger one is read by Gloo
+  // while it writes, which is when Gloo's own send completes.
+  const bool copiedInline = carriesInline(header);
+  std::vector<std::string> reported;
+  c10::intrusive_ptr<WaitingWork> transfer;
   {
     std::lock_guard<std::mutex> order(postMutex_);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       QCCL_CHECK_VALUE(!stopping_, "send on rank ", rank_, ": the process group was shut down");
-      header.seq = nextSeq_[dst]++;
-      pendingSends_[dst][header.seq] = work;
-    }
-    try {
-      post(dst, header, payload);
-    } catch (...) {  // Gloo refuses at once a connection it already knows is closed
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        pendingSends_[dst].erase(header.seq);
+      reported = takeUnreported(dst);
+      if (reported.empty()) {
+        header.seq = nextSeq_[dst]++;
+        if (!copiedInline) {
+          pendingSends_[dst][header.seq] = work;
+        }
       }
-      throwCommError(work->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(dst) +
-                     " is unreachable (it died, or closed the process group): " +
-                     describeException(std::current_exception()));
+    }
+    if (reported.empty()) {
+      try {
+        transfer = post(dst, header, payload);
+      } catch (...) {  // Gloo refuses at once a connection it already knows is closed
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          pendingSends_[dst].erase(header.seq);
+        }
+        throwCommError(work->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(dst) +
+                       " is unreachable (it died, or closed the process group): " +
+                       describeException(std::current_exception()));
+      }
     }
   }
+  if (!reported.empty()) {
+    work->markFailed(reportingError(*work, reported));  // nothing was sent
+  } else if (copiedInline) {
+    work->markSucceeded();
+  } else {
+    settleWhenWritten(work, dst, header.seq, transfer);
+  }
   return work;
+}
+
+void P2PEngine::settleWhenWritten(
+    const c10::intrusive_ptr<P2PWork>& send,
+    int dst,
+    uint64_t seq,
+    const c10::intrusive_ptr<WaitingWork>& transfer) {
+  // Runs on the background waiter once Gloo has written (or failed to write) the
+  // payload, or at once if it already has; shutdown() joins that waiter before the
+  // engine goes away.
+  transfer->future()->addCallback([this, send, dst, seq](c10::ivalue::Future& done) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pendingSends_[dst].erase(seq);
+    }
+    if (!done.hasError()) {
+      send->markSucceeded();
+      return;
+    }
+    send->markFailed(makeCommError(
+        send->name() + " on rank " + std::to_string(rank_) + " failed: rank " + std::to_string(dst) +
+        " is unreachable (it died, or closed the process group): " + describeException(done.exception_ptr())));
+  });
 }
 
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
@@ -123,28 +165,34 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
 
+  std::vector<std::string> reported;
   std::shared_ptr<Inbound> arrived;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     QCCL_CHECK_VALUE(!stopping_, "recv on rank ", rank_, ": the process group was shut down");
-    auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
-      return !message->receiver && matches(src, tag, message->src, message->header.tag);
-    });
-    if (it == inbound_.end()) {
-      posted_.push_back(PostedRecv{work, tensor, src, tag});
-    } else if ((*it)->arrived) {
-      arrived = *it;
-      inbound_.erase(it);
-    } else {  // its listener delivers it once the payload is in
-      (*it)->receiver = work;
-      (*it)->receiveTensor = tensor;
+    // In the same critical section as the matching: a rejection that arrives after this
+    // finds the receive posted and fails it instead.
+    reported = takeUnreported(src);
+    if (reported.empty()) {
+      auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
+        return !message->receiver && matches(src, tag, message->src, message->header.tag);
+      });
+      if (it == inbound_.end()) {
+        posted_.push_back(PostedRecv{work, tensor, src, tag});
+      } else if ((*it)->arrived) {
+        arrived = *it;
+        inbound_.erase(it);
+      } else {  // its listener delivers it once the payload is in
+        (*it)->receiver = work;
+        (*it)->receiveTensor = tensor;
+      }
     }
   }
-  if (arrived) {
+  if (!reported.empty()) {
+    work->markFailed(reportingError(*work, reported));  // it took no message
+  } else if (arrived) {
     auto target = tensor;
-    if (deliver(*arrived, *work, target) == Kind::Rejected) {
-      rejectStaged(*arrived, tensor);
-    }
+    deliver(*arrived, *work, target);
   }
   return work;
 }
@@ -198,8 +246,7 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   auto message = std::make_shared<Inbound>();
   message->src = peer;
   message->header = header;
-  const bool discard = discardForLateRejection(peer, header);
-  if (!discard) {
+  {
     std::lock_guard<std::mutex> lock(mutex_);
     posted_.remove_if([](const PostedRecv& recv) { return recv.work->isCompleted(); });  // timed out
     auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
@@ -227,9 +274,6 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
     waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
     waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
   }
-  if (discard) {  // drained so the stream stays in step; nothing keeps the bytes
-    return;
-  }
 
   c10::intrusive_ptr<P2PWork> receiver;
   at::Tensor tensor;
@@ -242,84 +286,38 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
       inbound_.remove(message);
     }
   }
-  const Kind status = receiver ? deliver(*message, *receiver, tensor) : Kind::Staged;
-  sendStatus(peer, header, status, tensor);
-}
-
-bool P2PEngine::discardForLateRejection(int peer, const Header& header) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!discardNextFrom_[peer]) {
-      return false;  // a rejection after this point is reported by a later message
-    }
+  if (receiver) {
+    deliver(*message, *receiver, tensor);
   }
-  // Only this listener clears the flag. The Discarded status goes out now, with the flag
-  // cleared under postMutex_ as rejectStaged sets it: every RejectedLate this message
-  // reports is on the wire before it, every later one after it, so the sender knows which
-  // it reports. Its payload is still drained after the send has failed; Gloo keeps the
-  // sender's bytes alive until they have left.
-  std::lock_guard<std::mutex> order(postMutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    discardNextFrom_[peer] = false;
-  }
-  post(peer, statusReply(header, Kind::Discarded, at::Tensor()), at::Tensor());
-  return true;
 }
 
 void P2PEngine::onStatus(int peer, const Header& status) {
-  if (status.kind == Kind::RejectedLate) {
-    // That send completed when its message was staged. The receiver discards this rank's
-    // next message to it, and the Discarded status (which follows this one: statuses from
-    // one peer arrive in order) fails that message's send with this text.
-    std::lock_guard<std::mutex> lock(mutex_);
-    lateRejections_[peer].push_back(rejectionText(peer, status));
-    return;
-  }
-  c10::intrusive_ptr<P2PWork> send;
-  std::vector<std::string> reported;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto& pending = pendingSends_[peer];
-    auto it = pending.find(status.seq);
-    if (it != pending.end()) {
-      send = it->second;
-      pending.erase(it);
-    }
-    if (status.kind == Kind::Discarded) {
-      reported.swap(lateRejections_[peer]);
-    }
-  }
-  if (!send) {
-    return;  // it timed out meanwhile, and raised that
-  }
-  switch (status.kind) {
-    case Kind::Delivered:
-    case Kind::Staged:
-      send->markSucceeded();
-      return;
-    case Kind::Rejected:
-      send->markFailed(std::make_exception_ptr(
-          c10::ValueError({__func__, __FILE__, __LINE__}, "qccl: " + rejectionText(peer, status) + kMustAgree)));
-      return;
-    case Kind::Discarded: {
-      std::string earlier;
-      for (const auto& text : reported) {
-        earlier += (earlier.empty() ? "" : "; ") + text;
+  TORCH_CHECK(status.kind == Kind::Rejected, "rank ", peer, " sent an unknown point-to-point status ",
+              static_cast<int64_t>(status.kind));
+  // The send completed long ago. The sender's first receive from `peer` still waiting for
+  // a message reports the rejection (a rank that sends and then waits for an answer
+  // learns of it there, instead of waiting for an answer that will not come); without
+  // one, the next send or receive involving `peer` does. The receive that reports it is
+  // withdrawn without having taken a message.
+  const auto text = rejectionText(peer, status);
+  while (true) {
+    c10::intrusive_ptr<P2PWork> receiver;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
+        return (recv.src == peer || recv.src == -1) && !recv.work->isCompleted();
+      });
+      if (it == posted_.end()) {
+        unreported_[peer].push_back(text);
+        return;
       }
-      send->markFailed(std::make_exception_ptr(c10::ValueError(
-          {__func__, __FILE__, __LINE__},
-          "qccl: " + send->name() + " on rank " + std::to_string(rank_) + " (message #" +
-              std::to_string(status.seq) + ") was not delivered: rank " + std::to_string(peer) +
-              " discarded it to report that an earlier message had been rejected after its send had completed (" +
-              earlier + ")" + kMustAgree + ". Nothing of this message reached rank " + std::to_string(peer) +
-              ": send it again if rank " + std::to_string(peer) + " expects it")));
+      receiver = it->work;
+      posted_.erase(it);
+    }
+    if (receiver->markFailed(reportingError(*receiver, {text}))) {
       return;
     }
-    default:
-      send->markFailed(makeCommError(
-          send->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(peer) +
-          " answered with an unknown status " + std::to_string(static_cast<int64_t>(status.kind))));
+    // It timed out meanwhile (and raised that): the next candidate reports it.
   }
 }
 
@@ -391,14 +389,17 @@ std::string P2PEngine::mismatch(const Header& message, const at::Tensor& tensor)
       " (block " + std::to_string(config_.block) + ")" + kMustAgree;
 }
 
-Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
+void P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
   const auto problem = mismatch(message.header, tensor);
   if (!problem.empty()) {
+    // The status goes out first: whatever the receiving program sends once its receive
+    // has failed reaches the sender after it.
+    sendRejection(message, tensor);
     receiver.markFailed(std::make_exception_ptr(c10::ValueError(
         {__func__, __FILE__, __LINE__},
         "qccl: " + receiver.name() + " on rank " + std::to_string(rank_) + " got a message from rank " +
             std::to_string(message.src) + " that does not fit: " + problem)));
-    return Kind::Rejected;
+    return;
   }
   if (!message.intoReceiveTensor) {
     decodePayload(message.payload, static_cast<CodecKind>(message.header.codec), message.header.block, tensor);
@@ -406,46 +407,55 @@ Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor)
   message.payload = at::Tensor();  // free a staging buffer now
   receiver.setSourceRank(message.src);
   receiver.markSucceeded();
-  return Kind::Delivered;
 }
 
 // --- sending --------------------------------------------------------------------------------
 
-Header P2PEngine::statusReply(const Header& message, Kind status, const at::Tensor& tensor) const {
+Header P2PEngine::rejectionReply(const Header& message, const at::Tensor& tensor) const {
   Header reply = message;
-  reply.kind = status;
+  reply.kind = Kind::Rejected;
   reply.payloadBytes = 0;
-  if (status == Kind::Rejected || status == Kind::RejectedLate) {
-    reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
-    reply.expectedNumel = tensor.numel();
-    reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
-  }
+  reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
+  reply.expectedNumel = tensor.numel();
+  reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
   return reply;
 }
 
-void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor) {
-  std::lock_guard<std::mutex> order(postMutex_);
-  post(peer, statusReply(message, status, tensor), at::Tensor());
-}
-
-void P2PEngine::rejectStaged(const Inbound& message, const at::Tensor& tensor) {
-  // The send completed when its message was staged, so it cannot fail any more. Its
-  // sender learns of the rejection from its next send to this rank instead, and that send
-  // must not deliver (a send that raises has not sent; the user sends it again): the
-  // listener discards the next message from `src`, whichever send it comes from and
-  // whenever it was sent, and answers Discarded. The flag is set after the RejectedLate
-  // is posted, with postMutex_ held, so the Discarded status follows it on the wire.
+void P2PEngine::sendRejection(const Inbound& message, const at::Tensor& tensor) {
   std::lock_guard<std::mutex> order(postMutex_);
   try {
-    post(message.src, statusReply(message.header, Kind::RejectedLate, tensor), at::Tensor());
+    post(message.src, rejectionReply(message.header, tensor), at::Tensor());
   } catch (...) {
-    return;  // the sender is gone, so nobody is left to tell; its listener reports it
+    // The sender is gone, so nobody is left to tell; its listener reports that.
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  discardNextFrom_[message.src] = true;
 }
 
-void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
+std::vector<std::string> P2PEngine::takeUnreported(int peer) {
+  std::vector<std::string> taken;
+  for (int p = 0; p < size_; ++p) {
+    if (p == peer || peer == -1) {
+      taken.insert(taken.end(), unreported_[p].begin(), unreported_[p].end());
+      unreported_[p].clear();
+    }
+  }
+  return taken;
+}
+
+std::exception_ptr P2PEngine::reportingError(const P2PWork& work, const std::vector<std::string>& rejections) const {
+  std::string texts;
+  for (const auto& text : rejections) {
+    texts += (texts.empty() ? "" : "; ") + text;
+  }
+  const bool isSend = work.retrieveOpType() == c10d::OpType::SEND;
+  return std::make_exception_ptr(c10::ValueError(
+      {__func__, __FILE__, __LINE__},
+      "qccl: " + work.name() + " on rank " + std::to_string(rank_) +
+          " did nothing: it reports that an earlier message was rejected (" + texts + ")" + kMustAgree +
+          (isSend ? ". Nothing of this message was sent: send it again if the receiver expects it"
+                  : ". This receive took no message: receive again for the next one")));
+}
+
+c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
   std::vector<WorkPtr> parts;
   std::vector<at::Tensor> head{controlMessage(header, payload)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
@@ -455,9 +465,11 @@ void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) 
       parts.push_back(transport_.gloo().send(transfer, peer, kPayloadSlot));
     }
   }
-  glooSends_.post(c10::make_intrusive<WaitingWork>(
+  auto transfer = c10::make_intrusive<WaitingWork>(
       rank_, c10d::OpType::SEND, "qccl point-to-point transfer", std::move(parts), std::vector<at::Tensor>{},
-      transport_.timeout()));
+      transport_.timeout());
+  glooSends_.post(transfer);
+  return transfer;
 }
 
 void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
