@@ -46,10 +46,16 @@ struct Header {
 };
 static_assert(sizeof(Header) == 96, "the wire header is 96 bytes on every rank");
 
-// Control messages have one size, so a listener can always have the next one posted.
+// Control messages have one size, so a listener can always have the next ones posted.
 // Small messages (shapes, scalars, small activations) then take one transfer instead of
 // a header, a handshake for the payload and the payload.
 constexpr int64_t kControlBytes = 4096;
+// How many control messages a listener keeps posted per peer. Gloo writes a send only
+// once its receive is posted, and a listener posts again only after it has handled a
+// message: with one receive posted, each message sent before the receiver had handled
+// the previous one would wait a round trip for the receive. A burst of up to this many
+// messages (a batch, a pipeline step) goes out at once.
+constexpr int kListenWindow = 8;
 constexpr int64_t kInlineBytes = kControlBytes - static_cast<int64_t>(sizeof(Header));
 
 inline bool carriesInline(const Header& header) {

@@ -1,6 +1,7 @@
 #include "qccl/p2p/p2p_engine.h"
 
 #include <algorithm>
+#include <deque>
 
 #include <ATen/ATen.h>
 #include <c10/core/ScalarType.h>
@@ -200,32 +201,39 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 // --- listening ------------------------------------------------------------------------------
 
 void P2PEngine::listen(int peer) {
-  auto bytes = at::empty({kControlBytes}, at::kByte);
-  while (true) {
-    WorkPtr wait;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (stopping_) {
-        return;
-      }
-      std::vector<at::Tensor> target{bytes};
-      wait = transport_.gloo().recv(target, peer, kControlSlot);
+  // kListenWindow control messages stay posted (message.h); Gloo fills them in order.
+  std::deque<ControlReceive> window;
+  try {
+    while (window.size() < static_cast<size_t>(kListenWindow)) {
+      window.push_back(postControlReceive(peer, at::empty({kControlBytes}, at::kByte)));
     }
-    try {
-      waitListening(peer, wait, kListenForever);
+    while (true) {
+      auto next = std::move(window.front());
+      window.pop_front();
+      waitListening(peer, next.work, kListenForever);
       Header header;
-      std::memcpy(&header, bytes.const_data_ptr(), sizeof(Header));
-      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
+      std::memcpy(&header, next.bytes.const_data_ptr(), sizeof(Header));
+      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol (version 2) arrived");
       if (header.kind == Kind::Data) {
-        onData(peer, header, bytes);
+        onData(peer, header, next.bytes);
       } else {
         onStatus(peer, header);
       }
-    } catch (...) {
-      peerFailed(peer, describeException(std::current_exception()));
-      return;
+      // Posted again only now, so that the message is delivered first; the rest of the
+      // window takes what arrives meanwhile.
+      window.push_back(postControlReceive(peer, next.bytes));
     }
+  } catch (...) {
+    peerFailed(peer, describeException(std::current_exception()));
   }
+}
+
+P2PEngine::ControlReceive P2PEngine::postControlReceive(int peer, at::Tensor bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(!stopping_, "the process group is shutting down");
+  std::vector<at::Tensor> target{bytes};
+  auto work = transport_.gloo().recv(target, peer, kControlSlot);
+  return ControlReceive{std::move(bytes), std::move(work)};
 }
 
 void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::milliseconds limit) {

@@ -76,7 +76,14 @@ class P2PEngine {
     int64_t tag;
   };
 
+  // A control message buffer and the Gloo receive posted into it.
+  struct ControlReceive {
+    at::Tensor bytes;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+
   void listen(int peer);
+  ControlReceive postControlReceive(int peer, at::Tensor bytes);
   void onData(int peer, const Header& header, const at::Tensor& control);
   void onStatus(int peer, const Header& header);
   void peerFailed(int peer, const std::string& why);
