@@ -1,6 +1,7 @@
 #include "qccl/p2p/p2p_engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 
 #include <ATen/ATen.h>
@@ -21,9 +22,32 @@ using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 // wait has no practical limit. shutdown() cuts it short.
 constexpr auto kListenForever = std::chrono::hours(24 * 365);
 
-// The control message: the header, then the payload when it travels inline.
-at::Tensor controlMessage(const Header& header, const at::Tensor& payload) {
-  auto bytes = at::empty({kControlBytes}, at::kByte);
+// Whether Gloo's transport takes a message shorter than the receive posted for it. Its tcp
+// transport (Linux's default, and TCP_TLS, which reads the same way) does: the message
+// says its length and the receive only has to be large enough (gloo/transport/tcp/pair.cc).
+// Its uv transport (macOS, Windows, GLOO_DEVICE_TRANSPORT=UV) reads the posted length.
+// Torch picks the transport from GLOO_DEVICE_TRANSPORT, else by platform, and both ends
+// of a connection use the same one.
+bool transportReadsShortMessages() {
+#ifdef __linux__
+  const char* transport = std::getenv("GLOO_DEVICE_TRANSPORT");
+  if (transport == nullptr) {
+    return true;
+  }
+  const std::string name(transport);
+  return name == "TCP" || name == "TCP_TLS" || name == "LINUX";
+#else
+  return false;
+#endif
+}
+
+// The control message: the header, then the payload when it travels inline. Only the
+// bytes in use travel when the transport allows it: a 1 KiB message then stays within two
+// TCP segments, which a connection that was idle sends at once, where a third waits for
+// TCP's pacing (about a millisecond at 20 ms of round trip).
+at::Tensor controlMessage(const Header& header, const at::Tensor& payload, bool shortMessage) {
+  const int64_t used = static_cast<int64_t>(sizeof(Header)) + (carriesInline(header) ? header.payloadBytes : 0);
+  auto bytes = at::empty({shortMessage ? used : kControlBytes}, at::kByte);
   auto* out = static_cast<uint8_t*>(bytes.mutable_data_ptr());
   std::memcpy(out, &header, sizeof(Header));
   if (carriesInline(header) && header.payloadBytes > 0) {
@@ -55,6 +79,7 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       config_(config),
       rank_(rank),
       size_(size),
+      shortControlMessages_(transportReadsShortMessages()),
       listenerWaits_(size),
       peerFailure_(size),
       unreported_(size),
@@ -465,7 +490,7 @@ std::exception_ptr P2PEngine::reportingError(const P2PWork& work, const std::vec
 
 c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
   std::vector<WorkPtr> parts;
-  std::vector<at::Tensor> head{controlMessage(header, payload)};
+  std::vector<at::Tensor> head{controlMessage(header, payload, shortControlMessages_)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
   if (header.kind == Kind::Data && !carriesInline(header)) {
     for (auto& part : payloadParts(payload)) {

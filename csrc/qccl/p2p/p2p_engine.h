@@ -121,6 +121,8 @@ class P2PEngine {
   const Config config_;
   const int rank_;
   const int size_;
+  // Control messages carry only the bytes in use (listeners always post kControlBytes).
+  const bool shortControlMessages_;
 
   std::mutex mutex_;  // everything below
   bool stopping_ = false;
