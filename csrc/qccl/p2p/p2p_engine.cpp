@@ -131,7 +131,9 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
       if (reported.empty()) {
         header.seq = nextSeq_[dst]++;
         if (!copiedInline) {
-          pendingSends_[dst][header.seq] = work;
+          auto& pending = pendingSends_[dst];
+          std::erase_if(pending, [](const auto& entry) { return entry.second->isCompleted(); });
+          pending[header.seq] = work;
         }
       }
     }
@@ -154,32 +156,9 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
   } else if (copiedInline) {
     work->markSucceeded();
   } else {
-    settleWhenWritten(work, dst, header.seq, transfer);
+    work->settleWith(transfer);
   }
   return work;
-}
-
-void P2PEngine::settleWhenWritten(
-    const c10::intrusive_ptr<P2PWork>& send,
-    int dst,
-    uint64_t seq,
-    const c10::intrusive_ptr<WaitingWork>& transfer) {
-  // Runs on the background waiter once Gloo has written (or failed to write) the
-  // payload, or at once if it already has; shutdown() joins that waiter before the
-  // engine goes away.
-  transfer->future()->addCallback([this, send, dst, seq](c10::ivalue::Future& done) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pendingSends_[dst].erase(seq);
-    }
-    if (!done.hasError()) {
-      send->markSucceeded();
-      return;
-    }
-    send->markFailed(makeCommError(
-        send->name() + " on rank " + std::to_string(rank_) + " failed: rank " + std::to_string(dst) +
-        " is unreachable (it died, or closed the process group): " + describeException(done.exception_ptr())));
-  });
 }
 
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {

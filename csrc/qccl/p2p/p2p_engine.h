@@ -105,9 +105,6 @@ class P2PEngine {
   // background waiter keeps the Gloo works alive until they are done. Returns the work
   // that completes when Gloo has written every part.
   c10::intrusive_ptr<WaitingWork> post(int peer, const Header& header, const at::Tensor& payload);
-  // Settles a send whose payload did not go inline once Gloo has written it.
-  void settleWhenWritten(const c10::intrusive_ptr<P2PWork>& send, int dst, uint64_t seq,
-                         const c10::intrusive_ptr<WaitingWork>& transfer);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
   // Raises if `peer` died.
@@ -132,7 +129,8 @@ class P2PEngine {
   // Per peer, as a sender: its Rejected statuses that no call has reported yet.
   std::vector<std::vector<std::string>> unreported_;
   std::vector<uint64_t> nextSeq_;            // per peer
-  // Per peer: sends whose payload Gloo is still writing from the caller's tensor.
+  // Per peer: sends whose payload Gloo is still writing from the caller's tensor (and
+  // some that have completed since the last send to that peer, which prunes them).
   std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
   std::list<PostedRecv> posted_;                   // in posting order
   // Messages arrived or arriving and not yet delivered, in arrival order.
