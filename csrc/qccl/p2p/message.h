@@ -1,10 +1,10 @@
 #pragma once
 
-// The fixed-size control message of qccl's point-to-point protocol (docs/p2p.md).
+// The control message of qccl's point-to-point protocol (docs/p2p.md).
 //
-// Every point-to-point message starts with a control message of kControlBytes on the
-// pair's control slot: a Header, then room for a small payload. A Data message whose
-// payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
+// Every point-to-point message starts with a control message of at most kControlBytes
+// on the pair's control slot: a Header, then room for a small payload. A Data message
+// whose payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
 // sends `payloadBytes` after it on the pair's payload slot. The receiver answers only a
 // message that a receive rejects (Rejected, with what the receive was posted for): a
 // send completes without waiting for the receiver, and its sender learns of a rejection
