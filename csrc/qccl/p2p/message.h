@@ -5,7 +5,8 @@
 // Every point-to-point message starts with a control message of at most kControlBytes
 // on the pair's control slot: a Header, then room for a small payload. A Data message
 // whose payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
-// sends `payloadBytes` after it on the pair's payload slot. The receiver answers only a
+// sends `payloadBytes` after it on the pair's payload slot, or, up to kStagingBytes, as
+// StagedData on the staged payload slot. The receiver answers only a
 // message that a receive rejects (Rejected, with what the receive was posted for): a
 // send completes without waiting for the receiver, and its sender learns of a rejection
 // through a later call (docs/p2p.md).
@@ -20,13 +21,15 @@ namespace qccl::p2p {
 // the header, not in the slot.
 constexpr uint32_t kControlSlot = 0x51430001;
 constexpr uint32_t kPayloadSlot = 0x51430002;
+constexpr uint32_t kStagedPayloadSlot = 0x51430003;
 
 // "QCCP2": version 2 answers only rejections; a peer speaking version 1 fails the pair.
 constexpr int64_t kMagic = 0x3250434351;
 
 enum class Kind : int64_t {
-  Data = 1,      // a message; a payload that does not fit inline follows on kPayloadSlot
-  Rejected = 2,  // status: the receive the message met has another size, dtype or codec
+  Data = 1,        // a message; a payload that does not fit inline follows on kPayloadSlot
+  Rejected = 2,    // status: the receive the message met has another size, dtype or codec
+  StagedData = 3,  // a message whose payload follows on kStagedPayloadSlot
 };
 
 struct Header {
@@ -60,6 +63,21 @@ constexpr int64_t kInlineBytes = kControlBytes - static_cast<int64_t>(sizeof(Hea
 
 inline bool carriesInline(const Header& header) {
   return header.kind == Kind::Data && header.payloadBytes <= kInlineBytes;
+}
+
+// A payload on kPayloadSlot has a receive of its own size, which the receiver posts once
+// the header has arrived: Gloo then writes it only after a notification has come back,
+// so it arrives three one-way trips after the send instead of one. A payload of up to
+// kStagingBytes can instead go to a receive the receiver keeps posted on
+// kStagedPayloadSlot (staging_receive.h) and is copied from there: posted after the
+// first payload of that size from that sender (so only pairs that exchange such
+// payloads hold the buffer), and used only where Gloo reads a message shorter than its
+// receive. Larger payloads are not staged: the copy would cost more than the handshake
+// on a fast link, and the buffer would be as large as the payload.
+constexpr int64_t kStagingBytes = 256 << 10;
+
+inline bool fitsStaging(int64_t payloadBytes) {
+  return payloadBytes > kInlineBytes && payloadBytes <= kStagingBytes;
 }
 
 // A payload too large to go inline travels as two Gloo transfers, its body and its last

@@ -84,6 +84,7 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       peerFailure_(size),
       unreported_(size),
       nextSeq_(size, 0),
+      peerStages_(size, false),
       pendingSends_(size) {
   // From the start: a peer's first message must find this rank listening even if this
   // rank's own first call on the group comes after that peer waits for it.
@@ -130,6 +131,14 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
       reported = takeUnreported(dst);
       if (reported.empty()) {
         header.seq = nextSeq_[dst]++;
+        if (shortControlMessages_ && fitsStaging(header.payloadBytes)) {
+          // The receiver posts its staging receive once the first such payload has
+          // arrived the ordinary way (message.h); the ones after it go there.
+          if (peerStages_[dst]) {
+            header.kind = Kind::StagedData;
+          }
+          peerStages_[dst] = true;
+        }
         if (!copiedInline) {
           auto& pending = pendingSends_[dst];
           std::erase_if(pending, [](const auto& entry) { return entry.second->isCompleted(); });
@@ -207,6 +216,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 void P2PEngine::listen(int peer) {
   // kListenWindow control messages stay posted (message.h); Gloo fills them in order.
   std::deque<ControlReceive> window;
+  StagingReceive staging;
   try {
     while (window.size() < static_cast<size_t>(kListenWindow)) {
       window.push_back(postControlReceive(peer, at::empty({kControlBytes}, at::kByte)));
@@ -218,8 +228,8 @@ void P2PEngine::listen(int peer) {
       Header header;
       std::memcpy(&header, next.bytes.const_data_ptr(), sizeof(Header));
       TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol (version 2) arrived");
-      if (header.kind == Kind::Data) {
-        onData(peer, header, next.bytes);
+      if (header.kind == Kind::Data || header.kind == Kind::StagedData) {
+        onData(peer, header, next.bytes, staging);
       } else {
         onStatus(peer, header);
       }
@@ -254,7 +264,7 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
   TORCH_CHECK(completed && !stopping_, "the process group is shutting down");
 }
 
-void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control) {
+void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging) {
   auto message = std::make_shared<Inbound>();
   message->src = peer;
   message->header = header;
@@ -279,12 +289,7 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (carriesInline(header)) {  // copied out: the control buffer takes the next message
     message->payload.copy_(control.narrow(0, sizeof(Header), header.payloadBytes));
   } else {
-    auto parts = payloadParts(message->payload);
-    std::vector<at::Tensor> body{parts[0]};
-    std::vector<at::Tensor> tail{parts[1]};
-    auto bodyWork = transport_.gloo().recv(body, peer, kPayloadSlot);
-    waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
-    waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
+    receivePayload(peer, header, message->payload, staging);
   }
 
   c10::intrusive_ptr<P2PWork> receiver;
@@ -301,6 +306,33 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (receiver) {
     deliver(*message, *receiver, tensor);
   }
+}
+
+void P2PEngine::receivePayload(int peer, const Header& header, at::Tensor& payload, StagingReceive& staging) {
+  if (header.kind == Kind::StagedData) {
+    TORCH_CHECK(staging.posted() && fitsStaging(header.payloadBytes), "rank ", peer,
+                " sent a payload of ", header.payloadBytes, " bytes to a staging receive this rank has not posted");
+    waitListening(peer, staging.tail(), transport_.timeout());
+    waitListening(peer, staging.body(), transport_.timeout());  // already in: it came first
+    staging.copyTo(payload);
+    postStaging(peer, staging);
+    return;
+  }
+  auto parts = payloadParts(payload);
+  std::vector<at::Tensor> body{parts[0]};
+  std::vector<at::Tensor> tail{parts[1]};
+  auto bodyWork = transport_.gloo().recv(body, peer, kPayloadSlot);
+  waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
+  waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
+  if (shortControlMessages_ && fitsStaging(header.payloadBytes) && !staging.posted()) {
+    postStaging(peer, staging);  // the sender sends the next such payload there
+  }
+}
+
+void P2PEngine::postStaging(int peer, StagingReceive& staging) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(!stopping_, "the process group is shutting down");
+  staging.post(transport_.gloo(), peer);
 }
 
 void P2PEngine::onStatus(int peer, const Header& status) {
@@ -471,10 +503,11 @@ c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, 
   std::vector<WorkPtr> parts;
   std::vector<at::Tensor> head{controlMessage(header, payload, shortControlMessages_)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
-  if (header.kind == Kind::Data && !carriesInline(header)) {
+  const bool staged = header.kind == Kind::StagedData;
+  if (staged || (header.kind == Kind::Data && !carriesInline(header))) {
     for (auto& part : payloadParts(payload)) {
       std::vector<at::Tensor> transfer{part};
-      parts.push_back(transport_.gloo().send(transfer, peer, kPayloadSlot));
+      parts.push_back(transport_.gloo().send(transfer, peer, staged ? kStagedPayloadSlot : kPayloadSlot));
     }
   }
   auto transfer = c10::make_intrusive<WaitingWork>(

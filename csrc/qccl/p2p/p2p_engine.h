@@ -35,6 +35,7 @@
 #include "qccl/common/config.h"
 #include "qccl/p2p/message.h"
 #include "qccl/p2p/p2p_work.h"
+#include "qccl/p2p/staging_receive.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl::p2p {
@@ -84,7 +85,11 @@ class P2PEngine {
 
   void listen(int peer);
   ControlReceive postControlReceive(int peer, at::Tensor bytes);
-  void onData(int peer, const Header& header, const at::Tensor& control);
+  void onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging);
+  // Receives the payload of a message that did not go inline into `payload`.
+  void receivePayload(int peer, const Header& header, at::Tensor& payload, StagingReceive& staging);
+  // Posts `staging` (again), unless the group is shutting down.
+  void postStaging(int peer, StagingReceive& staging);
   void onStatus(int peer, const Header& header);
   void peerFailed(int peer, const std::string& why);
 
@@ -129,6 +134,8 @@ class P2PEngine {
   // Per peer, as a sender: its Rejected statuses that no call has reported yet.
   std::vector<std::vector<std::string>> unreported_;
   std::vector<uint64_t> nextSeq_;            // per peer
+  // Per peer: it keeps a staging receive posted for this rank's payloads (message.h).
+  std::vector<bool> peerStages_;
   // Per peer: sends whose payload Gloo is still writing from the caller's tensor (and
   // some that have completed since the last send to that peer, which prunes them).
   std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
