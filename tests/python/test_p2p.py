@@ -1,7 +1,11 @@
 """Point-to-point on qccl: send/recv, isend/irecv with tags, several receives outstanding
 from one peer, receive from any source, batch_isend_irecv in both directions (the
 pattern of a 1F1B middle pipeline stage), sends that complete before their receive is
-posted, and compressed payloads against the reference codecs."""
+posted and without the receiver's answer, a sender's tensor that is free once its send
+has completed, and compressed payloads against the reference codecs."""
+
+import os
+import signal
 
 import pytest
 import torch
@@ -126,6 +130,103 @@ def rank_everyone_sends_first(ctx, numel):
 @pytest.mark.parametrize("numel", [1, 1 << 20])
 def test_a_send_completes_before_its_receive_is_posted(world, numel):
     world.run(rank_everyone_sends_first, numel)
+
+
+def rank_send_completes_while_the_receiver_is_stopped(ctx):
+    # A small send completes once its bytes are copied out of the tensor, without waiting
+    # for anything from the receiver: rank 1 is stopped (SIGSTOP) while rank 0 sends and
+    # waits, so neither its listener nor its Gloo threads can answer. The messages are
+    # delivered when it runs again.
+    pids = [None] * ctx.size
+    dist.all_gather_object(pids, os.getpid())
+    messages = [torch.arange(16.0) + 100 * i for i in range(3)]
+    if ctx.rank == 0:
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            sent = [m.clone() for m in messages]
+            works = [dist.isend(t, 1, tag=i) for i, t in enumerate(sent)]
+            for work in works:
+                work.wait()
+            for t in sent:
+                t.fill_(-1.0)  # the tensors are the caller's again
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+    elif ctx.rank == 1:
+        for i, expected in enumerate(messages):
+            got = torch.zeros(16)
+            dist.recv(got, 0, tag=i)
+            assert torch.equal(got, expected), i
+    dist.barrier()
+
+
+def test_a_small_send_does_not_wait_for_the_receiver(world2):
+    world2.run(rank_send_completes_while_the_receiver_is_stopped)
+
+
+def rank_tensor_free_after_send(ctx, numel, codec):
+    # What Gloo promises for a send's Work: once it completed, the caller may write into
+    # the tensor; the receiver still gets what the tensor held at the send.
+    group = dist.new_group(pg_options=qccl.Options(p2p_codec=codec, block=64))
+    original = make_input(0, torch.float32, numel, seed=4)
+    if ctx.rank == 0:
+        sent = original.clone()
+        dist.send(sent, 1, group=group)  # staged: rank 1 receives after the barrier
+        sent.fill_(float("nan"))
+        dist.barrier(group=group)
+    elif ctx.rank == 1:
+        dist.barrier(group=group)
+        got = torch.zeros(numel)
+        dist.recv(got, 0, group=group)
+        expected = original if codec == "none" else codecs.decode(codec, 64, codecs.encode(codec, 64, original), numel)
+        assert torch.equal(got, expected)
+    else:
+        dist.barrier(group=group)
+    dist.destroy_process_group(group)
+
+
+@pytest.mark.parametrize("numel,codec", [(16, "none"), (1 << 16, "none"), (1 << 16, "int8")])
+def test_a_completed_send_no_longer_needs_its_tensor(world2, numel, codec):
+    world2.run(rank_tensor_free_after_send, numel, codec)
+
+
+def rank_medium_payloads(ctx):
+    # Payloads above what fits in the control message and up to 256 KiB: the first from
+    # a sender takes the ordinary route, the later ones the receive the receiver keeps
+    # posted for them (docs/p2p.md). A mix of sizes, dtypes and codecs, received both
+    # posted before they arrive (the first three) and staged (the rest, after the barrier).
+    specs = [(1001, torch.float32), (65536, torch.float32), (4000, torch.float64),
+             (20000, torch.int32), (1 << 16, torch.float32), (3000, torch.float64)]
+    group = dist.new_group(pg_options=qccl.Options(p2p_codec="bf16", block=64))
+    messages = [make_input(i, torch.float32, n, seed=5).to(dtype) * 10 for i, (n, dtype) in enumerate(specs)]
+    if ctx.rank == 0:
+        dist.barrier(group=group)  # rank 1's first receives are posted
+        for i, m in enumerate(messages):
+            dist.send(m, 1, group=group, tag=i)
+        dist.barrier(group=group)
+    elif ctx.rank == 1:
+        got = [torch.zeros_like(m) for m in messages]
+        early = [dist.irecv(got[i], 0, group=group, tag=i) for i in range(3)]
+        dist.barrier(group=group)
+        for work in early:
+            work.wait()
+        dist.barrier(group=group)
+        for i in reversed(range(3, len(messages))):
+            dist.recv(got[i], 0, group=group, tag=i)
+        for m, g in zip(messages, got):
+            if m.dtype in (torch.float32, torch.float64):
+                wire = codecs.encode("bf16", 64, m)
+                expected = codecs.decode("bf16", 64, wire, m.numel()).to(m.dtype)
+            else:
+                expected = m
+            assert torch.equal(g, expected), (m.dtype, m.numel())
+    else:
+        dist.barrier(group=group)
+        dist.barrier(group=group)
+    dist.destroy_process_group(group)
+
+
+def test_medium_payloads_arrive_intact(world2):
+    world2.run(rank_medium_payloads)
 
 
 def rank_tags_match_out_of_order(ctx):

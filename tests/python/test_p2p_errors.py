@@ -1,7 +1,8 @@
 """Point-to-point calls that do not fit: a receive of another size, dtype or codec than
-the message fails on both ranks with a clear error and writes nothing, and the pair
-and the group keep working; a peer that dies, or never sends, fails the call within the
-timeout."""
+the message fails with a clear error and writes nothing; the sender's send has completed
+by then, and its first receive from that peer still waiting (or else its next call
+involving that peer) raises the rejection and does nothing; the pair and the group keep
+working. A peer that dies, or never sends, fails the call within the timeout."""
 
 import multiprocessing as mp
 import os
@@ -43,17 +44,38 @@ def _pair_and_group_still_work(ctx):
     assert torch.equal(total, torch.full((5,), ctx.size * (ctx.size + 1) / 2))
 
 
+ANSWER = torch.tensor([42.0, -1.5])
+
+
+def _answer_rejection():
+    # What a receiver does after rejecting rank 0's message: it answers. The Rejected
+    # status went out before this message, on the same stream.
+    dist.send(ANSWER, 0)
+
+
+def _receive_answer_reporting(*fragments):
+    # Rank 0 waits for rank 1's answer: that receive (waiting, or posted after the status
+    # arrived) reports the rejection, takes no message, and the next receive gets it.
+    answer = torch.zeros(2)
+    _expect_error(lambda: dist.recv(answer, 1), ValueError, "did nothing", "took no message", *fragments)
+    assert torch.equal(answer, torch.zeros(2)), "a receive that reports a rejection must not take a message"
+    dist.recv(answer, 1)
+    assert torch.equal(answer, ANSWER)
+
+
 def rank_mismatch_with_posted_receive(ctx, sent, posted):
     # The barrier orders it: the receive is posted before the message arrives.
     if ctx.rank == 0:
         dist.barrier()
-        _expect_error(lambda: dist.send(sent, 1), ValueError, "rejected", "rank 1 posted a receive")
+        dist.send(sent, 1)  # completes: a send does not wait for the receiver's verdict
+        _receive_answer_reporting("rejected", "rank 1 posted a receive", "send to rank 1 (tag 0) on rank 0")
     elif ctx.rank == 1:
         buf = posted.clone()
         work = dist.irecv(buf, 0)
         dist.barrier()
         _expect_error(work.wait, ValueError, "does not fit", "from rank 0")
         assert torch.equal(buf, posted), "a rejected message must not be written"
+        _answer_rejection()
     else:
         dist.barrier()
     _pair_and_group_still_work(ctx)
@@ -74,20 +96,18 @@ def test_mismatch_fails_both_sides(world, what):
 
 
 def rank_mismatch_with_staged_message(ctx):
-    # The message arrives before the receive: the send has completed when the receiver
-    # finds that it does not fit, so the rejection reaches rank 0 later, ahead of anything
-    # else rank 1 sends it; rank 0's next send raises it.
+    # The message arrives before the receive and is staged; the receive posted later
+    # rejects it, and the rejection reaches rank 0 as in the posted case.
     if ctx.rank == 0:
         dist.send(torch.ones(4), 1)
         dist.barrier()
-        dist.recv(torch.zeros(1), 1)  # sent by rank 1 after the rejection
-        _expect_error(lambda: dist.send(torch.arange(6.0), 1), ValueError, "was rejected", "carried 4 elements")
+        _receive_answer_reporting("was rejected", "carried 4 elements", "posted a receive for 8 elements")
     elif ctx.rank == 1:
         dist.barrier()
         buf = torch.zeros(8)
         _expect_error(lambda: dist.recv(buf, 0), ValueError, "does not fit")
         assert torch.equal(buf, torch.zeros(8))
-        dist.send(torch.zeros(1), 0)
+        _answer_rejection()
     else:
         dist.barrier()
     _pair_and_group_still_work(ctx)
@@ -98,7 +118,7 @@ def test_mismatch_found_after_the_send_completed(world2):
     world2.run(rank_mismatch_with_staged_message)
 
 
-# --- what the send that reports a late rejection does with its own message ---------------
+# --- what the call that reports a rejection does -----------------------------------------
 # These run in a world with a short group timeout: a receive left waiting for a message
 # that never comes fails in seconds, and so does everything after it.
 
@@ -123,67 +143,100 @@ def quick_world2(_quick_worlds):
     return world
 
 
-def rank_send_after_late_rejection(ctx, rejected, posted, following):
-    # Issue 14: rank 0's message is staged, rank 1's receive rejects it, and rank 0's next
-    # send reports that. It must deliver nothing, so that sending it again delivers it
-    # exactly once and the pair stays in step.
+def _count_rejections(error):
+    text = str(error)
+    assert text.startswith("qccl: ") and "did nothing" in text, text
+    rejections = text.count(") was rejected: it carried")
+    assert rejections > 0, text
+    return rejections
+
+
+def _send_until_delivered(tensor, dst):
+    # The documented way to handle a send that reports an earlier rejection: it sent
+    # nothing, so the message is sent again (and again, if that send reports another
+    # rejection that arrived meanwhile). Returns how many rejections the sends reported.
+    reported = 0
+    for _ in range(10):
+        try:
+            dist.send(tensor, dst)
+            return reported
+        except ValueError as error:
+            reported += _count_rejections(error)
+    raise AssertionError("a message was not delivered after 10 sends")
+
+
+def _recv_until_delivered(tensor, src):
+    # The same for a receive: one that reports a rejection took no message.
+    reported = 0
+    for _ in range(10):
+        try:
+            dist.recv(tensor, src)
+            return reported
+        except ValueError as error:
+            reported += _count_rejections(error)
+    raise AssertionError("no message was received after 10 receives")
+
+
+def rank_calls_after_a_rejection(ctx, rejected, posted, following):
+    # Rank 0's message is staged and rank 1's receive rejects it. Rank 0's next calls
+    # involving rank 1 are a send and a receive of rank 1's answer: whichever reports
+    # the rejection (that depends on when the status arrives, but the answer comes after
+    # it, so one of them does) did nothing, and doing it again delivers or takes the
+    # message exactly once.
     if ctx.rank == 0:
         dist.send(rejected, 1)  # staged: rank 1 posts its receive after the barrier
         dist.barrier()
-        dist.barrier()  # rank 1 has rejected it
-        _expect_error(
-            lambda: dist.send(following, 1),
-            ValueError,
-            "was not delivered",
-            ") was rejected: it carried %d elements" % rejected.numel(),
-            "rank 1 posted a receive for %d elements" % posted.numel(),
-        )
-        dist.send(following, 1)  # as documented: send it again
+        dist.barrier()  # rank 1 has rejected it and answered
+        reported = _send_until_delivered(following, 1)
+        answer = torch.zeros(2)
+        reported += _recv_until_delivered(answer, 1)
+        assert reported == 1, reported
+        assert torch.equal(answer, ANSWER)
     elif ctx.rank == 1:
         dist.barrier()
         buf = posted.clone()
         _expect_error(lambda: dist.recv(buf, 0), ValueError, "does not fit", "from rank 0")
         assert torch.equal(buf, posted), "a rejected message must not be written"
+        _answer_rejection()
         dist.barrier()
         got = torch.zeros_like(following)
         dist.recv(got, 0)
         assert torch.equal(got, following)
+    # Its receives from any source would take a second copy of `following` first.
     _pair_and_group_still_work(ctx)
 
 
 LATE_REJECTIONS = {
-    # The issue's sizes; every message fits in the control message.
+    # Every message fits in the control message.
     "small": (torch.ones(8), torch.zeros(16), torch.arange(16.0) * 0.5 + 100),
-    # Payloads behind the control message: the rejected one and the one that reports it
-    # must both be drained from the payload slot.
+    # Payloads behind the control message: the rejected one is drained from the payload
+    # slot, and the stream stays in step for the next.
     "large": (torch.ones(1 << 15), torch.zeros(1 << 16), torch.arange(float(1 << 16)) - 7),
 }
 
 
 @pytest.mark.parametrize("sizes", list(LATE_REJECTIONS))
-def test_send_reporting_a_late_rejection_delivers_nothing(quick_world2, sizes):
-    quick_world2.run(rank_send_after_late_rejection, *LATE_REJECTIONS[sizes])
+def test_the_call_reporting_a_rejection_does_nothing(quick_world2, sizes):
+    quick_world2.run(rank_calls_after_a_rejection, *LATE_REJECTIONS[sizes])
 
 
-def rank_two_late_rejections(ctx):
-    # Two staged messages rejected before rank 0 sends again: one send reports both.
+def rank_two_rejections(ctx):
+    # Two staged messages rejected before rank 0 calls again: both are reported, each
+    # once, by the calls that follow.
     if ctx.rank == 0:
         dist.send(torch.ones(4), 1)
         dist.send(torch.ones(5), 1)
         dist.barrier()
         dist.barrier()
-        _expect_error(
-            lambda: dist.send(torch.arange(3.0), 1),
-            ValueError,
-            "was not delivered",
-            "carried 4 elements",
-            "carried 5 elements",
-        )
-        dist.send(torch.arange(3.0), 1)
+        reported = _send_until_delivered(torch.arange(3.0), 1)
+        answer = torch.zeros(2)
+        reported += _recv_until_delivered(answer, 1)
+        assert reported == 2, reported
     elif ctx.rank == 1:
         dist.barrier()
         for _ in range(2):
             _expect_error(lambda: dist.recv(torch.zeros(2), 0), ValueError, "does not fit")
+        _answer_rejection()
         dist.barrier()
         got = torch.zeros(3)
         dist.recv(got, 0)
@@ -191,30 +244,15 @@ def rank_two_late_rejections(ctx):
     _pair_and_group_still_work(ctx)
 
 
-def test_one_send_reports_every_late_rejection_before_it(quick_world2):
-    quick_world2.run(rank_two_late_rejections)
+def test_every_rejection_is_reported_once(quick_world2):
+    quick_world2.run(rank_two_rejections)
 
 
-def _send_until_delivered(tensor, dst):
-    # The documented way to handle a send that reports an earlier rejection: it delivered
-    # nothing, so the message is sent again (and again, if that send reports another
-    # rejection that happened meanwhile). Returns how many rejections the sends reported.
-    reported = 0
-    for _ in range(10):
-        try:
-            dist.send(tensor, dst)
-            return reported
-        except ValueError as error:
-            rejections = str(error).count(") was rejected: it carried")
-            assert rejections > 0, str(error)
-            reported += rejections
-    raise AssertionError("a message was not delivered after 10 sends")
-
-
-def rank_sends_racing_a_late_rejection(ctx, rounds):
+def rank_sends_racing_a_rejection(ctx, rounds):
     # Rank 0 sends while rank 1 rejects, with nothing ordering the two: which send reports
     # the rejection depends on timing, but whichever does must have delivered nothing,
-    # and every rejection is reported exactly once.
+    # and every rejection is reported exactly once, at the latest by the receive of the
+    # answer rank 1 sends after the last one.
     reported = 0
     for i in range(rounds):
         first, second = torch.full((16,), float(i)), torch.full((3,), -float(i))
@@ -230,20 +268,18 @@ def rank_sends_racing_a_late_rejection(ctx, rounds):
                 got = torch.zeros_like(expected)
                 dist.recv(got, 0)
                 assert torch.equal(got, expected), (i, got, expected)
-    dist.barrier()  # the last rejection has happened
-    last = torch.tensor([7.0, 8.0])
     if ctx.rank == 0:
-        reported += _send_until_delivered(last, 1)
+        answer = torch.zeros(2)
+        reported += _recv_until_delivered(answer, 1)
+        assert torch.equal(answer, ANSWER)
         assert reported == rounds, (reported, rounds)
     elif ctx.rank == 1:
-        got = torch.zeros(2)
-        dist.recv(got, 0)
-        assert torch.equal(got, last)
+        _answer_rejection()
     _pair_and_group_still_work(ctx)
 
 
-def test_sends_racing_a_late_rejection_deliver_each_message_once(quick_world2):
-    quick_world2.run(rank_sends_racing_a_late_rejection, 30)
+def test_sends_racing_a_rejection_deliver_each_message_once(quick_world2):
+    quick_world2.run(rank_sends_racing_a_rejection, 30)
 
 
 def rank_codec_mismatch(ctx):
@@ -252,11 +288,17 @@ def rank_codec_mismatch(ctx):
     x = torch.randn(1000)
     if ctx.rank == 0:
         dist.barrier(group=group)
-        _expect_error(lambda: dist.send(x, 1, group=group), ValueError, "codec int8", "QCCL_P2P_CODEC")
+        dist.send(x, 1, group=group)
+        # Rank 1's answer comes after the rejection: the receive waiting for it reports it.
+        answer = torch.zeros(2)
+        _expect_error(lambda: dist.recv(answer, 1, group=group), ValueError, "codec int8", "QCCL_P2P_CODEC")
+        dist.recv(answer, 1, group=group)
+        assert torch.equal(answer, ANSWER)
     elif ctx.rank == 1:
         work = dist.irecv(torch.zeros(1000), 0, group=group)
         dist.barrier(group=group)
         _expect_error(work.wait, ValueError, "codec int8", "codec none")
+        dist.send(ANSWER, 0, group=group)
     dist.destroy_process_group(group)
 
 

@@ -1,15 +1,15 @@
 #pragma once
 
-// The fixed-size control message of qccl's point-to-point protocol (docs/p2p.md).
+// The control message of qccl's point-to-point protocol (docs/p2p.md).
 //
-// Every point-to-point message starts with a control message of kControlBytes on the
-// pair's control slot: a Header, then room for a small payload. A Data message whose
-// payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
-// sends `payloadBytes` after it on the pair's payload slot. The receiver answers
-// each Data header with a status (Delivered, Staged, Rejected or Discarded) on the
-// control slot, so the sender learns the outcome. A staged message that later meets a
-// receive it does not fit gets a RejectedLate, and the sender's next message is
-// Discarded: its send reports the rejection and delivers nothing.
+// Every point-to-point message starts with a control message of at most kControlBytes
+// on the pair's control slot: a Header, then room for a small payload. A Data message
+// whose payload fits (at most kInlineBytes) carries it there, in one transfer; a larger one
+// sends `payloadBytes` after it on the pair's payload slot, or, up to kStagingBytes, as
+// StagedData on the staged payload slot. The receiver answers only a
+// message that a receive rejects (Rejected, with what the receive was posted for): a
+// send completes without waiting for the receiver, and its sender learns of a rejection
+// through a later call (docs/p2p.md).
 
 #include <cstdint>
 #include <cstring>
@@ -21,19 +21,15 @@ namespace qccl::p2p {
 // the header, not in the slot.
 constexpr uint32_t kControlSlot = 0x51430001;
 constexpr uint32_t kPayloadSlot = 0x51430002;
+constexpr uint32_t kStagedPayloadSlot = 0x51430003;
 
-constexpr int64_t kMagic = 0x3150434351;  // "QCCP1"
+// "QCCP2": version 2 answers only rejections; a peer speaking version 1 fails the pair.
+constexpr int64_t kMagic = 0x3250434351;
 
 enum class Kind : int64_t {
-  Data = 1,       // a message; its payload follows on kPayloadSlot
-  Delivered = 2,  // status: a receive took it
-  Staged = 3,     // status: it arrived before its receive and waits in the receiver
-  Rejected = 4,   // status: the receive it met has another size, dtype or codec
-  // status: a message answered Staged met such a receive later; the receiver discards the
-  // sender's next message, whose send then reports this rejection
-  RejectedLate = 5,
-  // status: drained unread, to report the RejectedLate statuses sent before it
-  Discarded = 6,
+  Data = 1,        // a message; a payload that does not fit inline follows on kPayloadSlot
+  Rejected = 2,    // status: the receive the message met has another size, dtype or codec
+  StagedData = 3,  // a message whose payload follows on kStagedPayloadSlot
 };
 
 struct Header {
@@ -45,7 +41,7 @@ struct Header {
   int64_t numel = 0;
   int64_t codec = 0;         // CodecKind of the payload
   int64_t payloadBytes = 0;
-  // Rejected and RejectedLate only: what the receive was posted for.
+  // Rejected only: what the receive was posted for.
   int64_t expectedDtype = 0;
   int64_t expectedNumel = 0;
   int64_t expectedCodec = 0;
@@ -53,14 +49,35 @@ struct Header {
 };
 static_assert(sizeof(Header) == 96, "the wire header is 96 bytes on every rank");
 
-// Control messages have one size, so a listener can always have the next one posted.
+// Control messages have one size, so a listener can always have the next ones posted.
 // Small messages (shapes, scalars, small activations) then take one transfer instead of
 // a header, a handshake for the payload and the payload.
 constexpr int64_t kControlBytes = 4096;
+// How many control messages a listener keeps posted per peer. Gloo writes a send only
+// once its receive is posted, and a listener posts again only after it has handled a
+// message: with one receive posted, each message sent before the receiver had handled
+// the previous one would wait a round trip for the receive. A burst of up to this many
+// messages (a batch, a pipeline step) goes out at once.
+constexpr int kListenWindow = 8;
 constexpr int64_t kInlineBytes = kControlBytes - static_cast<int64_t>(sizeof(Header));
 
 inline bool carriesInline(const Header& header) {
   return header.kind == Kind::Data && header.payloadBytes <= kInlineBytes;
+}
+
+// A payload on kPayloadSlot has a receive of its own size, which the receiver posts once
+// the header has arrived: Gloo then writes it only after a notification has come back,
+// so it arrives three one-way trips after the send instead of one. A payload of up to
+// kStagingBytes can instead go to a receive the receiver keeps posted on
+// kStagedPayloadSlot (staging_receive.h) and is copied from there: posted after the
+// first payload of that size from that sender (so only pairs that exchange such
+// payloads hold the buffer), and used only where Gloo reads a message shorter than its
+// receive. Larger payloads are not staged: the copy would cost more than the handshake
+// on a fast link, and the buffer would be as large as the payload.
+constexpr int64_t kStagingBytes = 256 << 10;
+
+inline bool fitsStaging(int64_t payloadBytes) {
+  return payloadBytes > kInlineBytes && payloadBytes <= kStagingBytes;
 }
 
 // A payload too large to go inline travels as two Gloo transfers, its body and its last

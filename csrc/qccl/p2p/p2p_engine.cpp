@@ -1,6 +1,8 @@
 #include "qccl/p2p/p2p_engine.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <deque>
 
 #include <ATen/ATen.h>
 #include <c10/core/ScalarType.h>
@@ -20,9 +22,32 @@ using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 // wait has no practical limit. shutdown() cuts it short.
 constexpr auto kListenForever = std::chrono::hours(24 * 365);
 
-// The control message: the header, then the payload when it travels inline.
-at::Tensor controlMessage(const Header& header, const at::Tensor& payload) {
-  auto bytes = at::empty({kControlBytes}, at::kByte);
+// Whether Gloo's transport takes a message shorter than the receive posted for it. Its tcp
+// transport (Linux's default, and TCP_TLS, which reads the same way) does: the message
+// says its length and the receive only has to be large enough (gloo/transport/tcp/pair.cc).
+// Its uv transport (macOS, Windows, GLOO_DEVICE_TRANSPORT=UV) reads the posted length.
+// Torch picks the transport from GLOO_DEVICE_TRANSPORT, else by platform, and both ends
+// of a connection use the same one.
+bool transportReadsShortMessages() {
+#ifdef __linux__
+  const char* transport = std::getenv("GLOO_DEVICE_TRANSPORT");
+  if (transport == nullptr) {
+    return true;
+  }
+  const std::string name(transport);
+  return name == "TCP" || name == "TCP_TLS" || name == "LINUX";
+#else
+  return false;
+#endif
+}
+
+// The control message: the header, then the payload when it travels inline. Only the
+// bytes in use travel when the transport allows it: a 1 KiB message then stays within two
+// TCP segments, which a connection that was idle sends at once, where a third waits for
+// TCP's pacing (about a millisecond at 20 ms of round trip).
+at::Tensor controlMessage(const Header& header, const at::Tensor& payload, bool shortMessage) {
+  const int64_t used = static_cast<int64_t>(sizeof(Header)) + (carriesInline(header) ? header.payloadBytes : 0);
+  auto bytes = at::empty({shortMessage ? used : kControlBytes}, at::kByte);
   auto* out = static_cast<uint8_t*>(bytes.mutable_data_ptr());
   std::memcpy(out, &header, sizeof(Header));
   if (carriesInline(header) && header.payloadBytes > 0) {
@@ -54,11 +79,12 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       config_(config),
       rank_(rank),
       size_(size),
+      shortControlMessages_(transportReadsShortMessages()),
       listenerWaits_(size),
       peerFailure_(size),
-      lateRejections_(size),
-      discardNextFrom_(size, false),
+      unreported_(size),
       nextSeq_(size, 0),
+      peerStages_(size, false),
       pendingSends_(size) {
   // From the start: a peer's first message must find this rank listening even if this
   // rank's own first call on the group comes after that peer waits for it.
@@ -91,25 +117,55 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
   header.codec = static_cast<int64_t>(codec);
   header.block = config_.block;
   header.payloadBytes = payload.numel();
+  // A payload that goes inline is copied into the control message by post(), so the
+  // caller's tensor is free as soon as post() returns; a larger one is read by Gloo
+  // while it writes, which is when Gloo's own send completes.
+  const bool copiedInline = carriesInline(header);
+  std::vector<std::string> reported;
+  c10::intrusive_ptr<WaitingWork> transfer;
   {
     std::lock_guard<std::mutex> order(postMutex_);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       QCCL_CHECK_VALUE(!stopping_, "send on rank ", rank_, ": the process group was shut down");
-      header.seq = nextSeq_[dst]++;
-      pendingSends_[dst][header.seq] = work;
-    }
-    try {
-      post(dst, header, payload);
-    } catch (...) {  // Gloo refuses at once a connection it already knows is closed
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        pendingSends_[dst].erase(header.seq);
+      reported = takeUnreported(dst);
+      if (reported.empty()) {
+        header.seq = nextSeq_[dst]++;
+        if (shortControlMessages_ && fitsStaging(header.payloadBytes)) {
+          // The receiver posts its staging receive once the first such payload has
+          // arrived the ordinary way (message.h); the ones after it go there.
+          if (peerStages_[dst]) {
+            header.kind = Kind::StagedData;
+          }
+          peerStages_[dst] = true;
+        }
+        if (!copiedInline) {
+          auto& pending = pendingSends_[dst];
+          std::erase_if(pending, [](const auto& entry) { return entry.second->isCompleted(); });
+          pending[header.seq] = work;
+        }
       }
-      throwCommError(work->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(dst) +
-                     " is unreachable (it died, or closed the process group): " +
-                     describeException(std::current_exception()));
     }
+    if (reported.empty()) {
+      try {
+        transfer = post(dst, header, payload);
+      } catch (...) {  // Gloo refuses at once a connection it already knows is closed
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          pendingSends_[dst].erase(header.seq);
+        }
+        throwCommError(work->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(dst) +
+                       " is unreachable (it died, or closed the process group): " +
+                       describeException(std::current_exception()));
+      }
+    }
+  }
+  if (!reported.empty()) {
+    work->markFailed(reportingError(*work, reported));  // nothing was sent
+  } else if (copiedInline) {
+    work->markSucceeded();
+  } else {
+    work->settleWith(transfer);
   }
   return work;
 }
@@ -123,28 +179,34 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
 
+  std::vector<std::string> reported;
   std::shared_ptr<Inbound> arrived;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     QCCL_CHECK_VALUE(!stopping_, "recv on rank ", rank_, ": the process group was shut down");
-    auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
-      return !message->receiver && matches(src, tag, message->src, message->header.tag);
-    });
-    if (it == inbound_.end()) {
-      posted_.push_back(PostedRecv{work, tensor, src, tag});
-    } else if ((*it)->arrived) {
-      arrived = *it;
-      inbound_.erase(it);
-    } else {  // its listener delivers it once the payload is in
-      (*it)->receiver = work;
-      (*it)->receiveTensor = tensor;
+    // In the same critical section as the matching: a rejection that arrives after this
+    // finds the receive posted and fails it instead.
+    reported = takeUnreported(src);
+    if (reported.empty()) {
+      auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
+        return !message->receiver && matches(src, tag, message->src, message->header.tag);
+      });
+      if (it == inbound_.end()) {
+        posted_.push_back(PostedRecv{work, tensor, src, tag});
+      } else if ((*it)->arrived) {
+        arrived = *it;
+        inbound_.erase(it);
+      } else {  // its listener delivers it once the payload is in
+        (*it)->receiver = work;
+        (*it)->receiveTensor = tensor;
+      }
     }
   }
-  if (arrived) {
+  if (!reported.empty()) {
+    work->markFailed(reportingError(*work, reported));  // it took no message
+  } else if (arrived) {
     auto target = tensor;
-    if (deliver(*arrived, *work, target) == Kind::Rejected) {
-      rejectStaged(*arrived, tensor);
-    }
+    deliver(*arrived, *work, target);
   }
   return work;
 }
@@ -152,32 +214,40 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 // --- listening ------------------------------------------------------------------------------
 
 void P2PEngine::listen(int peer) {
-  auto bytes = at::empty({kControlBytes}, at::kByte);
-  while (true) {
-    WorkPtr wait;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (stopping_) {
-        return;
-      }
-      std::vector<at::Tensor> target{bytes};
-      wait = transport_.gloo().recv(target, peer, kControlSlot);
+  // kListenWindow control messages stay posted (message.h); Gloo fills them in order.
+  std::deque<ControlReceive> window;
+  StagingReceive staging;
+  try {
+    while (window.size() < static_cast<size_t>(kListenWindow)) {
+      window.push_back(postControlReceive(peer, at::empty({kControlBytes}, at::kByte)));
     }
-    try {
-      waitListening(peer, wait, kListenForever);
+    while (true) {
+      auto next = std::move(window.front());
+      window.pop_front();
+      waitListening(peer, next.work, kListenForever);
       Header header;
-      std::memcpy(&header, bytes.const_data_ptr(), sizeof(Header));
-      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
-      if (header.kind == Kind::Data) {
-        onData(peer, header, bytes);
+      std::memcpy(&header, next.bytes.const_data_ptr(), sizeof(Header));
+      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol (version 2) arrived");
+      if (header.kind == Kind::Data || header.kind == Kind::StagedData) {
+        onData(peer, header, next.bytes, staging);
       } else {
         onStatus(peer, header);
       }
-    } catch (...) {
-      peerFailed(peer, describeException(std::current_exception()));
-      return;
+      // Posted again only now, so that the message is delivered first; the rest of the
+      // window takes what arrives meanwhile.
+      window.push_back(postControlReceive(peer, next.bytes));
     }
+  } catch (...) {
+    peerFailed(peer, describeException(std::current_exception()));
   }
+}
+
+P2PEngine::ControlReceive P2PEngine::postControlReceive(int peer, at::Tensor bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(!stopping_, "the process group is shutting down");
+  std::vector<at::Tensor> target{bytes};
+  auto work = transport_.gloo().recv(target, peer, kControlSlot);
+  return ControlReceive{std::move(bytes), std::move(work)};
 }
 
 void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::milliseconds limit) {
@@ -194,12 +264,11 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
   TORCH_CHECK(completed && !stopping_, "the process group is shutting down");
 }
 
-void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control) {
+void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging) {
   auto message = std::make_shared<Inbound>();
   message->src = peer;
   message->header = header;
-  const bool discard = discardForLateRejection(peer, header);
-  if (!discard) {
+  {
     std::lock_guard<std::mutex> lock(mutex_);
     posted_.remove_if([](const PostedRecv& recv) { return recv.work->isCompleted(); });  // timed out
     auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
@@ -220,15 +289,7 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (carriesInline(header)) {  // copied out: the control buffer takes the next message
     message->payload.copy_(control.narrow(0, sizeof(Header), header.payloadBytes));
   } else {
-    auto parts = payloadParts(message->payload);
-    std::vector<at::Tensor> body{parts[0]};
-    std::vector<at::Tensor> tail{parts[1]};
-    auto bodyWork = transport_.gloo().recv(body, peer, kPayloadSlot);
-    waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
-    waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
-  }
-  if (discard) {  // drained so the stream stays in step; nothing keeps the bytes
-    return;
+    receivePayload(peer, header, message->payload, staging);
   }
 
   c10::intrusive_ptr<P2PWork> receiver;
@@ -242,84 +303,65 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
       inbound_.remove(message);
     }
   }
-  const Kind status = receiver ? deliver(*message, *receiver, tensor) : Kind::Staged;
-  sendStatus(peer, header, status, tensor);
+  if (receiver) {
+    deliver(*message, *receiver, tensor);
+  }
 }
 
-bool P2PEngine::discardForLateRejection(int peer, const Header& header) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!discardNextFrom_[peer]) {
-      return false;  // a rejection after this point is reported by a later message
-    }
+void P2PEngine::receivePayload(int peer, const Header& header, at::Tensor& payload, StagingReceive& staging) {
+  if (header.kind == Kind::StagedData) {
+    TORCH_CHECK(staging.posted() && fitsStaging(header.payloadBytes), "rank ", peer,
+                " sent a payload of ", header.payloadBytes, " bytes to a staging receive this rank has not posted");
+    waitListening(peer, staging.tail(), transport_.timeout());
+    waitListening(peer, staging.body(), transport_.timeout());  // already in: it came first
+    staging.copyTo(payload);
+    postStaging(peer, staging);
+    return;
   }
-  // Only this listener clears the flag. The Discarded status goes out now, with the flag
-  // cleared under postMutex_ as rejectStaged sets it: every RejectedLate this message
-  // reports is on the wire before it, every later one after it, so the sender knows which
-  // it reports. Its payload is still drained after the send has failed; Gloo keeps the
-  // sender's bytes alive until they have left.
-  std::lock_guard<std::mutex> order(postMutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    discardNextFrom_[peer] = false;
+  auto parts = payloadParts(payload);
+  std::vector<at::Tensor> body{parts[0]};
+  std::vector<at::Tensor> tail{parts[1]};
+  auto bodyWork = transport_.gloo().recv(body, peer, kPayloadSlot);
+  waitListening(peer, transport_.gloo().recv(tail, peer, kPayloadSlot), transport_.timeout());
+  waitListening(peer, bodyWork, transport_.timeout());  // already in: it came first
+  if (shortControlMessages_ && fitsStaging(header.payloadBytes) && !staging.posted()) {
+    postStaging(peer, staging);  // the sender sends the next such payload there
   }
-  post(peer, statusReply(header, Kind::Discarded, at::Tensor()), at::Tensor());
-  return true;
+}
+
+void P2PEngine::postStaging(int peer, StagingReceive& staging) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(!stopping_, "the process group is shutting down");
+  staging.post(transport_.gloo(), peer);
 }
 
 void P2PEngine::onStatus(int peer, const Header& status) {
-  if (status.kind == Kind::RejectedLate) {
-    // That send completed when its message was staged. The receiver discards this rank's
-    // next message to it, and the Discarded status (which follows this one: statuses from
-    // one peer arrive in order) fails that message's send with this text.
-    std::lock_guard<std::mutex> lock(mutex_);
-    lateRejections_[peer].push_back(rejectionText(peer, status));
-    return;
-  }
-  c10::intrusive_ptr<P2PWork> send;
-  std::vector<std::string> reported;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto& pending = pendingSends_[peer];
-    auto it = pending.find(status.seq);
-    if (it != pending.end()) {
-      send = it->second;
-      pending.erase(it);
-    }
-    if (status.kind == Kind::Discarded) {
-      reported.swap(lateRejections_[peer]);
-    }
-  }
-  if (!send) {
-    return;  // it timed out meanwhile, and raised that
-  }
-  switch (status.kind) {
-    case Kind::Delivered:
-    case Kind::Staged:
-      send->markSucceeded();
-      return;
-    case Kind::Rejected:
-      send->markFailed(std::make_exception_ptr(
-          c10::ValueError({__func__, __FILE__, __LINE__}, "qccl: " + rejectionText(peer, status) + kMustAgree)));
-      return;
-    case Kind::Discarded: {
-      std::string earlier;
-      for (const auto& text : reported) {
-        earlier += (earlier.empty() ? "" : "; ") + text;
+  TORCH_CHECK(status.kind == Kind::Rejected, "rank ", peer, " sent an unknown point-to-point status ",
+              static_cast<int64_t>(status.kind));
+  // The send completed long ago. The sender's first receive from `peer` still waiting for
+  // a message reports the rejection (a rank that sends and then waits for an answer
+  // learns of it there, instead of waiting for an answer that will not come); without
+  // one, the next send or receive involving `peer` does. The receive that reports it is
+  // withdrawn without having taken a message.
+  const auto text = rejectionText(peer, status);
+  while (true) {
+    c10::intrusive_ptr<P2PWork> receiver;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
+        return (recv.src == peer || recv.src == -1) && !recv.work->isCompleted();
+      });
+      if (it == posted_.end()) {
+        unreported_[peer].push_back(text);
+        return;
       }
-      send->markFailed(std::make_exception_ptr(c10::ValueError(
-          {__func__, __FILE__, __LINE__},
-          "qccl: " + send->name() + " on rank " + std::to_string(rank_) + " (message #" +
-              std::to_string(status.seq) + ") was not delivered: rank " + std::to_string(peer) +
-              " discarded it to report that an earlier message had been rejected after its send had completed (" +
-              earlier + ")" + kMustAgree + ". Nothing of this message reached rank " + std::to_string(peer) +
-              ": send it again if rank " + std::to_string(peer) + " expects it")));
+      receiver = it->work;
+      posted_.erase(it);
+    }
+    if (receiver->markFailed(reportingError(*receiver, {text}))) {
       return;
     }
-    default:
-      send->markFailed(makeCommError(
-          send->name() + " on rank " + std::to_string(rank_) + ": rank " + std::to_string(peer) +
-          " answered with an unknown status " + std::to_string(static_cast<int64_t>(status.kind))));
+    // It timed out meanwhile (and raised that): the next candidate reports it.
   }
 }
 
@@ -391,14 +433,17 @@ std::string P2PEngine::mismatch(const Header& message, const at::Tensor& tensor)
       " (block " + std::to_string(config_.block) + ")" + kMustAgree;
 }
 
-Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
+void P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor) {
   const auto problem = mismatch(message.header, tensor);
   if (!problem.empty()) {
+    // The status goes out first: whatever the receiving program sends once its receive
+    // has failed reaches the sender after it.
+    sendRejection(message, tensor);
     receiver.markFailed(std::make_exception_ptr(c10::ValueError(
         {__func__, __FILE__, __LINE__},
         "qccl: " + receiver.name() + " on rank " + std::to_string(rank_) + " got a message from rank " +
             std::to_string(message.src) + " that does not fit: " + problem)));
-    return Kind::Rejected;
+    return;
   }
   if (!message.intoReceiveTensor) {
     decodePayload(message.payload, static_cast<CodecKind>(message.header.codec), message.header.block, tensor);
@@ -406,58 +451,70 @@ Kind P2PEngine::deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor)
   message.payload = at::Tensor();  // free a staging buffer now
   receiver.setSourceRank(message.src);
   receiver.markSucceeded();
-  return Kind::Delivered;
 }
 
 // --- sending --------------------------------------------------------------------------------
 
-Header P2PEngine::statusReply(const Header& message, Kind status, const at::Tensor& tensor) const {
+Header P2PEngine::rejectionReply(const Header& message, const at::Tensor& tensor) const {
   Header reply = message;
-  reply.kind = status;
+  reply.kind = Kind::Rejected;
   reply.payloadBytes = 0;
-  if (status == Kind::Rejected || status == Kind::RejectedLate) {
-    reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
-    reply.expectedNumel = tensor.numel();
-    reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
-  }
+  reply.expectedDtype = static_cast<int64_t>(tensor.scalar_type());
+  reply.expectedNumel = tensor.numel();
+  reply.expectedCodec = static_cast<int64_t>(payloadCodec(config_, tensor));
   return reply;
 }
 
-void P2PEngine::sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor) {
-  std::lock_guard<std::mutex> order(postMutex_);
-  post(peer, statusReply(message, status, tensor), at::Tensor());
-}
-
-void P2PEngine::rejectStaged(const Inbound& message, const at::Tensor& tensor) {
-  // The send completed when its message was staged, so it cannot fail any more. Its
-  // sender learns of the rejection from its next send to this rank instead, and that send
-  // must not deliver (a send that raises has not sent; the user sends it again): the
-  // listener discards the next message from `src`, whichever send it comes from and
-  // whenever it was sent, and answers Discarded. The flag is set after the RejectedLate
-  // is posted, with postMutex_ held, so the Discarded status follows it on the wire.
+void P2PEngine::sendRejection(const Inbound& message, const at::Tensor& tensor) {
   std::lock_guard<std::mutex> order(postMutex_);
   try {
-    post(message.src, statusReply(message.header, Kind::RejectedLate, tensor), at::Tensor());
+    post(message.src, rejectionReply(message.header, tensor), at::Tensor());
   } catch (...) {
-    return;  // the sender is gone, so nobody is left to tell; its listener reports it
+    // The sender is gone, so nobody is left to tell; its listener reports that.
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  discardNextFrom_[message.src] = true;
 }
 
-void P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
-  std::vector<WorkPtr> parts;
-  std::vector<at::Tensor> head{controlMessage(header, payload)};
-  parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
-  if (header.kind == Kind::Data && !carriesInline(header)) {
-    for (auto& part : payloadParts(payload)) {
-      std::vector<at::Tensor> transfer{part};
-      parts.push_back(transport_.gloo().send(transfer, peer, kPayloadSlot));
+std::vector<std::string> P2PEngine::takeUnreported(int peer) {
+  std::vector<std::string> taken;
+  for (int p = 0; p < size_; ++p) {
+    if (p == peer || peer == -1) {
+      taken.insert(taken.end(), unreported_[p].begin(), unreported_[p].end());
+      unreported_[p].clear();
     }
   }
-  glooSends_.post(c10::make_intrusive<WaitingWork>(
+  return taken;
+}
+
+std::exception_ptr P2PEngine::reportingError(const P2PWork& work, const std::vector<std::string>& rejections) const {
+  std::string texts;
+  for (const auto& text : rejections) {
+    texts += (texts.empty() ? "" : "; ") + text;
+  }
+  const bool isSend = work.retrieveOpType() == c10d::OpType::SEND;
+  return std::make_exception_ptr(c10::ValueError(
+      {__func__, __FILE__, __LINE__},
+      "qccl: " + work.name() + " on rank " + std::to_string(rank_) +
+          " did nothing: it reports that an earlier message was rejected (" + texts + ")" + kMustAgree +
+          (isSend ? ". Nothing of this message was sent: send it again if the receiver expects it"
+                  : ". This receive took no message: receive again for the next one")));
+}
+
+c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
+  std::vector<WorkPtr> parts;
+  std::vector<at::Tensor> head{controlMessage(header, payload, shortControlMessages_)};
+  parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
+  const bool staged = header.kind == Kind::StagedData;
+  if (staged || (header.kind == Kind::Data && !carriesInline(header))) {
+    for (auto& part : payloadParts(payload)) {
+      std::vector<at::Tensor> transfer{part};
+      parts.push_back(transport_.gloo().send(transfer, peer, staged ? kStagedPayloadSlot : kPayloadSlot));
+    }
+  }
+  auto transfer = c10::make_intrusive<WaitingWork>(
       rank_, c10d::OpType::SEND, "qccl point-to-point transfer", std::move(parts), std::vector<at::Tensor>{},
-      transport_.timeout()));
+      transport_.timeout());
+  glooSends_.post(transfer);
+  return transfer;
 }
 
 void P2PEngine::raiseIfBroken(int peer, const std::string& op) {

@@ -11,10 +11,14 @@
 //     to be posted;
 //   - messages are matched to receives by (source, tag) in arrival and posting order,
 //     any-source receives included, with the user's tag carried in the header;
+//   - a send completes once its bytes are out of the caller's tensor (a small payload is
+//     copied into the control message, a large one has been written by Gloo), without
+//     waiting for the receiver: a ping-pong costs one round trip, as on Gloo;
 //   - the receiver checks dtype, size and codec before writing into a tensor, and a
-//     mismatch fails the receive and the send (a status message goes back), never
-//     memory; when the send had already completed, the sender's next send reports it
-//     and the receiver discards that send's message: a send that raises delivered nothing;
+//     mismatch fails the receive, never memory, and goes back to the sender as a
+//     Rejected status, which fails the sender's first receive from that peer still
+//     waiting for a message or else its next send or receive involving that peer; the
+//     call that reports it has done nothing;
 //   - floating-point payloads may travel encoded (Config::p2pCodec);
 //   - a peer that dies fails every send and receive involving it at once.
 
@@ -31,6 +35,7 @@
 #include "qccl/common/config.h"
 #include "qccl/p2p/message.h"
 #include "qccl/p2p/p2p_work.h"
+#include "qccl/p2p/staging_receive.h"
 #include "qccl/transport/gloo_transport.h"
 
 namespace qccl::p2p {
@@ -42,9 +47,13 @@ class P2PEngine {
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
 
-  // Posts the message and returns at once; the work completes when the receiver has it.
+  // Posts the message and returns at once; the work completes when the caller's tensor
+  // is no longer needed (at once for a payload that goes inline). It fails without
+  // sending anything when it reports an earlier rejection by `dst`.
   c10::intrusive_ptr<P2PWork> send(const at::Tensor& tensor, int dst, int64_t tag);
-  // `src` -1: from any source. Completes when a message has been written into `tensor`.
+  // `src` -1: from any source. Completes when a message has been written into `tensor`;
+  // fails without taking a message when it reports an earlier rejection by `src` (by any
+  // peer for -1).
   c10::intrusive_ptr<P2PWork> recv(const at::Tensor& tensor, int src, int64_t tag);
 
   // Stops listening and fails every pending send and receive with `why`; idempotent.
@@ -68,53 +77,67 @@ class P2PEngine {
     int64_t tag;
   };
 
+  // A control message buffer and the Gloo receive posted into it.
+  struct ControlReceive {
+    at::Tensor bytes;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+
   void listen(int peer);
-  void onData(int peer, const Header& header, const at::Tensor& control);
+  ControlReceive postControlReceive(int peer, at::Tensor bytes);
+  void onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging);
+  // Receives the payload of a message that did not go inline into `payload`.
+  void receivePayload(int peer, const Header& header, at::Tensor& payload, StagingReceive& staging);
+  // Posts `staging` (again), unless the group is shutting down.
+  void postStaging(int peer, StagingReceive& staging);
   void onStatus(int peer, const Header& header);
   void peerFailed(int peer, const std::string& why);
 
   // Checks the message against the receive, then decodes it into the receive's tensor;
-  // returns the status to send back (Delivered or Rejected).
-  Kind deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor);
-  // Tells the sender of a staged message that a receive rejected it, and has its next
-  // message discarded so that the send of that one reports it.
-  void rejectStaged(const Inbound& message, const at::Tensor& tensor);
-  // Whether the message arriving from `peer` is the one that reports its earlier
-  // RejectedLate statuses; if so, answers Discarded at once.
-  bool discardForLateRejection(int peer, const Header& header);
+  // when it does not fit, tells the sender and fails the receive.
+  void deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor);
+  // Tells the sender of `message` that a receive into `tensor` rejected it.
+  void sendRejection(const Inbound& message, const at::Tensor& tensor);
   // Why `message` does not fit a receive into `tensor`; empty when it does.
   std::string mismatch(const Header& message, const at::Tensor& tensor) const;
-  void sendStatus(int peer, const Header& message, Kind status, const at::Tensor& tensor);
-  // The status for `message`; `tensor` is the receive's, for what a rejection expected.
-  Header statusReply(const Header& message, Kind status, const at::Tensor& tensor) const;
+  // The Rejected status for `message`, with what a receive into `tensor` expected.
+  Header rejectionReply(const Header& message, const at::Tensor& tensor) const;
+  // Takes the rejections `peer` (every peer for -1) reported that no call has raised yet.
+  std::vector<std::string> takeUnreported(int peer);
+  // The error of `work`, which did nothing, reporting these rejections.
+  std::exception_ptr reportingError(const P2PWork& work, const std::vector<std::string>& rejections) const;
   // Posts the control message (and a payload too large to go inline) to Gloo; a
-  // background waiter keeps the Gloo works alive until they are done.
-  void post(int peer, const Header& header, const at::Tensor& payload);
+  // background waiter keeps the Gloo works alive until they are done. Returns the work
+  // that completes when Gloo has written every part.
+  c10::intrusive_ptr<WaitingWork> post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
   // Raises if `peer` died.
   void raiseIfBroken(int peer, const std::string& op);
   std::string describeMessage(int64_t dtype, int64_t numel, int64_t codec) const;
   // "send to rank 1 (tag 0) on rank 0 (message #3) was rejected: it carried ... but ...",
-  // from a Rejected or RejectedLate status that `peer` sent.
+  // from a Rejected status that `peer` sent.
   std::string rejectionText(int peer, const Header& status) const;
 
   GlooTransport& transport_;
   const Config config_;
   const int rank_;
   const int size_;
+  // Control messages carry only the bytes in use (listeners always post kControlBytes).
+  const bool shortControlMessages_;
 
   std::mutex mutex_;  // everything below
   bool stopping_ = false;
   std::vector<std::thread> listeners_;
   std::vector<c10::intrusive_ptr<c10d::Work>> listenerWaits_;  // per peer, for abort
   std::vector<std::string> peerFailure_;     // per peer: why it is unreachable
-  // Per peer, as a sender: its RejectedLate statuses, until a Discarded one reports them.
-  std::vector<std::vector<std::string>> lateRejections_;
-  // Per peer, as a receiver: a staged message of its was rejected, so its next message is
-  // discarded (docs/p2p.md).
-  std::vector<bool> discardNextFrom_;
+  // Per peer, as a sender: its Rejected statuses that no call has reported yet.
+  std::vector<std::vector<std::string>> unreported_;
   std::vector<uint64_t> nextSeq_;            // per peer
+  // Per peer: it keeps a staging receive posted for this rank's payloads (message.h).
+  std::vector<bool> peerStages_;
+  // Per peer: sends whose payload Gloo is still writing from the caller's tensor (and
+  // some that have completed since the last send to that peer, which prunes them).
   std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
   std::list<PostedRecv> posted_;                   // in posting order
   // Messages arrived or arriving and not yet delivered, in arrival order.

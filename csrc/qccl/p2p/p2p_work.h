@@ -1,8 +1,9 @@
 #pragma once
 
-// The Work of one send or receive. The p2p engine settles it: a send when the receiver's
-// status arrives, a receive when a message has been delivered into its tensor. wait()
-// without a timeout waits for the group timeout, never forever.
+// The Work of one send or receive. The p2p engine settles it: a send once its bytes are
+// out of the caller's tensor, a receive when a message has been delivered into its
+// tensor (or either when it reports a rejection). wait() without a timeout waits for the
+// group timeout, never forever.
 
 #include <atomic>
 #include <chrono>
@@ -26,10 +27,14 @@ class P2PWork : public FutureWork {
   // The peer; for a receive from any source, the sender once it has been matched.
   int sourceRank() const override;
   void setSourceRank(int rank);
+  // A send whose payload Gloo writes from the caller's tensor: it is settled when
+  // `transfer` completes, which wait() then waits on itself.
+  void settleWith(c10::intrusive_ptr<WaitingWork> transfer);
 
  private:
   std::chrono::milliseconds groupTimeout_;
   std::atomic<int> peer_;
+  c10::intrusive_ptr<WaitingWork> transfer_;
 };
 
 } // namespace qccl::p2p
