@@ -76,6 +76,26 @@ def test_every_codec_is_bit_identical_and_within_bounds(world):
     world.run(rank_every_codec)
 
 
+def rank_many_chunks(ctx):
+    """More chunks (2^20 elements each) than the pipeline keeps in flight (6 all-to-alls
+    and 6 allgathers), with a short last one: every chunk must land in its own place."""
+    n = 13 * (1 << 20) + 1000
+    group = group_for(codec="int8", min_bytes=0)
+    inputs = [gaussian(r, n) for r in range(ctx.size)]
+    tensor = inputs[ctx.rank].clone()
+    dist.all_reduce(tensor, group=group)
+    assert_identical_on_all_ranks(ctx, tensor, "13 chunks")
+    reference = sum(x.double() for x in inputs)
+    for start in range(0, n, 1 << 20):  # chunk by chunk: a misplaced chunk cannot hide
+        part = slice(start, start + (1 << 20))
+        error = relative_error(tensor[part], reference[part])
+        assert error <= CODEC_BOUND["int8"], f"chunk at {start}: error {error:.2e}"
+
+
+def test_a_tensor_of_many_chunks_lands_chunk_for_chunk(world2):
+    world2.run(rank_many_chunks)
+
+
 def rank_non_finite_and_zeros(ctx, codec):
     group = group_for(codec=codec, min_bytes=0)
     n = 4 * 256 + 9

@@ -241,26 +241,27 @@ void compressedAllreduce(
     return c;
   };
 
-  // Collectives go out in the same order on every rank: the all-to-all of chunk c+1
-  // before the allgather of chunk c, so encoding c+1 overlaps the transfer of c.
+  // Collectives go out in the same order on every rank. Chunk c's all-to-all is posted
+  // at step c, its allgather at step c + depth, and its result decoded at step c + 2 *
+  // depth, so `depth` all-to-alls and `depth` allgathers are on the wire while the
+  // worker encodes and decodes: enough bytes in flight to keep a link with latency full.
   std::vector<Chunk> chunks;
   for (int64_t offset = 0; offset < n; offset += chunkElements) {
     chunks.push_back(chunkAt(static_cast<int64_t>(chunks.size())));
   }
-  if (chunks.empty()) {
-    return;
-  }
-  pipeline.sendContributions(chunks[0]);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (i + 1 < chunks.size()) {
-      pipeline.sendContributions(chunks[i + 1]);
+  const int64_t count = static_cast<int64_t>(chunks.size());
+  const int64_t depth = std::max<int64_t>(options.depth, 1);
+  for (int64_t step = 0; step < count + 2 * depth; ++step) {
+    if (step < count) {
+      pipeline.sendContributions(chunks[step]);
     }
-    pipeline.reduceOwnShard(chunks[i]);
-    if (i > 0) {
-      pipeline.decodeResult(chunks[i - 1]);
+    if (step - depth >= 0 && step - depth < count) {
+      pipeline.reduceOwnShard(chunks[step - depth]);
+    }
+    if (step - 2 * depth >= 0 && step - 2 * depth < count) {
+      pipeline.decodeResult(chunks[step - 2 * depth]);
     }
   }
-  pipeline.decodeResult(chunks.back());
 }
 
 } // namespace qccl::algo

@@ -11,8 +11,8 @@
 //
 // Two quantization stages whatever the world size, and identical bits on every rank
 // because every rank decodes identical bytes. Message sizes depend only on the element
-// count and the configuration. Chunks are pipelined: chunk c+1 is encoded while chunk c
-// is on the wire.
+// count and the configuration. Chunks are pipelined: later chunks are encoded while
+// earlier ones are on the wire.
 //
 // The same code serves both devices: on CPU the codec is a CPU codec and the transport
 // Gloo; on CUDA the codec enqueues kernels on the current stream (codec/cuda/
@@ -37,6 +37,8 @@ struct CompressedAllreduceOptions {
   bool stochastic = false;
   uint64_t seed = 0;  // shared state (the group's call counter): same on every rank
   int64_t chunkElements = int64_t{1} << 20;
+  // Chunks whose all-to-all (and as many whose allgather) are on the wire at once.
+  int64_t depth = 6;
 };
 
 // Reduces `buffer` (contiguous float32, on the device `codec` and `net` serve) in place
