@@ -193,3 +193,108 @@ TEST(OpQueue, RunsOnlyTheOpsTheCheckAdmits) {
 }
 
 } // namespace
+
+// A call that joins its predecessor unless it starts a run.
+class TestJoinable : public qccl::Joinable {
+ public:
+  explicit TestJoinable(bool startsRun) : startsRun_(startsRun) {}
+  bool joins(const qccl::Joinable& previous) const override {
+    return !startsRun_ && dynamic_cast<const TestJoinable*>(&previous) != nullptr;
+  }
+
+ private:
+  bool startsRun_;
+};
+
+TEST(OpQueue, ConsecutiveJoinableOpsOfABatchRunTogether) {
+  std::promise<void> allQueued;
+  auto queuedFuture = allQueued.get_future().share();
+  std::atomic<int> batches{0};
+  // The first batch (the gate) waits until everything is queued, so the second holds
+  // every other op; "f" is refused there.
+  auto admit = [&](const std::vector<const qccl::QueuedOp*>& batch) {
+    std::vector<std::exception_ptr> verdicts(batch.size());
+    if (batches++ == 0) {
+      queuedFuture.wait();
+      return std::vector<std::exception_ptr>(1);
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i]->name == "f") {
+        verdicts[i] = std::make_exception_ptr(std::invalid_argument("refused"));
+      }
+    }
+    return verdicts;
+  };
+  std::mutex runsMutex;
+  std::vector<std::vector<std::string>> runs;
+  auto runJointly = [&](const std::vector<qccl::QueuedOp*>& ops) {
+    std::vector<std::string> names;
+    for (const auto* op : ops) {
+      names.push_back(op->name);
+    }
+    std::lock_guard<std::mutex> lock(runsMutex);
+    runs.push_back(names);
+  };
+  qccl::OpQueue queue(0, admit, runJointly);
+
+  std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
+  auto add = [&](const std::string& name, std::shared_ptr<qccl::Joinable> joinable) {
+    works.push_back(newWork(name));
+    queue.enqueue({works.back(), name, {}, [&, name] {
+                     std::lock_guard<std::mutex> lock(runsMutex);
+                     runs.push_back({name});
+                     return std::optional<qccl::StartedTransfer>{};
+                   }, nullptr, std::move(joinable)});
+  };
+  auto joins = std::make_shared<TestJoinable>(false);
+  add("gate", nullptr);
+  for (const auto* name : {"a", "b", "c"}) {
+    add(name, joins);
+  }
+  add("d", nullptr);  // not joinable: ends the run before it
+  add("e", joins);
+  add("f", joins);    // refused: ends the run before it, fails alone
+  add("g", joins);
+  add("h", joins);
+  add("i", std::make_shared<TestJoinable>(true));  // starts a run of its own
+  add("k", joins);
+  allQueued.set_value();
+  queue.drain();
+
+  using Runs = std::vector<std::vector<std::string>>;
+  EXPECT_EQ(runs, (Runs{{"gate"}, {"a", "b", "c"}, {"d"}, {"e"}, {"g", "h"}, {"i", "k"}}));
+  for (const auto& work : works) {
+    if (work->name() == "f") {
+      EXPECT_THROW(work->wait(), std::invalid_argument);
+    } else {
+      EXPECT_TRUE(work->wait());
+    }
+  }
+}
+
+TEST(OpQueue, AFailedJointRunFailsEveryOpInIt) {
+  auto runJointly = [](const std::vector<qccl::QueuedOp*>&) { throw std::runtime_error("the run broke"); };
+  std::promise<void> allQueued;
+  auto queuedFuture = allQueued.get_future().share();
+  std::atomic<int> batches{0};
+  auto admit = [&](const std::vector<const qccl::QueuedOp*>& batch) {
+    if (batches++ == 0) {  // the gate: the next batch holds both ops
+      queuedFuture.wait();
+      return std::vector<std::exception_ptr>(1);
+    }
+    return std::vector<std::exception_ptr>(batch.size());
+  };
+  qccl::OpQueue queue(0, admit, runJointly);
+  auto joins = std::make_shared<TestJoinable>(false);
+  auto gate = newWork("gate");
+  enqueue(queue, gate, [] {});
+  std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
+  for (const auto* name : {"a", "b"}) {
+    works.push_back(newWork(name));
+    queue.enqueue({works.back(), name, {}, [] { return std::optional<qccl::StartedTransfer>{}; }, nullptr, joins});
+  }
+  allQueued.set_value();
+  for (const auto& work : works) {
+    EXPECT_THROW(work->wait(), std::runtime_error);
+  }
+}

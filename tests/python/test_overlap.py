@@ -98,3 +98,61 @@ def rank_exact_region_inside_a_burst(ctx):
 
 def test_an_exact_region_on_one_rank_during_a_burst(world):
     world.run(rank_exact_region_inside_a_burst)
+
+
+def compressed_burst(group, tensors, *, one_by_one):
+    """all_reduce every tensor (the same one may appear twice), async and waited at the
+    end, or each waited before the next is posted."""
+    works = []
+    for tensor in tensors:
+        works.append(dist.all_reduce(tensor, group=group, async_op=True))
+        if one_by_one:
+            works[-1].wait()
+    for work in works:
+        work.wait()
+
+
+def rank_compressed_burst_runs_as_one_by_one(ctx):
+    """A burst of compressed calls runs together in one chunk pipeline (joint_allreduce.h):
+    bit for bit what the calls give one by one, error feedback (the residual each tensor
+    carries to its next call) and stochastic rounding included; a tensor reduced twice in
+    the burst gets the second reduction of the first one's result."""
+    results = {}
+    for options in [dict(codec="int8", min_bytes=0), dict(codec="int4", min_bytes=0, stochastic=True)]:
+        for mode in ["together", "one by one"]:
+            group = dist.new_group(backend="qccl", pg_options=qccl.Options(**options))
+            tensors = [make_input(ctx.rank, torch.float32, numel=n, seed=i) for i, n in enumerate([3000, 70_000, 513, 70_000])]
+            burst = tensors + [tensors[1], tensors[0]]  # the second reductions must see the first's output
+            for step in range(3):  # later steps use the residuals the earlier ones left
+                compressed_burst(group, burst, one_by_one=mode == "one by one")
+            results[mode] = [t.clone() for t in tensors]
+            dist.destroy_process_group(group)
+        for i, (a, b) in enumerate(zip(results["together"], results["one by one"])):
+            assert torch.equal(a, b), f"{options}: tensor {i} differs when its calls run together"
+        reference = make_input(ctx.rank, torch.float32, numel=3000, seed=0).double()
+        dist.all_reduce(reference, group=ctx.gloo)
+        assert not torch.equal(results["together"][0].double(), reference), "the burst must be compressed"
+
+
+def test_a_compressed_burst_gives_the_one_by_one_results(world):
+    world.run(rank_compressed_burst_runs_as_one_by_one)
+
+
+def rank_aliasing_differs_across_ranks(ctx):
+    """Whether a call of a burst reduces a tensor an earlier call of the burst reduces
+    decides which calls may run together; ranks that differ there raise, and stay usable."""
+    group = dist.new_group(backend="qccl", pg_options=qccl.Options(codec="int8", min_bytes=0))
+    first = torch.ones(5000)
+    second = first if ctx.rank == 0 else torch.ones(5000)
+    works = [dist.all_reduce(t, group=group, async_op=True) for t in [first, second]]
+    works[0].wait()
+    with pytest.raises(ValueError, match="qccl"):
+        works[1].wait()
+    tensor = torch.ones(5000)
+    dist.all_reduce(tensor, group=group)
+    assert torch.allclose(tensor, torch.full_like(tensor, float(ctx.size)), rtol=0.01)
+    dist.destroy_process_group(group)
+
+
+def test_ranks_that_alias_differently_raise(world2):
+    world2.run(rank_aliasing_differs_across_ranks)

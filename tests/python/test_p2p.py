@@ -194,7 +194,7 @@ def rank_medium_payloads(ctx):
     # a sender takes the ordinary route, the later ones the receive the receiver keeps
     # posted for them (docs/p2p.md). A mix of sizes, dtypes and codecs, received both
     # posted before they arrive (the first three) and staged (the rest, after the barrier).
-    specs = [(1001, torch.float32), (65536, torch.float32), (4000, torch.float64),
+    specs = [(9001, torch.float32), (65536, torch.float32), (4000, torch.float64),
              (20000, torch.int32), (1 << 16, torch.float32), (3000, torch.float64)]
     group = dist.new_group(pg_options=qccl.Options(p2p_codec="bf16", block=64))
     messages = [make_input(i, torch.float32, n, seed=5).to(dtype) * 10 for i, (n, dtype) in enumerate(specs)]

@@ -126,8 +126,7 @@ std::optional<Disagreement> compareCall(const CallRecords& rec, int n, int me, c
 
 } // namespace
 
-CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
-  const int n = net.size();
+CheckResult compareAcrossRanks(int rank, int n, const std::vector<CallToCheck>& calls, const ExchangeParts& exchange) {
   const int64_t count = std::min<int64_t>(static_cast<int64_t>(calls.size()), kMaxCallsPerCheck);
   CheckResult result;
   if (n == 1) {
@@ -165,8 +164,7 @@ CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck
     used += padded;
   }
   mine[1] = packed;
-  auto all = at::empty({part * n}, options);
-  net.waitFor(net.gloo()._allgather_base(all, in, c10d::AllgatherOptions()), calls[0].opName + " (argument check)");
+  const auto all = exchange(in);
 
   const int64_t* parts = all.data_ptr<int64_t>();
   int64_t agreed = count;  // calls every rank has in this check
@@ -178,7 +176,7 @@ CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck
   auto allBytes = asBytes(all);
   for (int64_t i = 0; i < agreed; ++i) {
     const CallRecords records{parts + recordsAt + i * width, part};
-    result.verdicts.push_back(compareCall(records, n, net.rank(), calls[i].opName));
+    result.verdicts.push_back(compareCall(records, n, rank, calls[i].opName));
     // Ranks that agree on every call so far packed the same sizes in the same places.
     if (i < inlined && !result.verdicts.back() && static_cast<int64_t>(result.contributions.size()) == i) {
       std::vector<at::Tensor> contributions;

@@ -13,6 +13,7 @@
 // their call with that rank's next one (docs/errors.md, "Staying in step").
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,7 +21,6 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include "qccl/algo/local_allreduce.h"
-#include "qccl/transport/gloo_transport.h"
 
 namespace qccl {
 
@@ -78,7 +78,10 @@ struct CheckResult {
 // disagreement cannot tell a mistaken argument from a rank that skipped a
 // collective (an error raised before it reached qccl), after which every later call would
 // pair with the wrong one; the caller treats it so.
-CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
+// `exchange` takes this rank's part and returns every rank's, in rank order (the same
+// size on every rank): backend/check_exchange.h.
+using ExchangeParts = std::function<at::Tensor(const at::Tensor& mine)>;
+CheckResult compareAcrossRanks(int rank, int size, const std::vector<CallToCheck>& calls, const ExchangeParts& exchange);
 
 // Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
 int64_t layoutHash(const std::vector<at::Tensor>& tensors);

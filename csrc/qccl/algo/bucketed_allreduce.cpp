@@ -92,64 +92,80 @@ void BucketedAllreduce::run(
     const std::vector<Route>& routes,
     const c10d::ReduceOp& op,
     const ExactReduce& exact) {
-  StatsSnapshot delta;
-  delta.calls = 1;
-  delta.tensors = static_cast<int64_t>(tensors.size());
+  std::vector<AllreduceCall> calls{{tensors, routes, op}};
+  run(net, calls, exact);
+}
 
-  // Compressed tensors of every float dtype share buckets (they travel as float32);
-  // exact ones are grouped by dtype, the unit Gloo reduces.
-  constexpr int64_t kCompressedGroup = -1;
-  std::vector<bucket::Item> items;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const int64_t bytes = byteSize(tensors[i]);
-    const bool compressed = routes[i] == Route::Compressed;
-    items.push_back({bytes, compressed ? kCompressedGroup : static_cast<int64_t>(tensors[i].scalar_type())});
-    delta.tensorsByRoute[static_cast<size_t>(routes[i])] += 1;
-    delta.compressedTensors += compressed ? 1 : 0;
-    delta.logicalBytes += bytes;
-    delta.exactWireBytes += exactWireBytes(bytes, net.size());
+void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, const ExactReduce& exact) {
+  StatsSnapshot delta;
+  delta.calls = static_cast<int64_t>(calls.size());
+  // Every compressed bucket of every call, reduced together at the end.
+  std::vector<CompressedJob> jobs;
+  std::vector<std::vector<at::Tensor>> jobMembers;
+
+  for (auto& call : calls) {
+    auto& tensors = call.tensors;
+    delta.tensors += static_cast<int64_t>(tensors.size());
+    // Compressed tensors of every float dtype share buckets (they travel as float32);
+    // exact ones are grouped by dtype, the unit Gloo reduces.
+    constexpr int64_t kCompressedGroup = -1;
+    std::vector<bucket::Item> items;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const int64_t bytes = byteSize(tensors[i]);
+      const bool compressed = call.routes[i] == Route::Compressed;
+      items.push_back({bytes, compressed ? kCompressedGroup : static_cast<int64_t>(tensors[i].scalar_type())});
+      delta.tensorsByRoute[static_cast<size_t>(call.routes[i])] += 1;
+      delta.compressedTensors += compressed ? 1 : 0;
+      delta.logicalBytes += bytes;
+      delta.exactWireBytes += exactWireBytes(bytes, net.size());
+    }
+
+    for (const auto& b : bucket::planBuckets(items, config_.bucketBytes)) {
+      std::vector<at::Tensor> members;
+      for (size_t i : b.items) {
+        members.push_back(tensors[i]);
+      }
+      if (b.group == kCompressedGroup) {
+        jobs.push_back(compressedJob(members, call.op.op_ == c10d::ReduceOp::AVG, delta));
+        jobMembers.push_back(std::move(members));
+        continue;
+      }
+      auto clock = CompressionStats::Clock::now();
+      exact(members, call.op);
+      delta.communicateSeconds += lap(clock);
+      delta.wireBytes += exactWireBytes(b.bytes, net.size());
+    }
   }
 
-  const bool average = op.op_ == c10d::ReduceOp::AVG;
-  for (const auto& b : bucket::planBuckets(items, config_.bucketBytes)) {
-    std::vector<at::Tensor> members;
-    for (size_t i : b.items) {
-      members.push_back(tensors[i]);
-    }
-    if (b.group == kCompressedGroup) {
-      runCompressed(net, members, average, delta);
-      continue;
+  if (!jobs.empty()) {
+    const auto& device = jobs[0].buffer;
+    if (device.is_cuda()) {
+      codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(device.device()));
+      compressedAllreduce(net, kernels, jobs, delta);
+    } else {
+      compressedAllreduce(net, *codec_, jobs, delta);
     }
     auto clock = CompressionStats::Clock::now();
-    exact(members);
-    delta.communicateSeconds += lap(clock);
-    delta.wireBytes += exactWireBytes(b.bytes, net.size());
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      unpackFloat32(jobs[j].buffer, jobMembers[j]);
+    }
+    delta.decodeSeconds += lap(clock);
   }
   stats_.add(delta);
 }
 
-void BucketedAllreduce::runCompressed(Transport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats) {
+CompressedJob BucketedAllreduce::compressedJob(const std::vector<at::Tensor>& tensors, bool average, StatsSnapshot& stats) {
   auto clock = CompressionStats::Clock::now();
-  auto buffer = packFloat32(tensors);
+  CompressedJob job;
+  job.buffer = packFloat32(tensors);
   stats.encodeSeconds += lap(clock);
-
-  CompressedAllreduceOptions options;
-  options.average = average;
-  options.stochastic = config_.stochastic;
-  options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
+  job.options.average = average;
+  job.options.stochastic = config_.stochastic;
+  job.options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
-    options.residual = residuals_.lookup(tensors, buffer.numel(), buffer.device());
+    job.options.residual = residuals_.lookup(tensors, job.buffer.numel(), job.buffer.device());
   }
-  if (buffer.is_cuda()) {
-    codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(buffer.device()));
-    compressedAllreduce(net, kernels, buffer, options, stats);
-  } else {
-    compressedAllreduce(net, *codec_, buffer, options, stats);
-  }
-
-  clock = CompressionStats::Clock::now();
-  unpackFloat32(buffer, tensors);
-  stats.decodeSeconds += lap(clock);
+  return job;
 }
 
 CompressionState BucketedAllreduce::saveState() const {

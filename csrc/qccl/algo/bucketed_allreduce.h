@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
+#include "qccl/algo/compressed_allreduce.h"
 #include "qccl/algo/compression_stats.h"
 #include "qccl/algo/residual_store.h"
 #include "qccl/codec/codec.h"
@@ -29,6 +30,13 @@ struct CompressionState {
   std::vector<at::Tensor> residuals;  // error feedback, see ResidualStore
 };
 
+// One all_reduce call: its tensors, how each is routed (BucketedAllreduce::route), its op.
+struct AllreduceCall {
+  std::vector<at::Tensor> tensors;
+  std::vector<Route> routes;
+  c10d::ReduceOp op;
+};
+
 class BucketedAllreduce {
  public:
   // `ranks`: the group's size, which every allreduce spans.
@@ -41,7 +49,7 @@ class BucketedAllreduce {
 
   // Reduces a bucket of same-dtype tensors exactly: through Gloo with qccl's reduce-op
   // lowering for CPU tensors, through NCCL itself for CUDA ones.
-  using ExactReduce = std::function<void(std::vector<at::Tensor>& bucket)>;
+  using ExactReduce = std::function<void(std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op)>;
 
   // Reduces `tensors` (all on one device, which `net` serves) in place; routes[i] is
   // route(tensors[i], ...). Compressed buckets run on that device: on CUDA, kernels go
@@ -53,6 +61,11 @@ class BucketedAllreduce {
       const c10d::ReduceOp& op,
       const ExactReduce& exact);
 
+  // Reduces several calls' tensors, as run() would one call after the other, bit for bit
+  // (the same buckets, seeds and residuals), but with every compressed bucket in one chunk
+  // pipeline (compressedAllreduce of several jobs), after the exact buckets.
+  void run(Transport& net, std::vector<AllreduceCall>& calls, const ExactReduce& exact);
+
   StatsSnapshot stats() const {
     return stats_.snapshot();
   }
@@ -63,7 +76,8 @@ class BucketedAllreduce {
   void loadState(const CompressionState& state);
 
  private:
-  void runCompressed(Transport& net, std::vector<at::Tensor> tensors, bool average, StatsSnapshot& stats);
+  // A compressed bucket's float32 buffer, with its seed and error-feedback residual.
+  CompressedJob compressedJob(const std::vector<at::Tensor>& tensors, bool average, StatsSnapshot& stats);
 
   const Config config_;
   const int ranks_;

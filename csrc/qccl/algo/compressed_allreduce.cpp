@@ -59,7 +59,8 @@ at::Tensor emptyBytes(int64_t n, const at::Tensor& like) {
 
 // One chunk's buffers and transport works while it is in flight.
 struct Chunk {
-  int64_t index = 0;
+  const CompressedAllreduceOptions* options = nullptr;  // its buffer's
+  int64_t index = 0;  // within its buffer
   at::Tensor values;    // this chunk of the buffer
   at::Tensor residual;  // this chunk of the residual, or undefined
   ShardPlan shards;
@@ -74,8 +75,8 @@ struct Chunk {
 
 class ChunkPipeline {
  public:
-  ChunkPipeline(Transport& net, const codec::Codec& codec, const CompressedAllreduceOptions& options, StatsSnapshot& stats)
-      : net_(net), codec_(codec), options_(options), stats_(stats), rank_(net.rank()), ranks_(net.size()) {}
+  ChunkPipeline(Transport& net, const codec::Codec& codec, StatsSnapshot& stats)
+      : net_(net), codec_(codec), stats_(stats), rank_(net.rank()), ranks_(net.size()) {}
 
   // Steps 1-2: encode the shards this rank does not own, post the all-to-all.
   void sendContributions(Chunk& c) {
@@ -124,7 +125,7 @@ class ChunkPipeline {
       }
     }
     c.received.reset();
-    if (options_.average) {
+    if (c.options->average) {
       sum.div_(ranks_);
     }
     stats_.decodeSeconds += lap(clock);
@@ -134,8 +135,8 @@ class ChunkPipeline {
     }
     c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
     c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
-    encode(sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
-           c.mine.data_ptr<uint8_t>(), streamSeed(options_.seed, c.index, rank_, /*stage=*/1));
+    encode(c, sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
+           c.mine.data_ptr<uint8_t>(), /*stage=*/1);
     c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
     stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.segmentBytes * (ranks_ - 1);
@@ -185,14 +186,15 @@ class ChunkPipeline {
       residual = c.residual.narrow(0, c.shards.begin(r), c.shards.length(r));
       values.add_(residual);  // the buffer is overwritten by the result anyway
     }
-    encode(values, residual, out, streamSeed(options_.seed, c.index, rank_, stage));
+    encode(c, values, residual, out, stage);
   }
 
-  // Encodes `values` to `out`; with error feedback, `residual` becomes what was dropped.
-  void encode(const at::Tensor& values, at::Tensor residual, uint8_t* out, uint64_t seed) {
+  // Encodes `values` of chunk `c` to `out`; with error feedback, `residual` becomes what
+  // was dropped.
+  void encode(const Chunk& c, const at::Tensor& values, at::Tensor residual, uint8_t* out, int stage) {
     codec::EncodeOptions encodeOptions;
-    encodeOptions.stochastic = options_.stochastic;
-    encodeOptions.seed = seed;
+    encodeOptions.stochastic = c.options->stochastic;
+    encodeOptions.seed = streamSeed(c.options->seed, c.index, rank_, stage);
     const int64_t n = values.numel();
     codec_.encode(values.data_ptr<float>(), n, out, encodeOptions);
     if (residual.defined()) {
@@ -203,7 +205,6 @@ class ChunkPipeline {
 
   Transport& net_;
   const codec::Codec& codec_;
-  const CompressedAllreduceOptions& options_;
   StatsSnapshot& stats_;
   const int rank_;
   const int ranks_;
@@ -225,32 +226,44 @@ void compressedAllreduce(
     at::Tensor& buffer,
     const CompressedAllreduceOptions& options,
     StatsSnapshot& stats) {
-  const int64_t n = buffer.numel();
-  const int64_t chunkElements = std::max<int64_t>(options.chunkElements, 1);
-  ChunkPipeline pipeline(net, codec, options, stats);
-  auto chunkAt = [&](int64_t index) {
-    Chunk c;
-    c.index = index;
-    const int64_t offset = index * chunkElements;
-    const int64_t length = std::min(chunkElements, n - offset);
-    c.values = buffer.narrow(0, offset, length);
-    if (options.residual.defined()) {
-      c.residual = options.residual.narrow(0, offset, length);
+  std::vector<CompressedJob> jobs{{buffer, options}};
+  compressedAllreduce(net, codec, jobs, stats);
+}
+
+void compressedAllreduce(Transport& net, const codec::Codec& codec, std::vector<CompressedJob>& jobs, StatsSnapshot& stats) {
+  // Every buffer's chunks, one buffer after the other.
+  std::vector<Chunk> chunks;
+  for (const auto& job : jobs) {
+    const int64_t n = job.buffer.numel();
+    const int64_t chunkElements = std::max<int64_t>(job.options.chunkElements, 1);
+    for (int64_t index = 0; index * chunkElements < n; ++index) {
+      Chunk c;
+      c.options = &job.options;
+      c.index = index;
+      const int64_t offset = index * chunkElements;
+      const int64_t length = std::min(chunkElements, n - offset);
+      c.values = job.buffer.narrow(0, offset, length);
+      if (job.options.residual.defined()) {
+        c.residual = job.options.residual.narrow(0, offset, length);
+      }
+      c.shards = planShards(length, codec.block(), net.size());
+      chunks.push_back(std::move(c));
     }
-    c.shards = planShards(length, codec.block(), net.size());
-    return c;
-  };
+  }
 
   // Collectives go out in the same order on every rank. Chunk c's all-to-all is posted
   // at step c, its allgather at step c + depth, and its result decoded at step c + 2 *
   // depth, so `depth` all-to-alls and `depth` allgathers are on the wire while the
   // worker encodes and decodes: enough bytes in flight to keep a link with latency full.
-  std::vector<Chunk> chunks;
-  for (int64_t offset = 0; offset < n; offset += chunkElements) {
-    chunks.push_back(chunkAt(static_cast<int64_t>(chunks.size())));
-  }
+  // Small chunks (a burst of small calls) get more of them in flight. The depth depends
+  // only on the chunk sizes, so every rank picks the same.
+  ChunkPipeline pipeline(net, codec, stats);
   const int64_t count = static_cast<int64_t>(chunks.size());
-  const int64_t depth = std::max<int64_t>(options.depth, 1);
+  int64_t largest = 1;
+  for (const auto& c : chunks) {
+    largest = std::max(largest, c.values.numel());
+  }
+  const int64_t depth = std::clamp(kElementsInFlight / largest, kMinChunksInFlight, kMaxChunksInFlight);
   for (int64_t step = 0; step < count + 2 * depth; ++step) {
     if (step < count) {
       pipeline.sendContributions(chunks[step]);

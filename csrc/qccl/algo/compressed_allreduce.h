@@ -37,9 +37,14 @@ struct CompressedAllreduceOptions {
   bool stochastic = false;
   uint64_t seed = 0;  // shared state (the group's call counter): same on every rank
   int64_t chunkElements = int64_t{1} << 20;
-  // Chunks whose all-to-all (and as many whose allgather) are on the wire at once.
-  int64_t depth = 6;
 };
+
+// Chunks whose all-to-all (and as many whose allgather) are on the wire at once: enough
+// for kElementsInFlight elements, within these bounds (each transfer holds one of the
+// inner Gloo's threads, transport/gloo_factory.h, while it is on the wire).
+constexpr int64_t kElementsInFlight = int64_t{6} << 20;
+constexpr int64_t kMinChunksInFlight = 6;
+constexpr int64_t kMaxChunksInFlight = 15;
 
 // Reduces `buffer` (contiguous float32, on the device `codec` and `net` serve) in place
 // across the ranks of `net`; adds what it sent, and its timings, to `stats`.
@@ -49,6 +54,17 @@ void compressedAllreduce(
     at::Tensor& buffer,
     const CompressedAllreduceOptions& options,
     StatsSnapshot& stats);
+
+struct CompressedJob {
+  at::Tensor buffer;
+  CompressedAllreduceOptions options;
+};
+
+// Reduces several buffers, each as compressedAllreduce would alone (bit for bit: the
+// same chunks, shards, seeds and residuals), in one pipeline: the chunks of the next
+// buffer go on the wire while the last ones of the previous are still there, so a burst
+// of calls pays the pipeline's latency once.
+void compressedAllreduce(Transport& net, const codec::Codec& codec, std::vector<CompressedJob>& jobs, StatsSnapshot& stats);
 
 // The most bytes one rank sends in compressedAllreduce of `n` elements across `ranks`
 // ranks (its share of the all-to-all, which varies a little with the rank because the

@@ -23,7 +23,7 @@
 namespace qccl::algo {
 
 // The most bytes of contributions one check exchange carries, per rank.
-constexpr int64_t kMaxInlineBytes = 16 << 10;
+constexpr int64_t kMaxInlineBytes = 8 << 10;
 
 class LocalAllreduce {
  public:

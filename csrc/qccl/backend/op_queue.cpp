@@ -6,8 +6,8 @@
 
 namespace qccl {
 
-OpQueue::OpQueue(int rank, Admit admit)
-    : rank_(rank), admit_(std::move(admit)), worker_([this] { loop(); }), watchdog_([this] { watch(); }) {}
+OpQueue::OpQueue(int rank, Admit admit, RunJointly runJointly)
+    : rank_(rank), admit_(std::move(admit)), runJointly_(std::move(runJointly)), worker_([this] { loop(); }), watchdog_([this] { watch(); }) {}
 
 OpQueue::~OpQueue() {
   stop(makeCommError("the process group was destroyed"));
@@ -115,9 +115,22 @@ void OpQueue::loop() {
     while (!admitted_.empty()) {  // stop() takes the ones not started yet
       Admitted next = std::move(admitted_.front());
       admitted_.pop_front();
+      std::vector<QueuedOp> together;
+      while (runJointly_ && !next.refused && next.op.joinable && !admitted_.empty() && !admitted_.front().refused &&
+             admitted_.front().op.joinable && admitted_.front().op.joinable->joins(*next.op.joinable)) {
+        together.push_back(std::move(next.op));
+        next = std::move(admitted_.front());
+        admitted_.pop_front();
+      }
       lock.unlock();
-      run(next.op, next.refused);
+      if (together.empty()) {
+        run(next.op, next.refused);
+      } else {
+        together.push_back(std::move(next.op));
+        runJointly(together);
+      }
       next = Admitted{};  // release tensors before reporting idle
+      together.clear();
       lock.lock();
     }
     running_ = false;
@@ -139,6 +152,24 @@ void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
     }
   } catch (...) {
     op.work->markFailed(std::current_exception());
+  }
+}
+
+void OpQueue::runJointly(std::vector<QueuedOp>& ops) {
+  std::vector<QueuedOp*> pointers;
+  for (auto& op : ops) {
+    pointers.push_back(&op);
+  }
+  try {
+    runJointly_(pointers);
+  } catch (...) {
+    for (auto& op : ops) {
+      op.work->markFailed(std::current_exception());
+    }
+    return;
+  }
+  for (auto& op : ops) {
+    op.work->markSucceeded();
   }
 }
 

@@ -8,7 +8,9 @@
 // The worker takes the queued ops in batches: `admit` checks a batch across ranks (one
 // exchange for every op queued) and says how many of them run now. An op either finishes
 // on the worker, or starts a transfer and lets the worker go on (StartedTransfer), so
-// that the group's calls overlap on the wire while Gloo still sees them in order.
+// that the group's calls overlap on the wire while Gloo still sees them in order. Within
+// a batch, consecutive joinable ops run together (see Joinable): the batch is the same on
+// every rank, so are the runs.
 
 #include <chrono>
 #include <condition_variable>
@@ -29,6 +31,16 @@
 
 namespace qccl {
 
+// A call that can run together with the calls queued right before it (consecutive
+// compressed all_reduces share one chunk pipeline). Whether it joins must depend only
+// on facts every rank shares, so that every rank runs the same calls together.
+class Joinable {
+ public:
+  virtual ~Joinable() = default;
+  // Whether this call may run together with `previous`, the call queued right before it.
+  virtual bool joins(const Joinable& previous) const = 0;
+};
+
 struct QueuedOp {
   c10::intrusive_ptr<FutureWork> work;
   std::string name;
@@ -37,6 +49,8 @@ struct QueuedOp {
   std::function<std::optional<StartedTransfer>()> body;
   // A small all_reduce whose data can travel with its check (algo/local_allreduce.h).
   std::shared_ptr<algo::LocalAllreduce> local;
+  // Set when the call can run together with its neighbours; null otherwise.
+  std::shared_ptr<Joinable> joinable;
 };
 
 class OpQueue {
@@ -45,8 +59,12 @@ class OpQueue {
   // it throws) and, for each, the error that fails it instead of running (null: run it).
   // If it throws, the whole batch fails with that error.
   using Admit = std::function<std::vector<std::exception_ptr>(const std::vector<const QueuedOp*>& batch)>;
+  // Runs two or more admitted, consecutive, joinable ops together (instead of each one's
+  // body); if it throws, every one of them fails with that error.
+  using RunJointly = std::function<void(const std::vector<QueuedOp*>& ops)>;
 
-  OpQueue(int rank, Admit admit);
+  // Without runJointly, every op runs on its own.
+  OpQueue(int rank, Admit admit, RunJointly runJointly = nullptr);
   ~OpQueue();
   OpQueue(const OpQueue&) = delete;
   OpQueue& operator=(const OpQueue&) = delete;
@@ -82,10 +100,12 @@ class OpQueue {
   // completes its work must not hang the caller).
   void watch();
   void run(QueuedOp& op, const std::exception_ptr& refused);
+  void runJointly(std::vector<QueuedOp>& ops);
   void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started);
 
   const int rank_;
   const Admit admit_;
+  const RunJointly runJointly_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<QueuedOp> ops_;

@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "qccl/algo/collectives.h"
+#include "qccl/backend/check_exchange.h"
 #include "qccl/backend/validation.h"
 #include "qccl/common/errors.h"
 #include "qccl/common/tensor_bytes.h"
@@ -129,8 +130,9 @@ WorkPtr ProcessGroupQCCL::enqueueStarting(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     OpBody body,
-    std::shared_ptr<algo::LocalAllreduce> local) {
-  return track(place(name, std::move(signature), std::move(outputs), std::move(body), std::move(local)));
+    std::shared_ptr<algo::LocalAllreduce> local,
+    std::shared_ptr<Joinable> joinable) {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(body), std::move(local), std::move(joinable)));
 }
 
 c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
@@ -138,11 +140,12 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     OpBody body,
-    std::shared_ptr<algo::LocalAllreduce> local) {
+    std::shared_ptr<algo::LocalAllreduce> local,
+    std::shared_ptr<Joinable> joinable) {
   signature.settings = settingsFingerprint_;
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
-  queue_.enqueue({work, name, std::move(signature), std::move(body), std::move(local)});
+  queue_.enqueue({work, name, std::move(signature), std::move(body), std::move(local), std::move(joinable)});
   return work;
 }
 
@@ -157,11 +160,19 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   if (!config_.verifyAcrossRanks) {
     return std::vector<std::exception_ptr>(batch.size());
   }
-  std::vector<CallToCheck> calls;
+  std::vector<OpSignature> signatures;
   for (const auto* op : batch) {
-    calls.push_back({op->name, &op->signature, op->local ? op->local->contribution() : at::Tensor()});
+    signatures.push_back(op->signature);
   }
-  auto checked = compareAcrossRanks(transport_, calls);
+  markRunStarts(batch, signatures);
+  std::vector<CallToCheck> calls;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto* op = batch[i];
+    calls.push_back({op->name, &signatures[i], op->local ? op->local->contribution() : at::Tensor()});
+  }
+  auto checked = compareAcrossRanks(rank_, size_, calls, [&](const at::Tensor& mine) {
+    return exchangeCheckParts(p2p_, transport_, mine, calls[0].opName + " (argument check)");
+  });
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->local->received(std::move(checked.contributions[i]));
   }
@@ -332,9 +343,14 @@ WorkPtr ProcessGroupQCCL::allreduceList(
   auto local = tensors.size() == 1 && routes[0] != algo::Route::Compressed
       ? algo::LocalAllreduce::ifEligible(tensors[0], op, size_)
       : nullptr;
+  // A call compressed throughout may run together with its neighbours (joint_allreduce.h).
+  std::shared_ptr<Joinable> joinable;
+  if (std::all_of(routes.begin(), routes.end(), [](auto r) { return r == algo::Route::Compressed; })) {
+    joinable = std::make_shared<JoinableAllreduce>(algo::AllreduceCall{tensors, routes, op});
+  }
   return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
-    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
+    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
       } else if (bucket.size() == 1 && tensors.size() == 1) {
@@ -348,7 +364,17 @@ WorkPtr ProcessGroupQCCL::allreduceList(
       }
     });
     return started;
-  }, local);
+  }, local, std::move(joinable));
+}
+
+void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
+  std::vector<algo::AllreduceCall> calls;
+  for (const auto* op : ops) {
+    calls.push_back(static_cast<const JoinableAllreduce&>(*op->joinable).call());
+  }
+  allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
+    algo::allreduceCoalesced(transport_, bucket, op);  // joinable calls have no exact bucket
+  });
 }
 
 WorkPtr ProcessGroupQCCL::allreduceOnCuda(
@@ -384,7 +410,7 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
   enqueue(name, std::move(signature), {}, [this, tensors, routes, op, callersStream]() mutable {
     c10::StreamGuard onCallersStream(callersStream);
     NcclTransport net(*nccl_);
-    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket) {
+    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       WorkPtr work;
       if (bucket.size() == 1) {
         c10d::AllreduceOptions exact;

@@ -19,6 +19,7 @@
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
 #include "qccl/backend/call_staging.h"
+#include "qccl/backend/joint_allreduce.h"
 #include "qccl/backend/op_queue.h"
 #include "qccl/backend/validation.h"
 #include "qccl/common/config.h"
@@ -186,14 +187,16 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       OpBody body,
-      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr,
+      std::shared_ptr<Joinable> joinable = nullptr);
   // The same, untracked.
   c10::intrusive_ptr<FutureWork> place(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       OpBody body,
-      std::shared_ptr<algo::LocalAllreduce> local = nullptr);
+      std::shared_ptr<algo::LocalAllreduce> local = nullptr,
+      std::shared_ptr<Joinable> joinable = nullptr);
   // On the worker, for each batch of queued collectives: fails them all if the group is
   // out of step, otherwise compares them across ranks (unless QCCL_VERIFY=0) and fails
   // those the ranks disagree on (OpQueue::Admit).
@@ -220,11 +223,14 @@ class ProcessGroupQCCL : public c10d::Backend {
       const c10d::ReduceOp& op,
       OpSignature& signature) const;
   // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
+  // Calls compressed throughout are joinable (joint_allreduce.h).
   c10::intrusive_ptr<c10d::Work> allreduceList(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> tensors,
       const c10d::ReduceOp& op);
+  // On the worker: consecutive joinable all_reduces in one run (OpQueue::RunJointly).
+  void allreduceJointly(const std::vector<QueuedOp*>& ops);
   // The same on CUDA tensors. Compressed routes run the GPU kernels over NCCL (on the
   // worker, enqueued on the caller's stream); `call` serves the rest through onCuda:
   // NCCL directly, or staged through host memory where NCCL cannot reduce the dtype or
@@ -263,7 +269,10 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::atomic<bool> ncclCoalescing_{false};  // NCCL's own window is open
 
   // Declared last: its worker uses the members above.
-  OpQueue queue_{rank_, [this](const std::vector<const QueuedOp*>& batch) { return admit(batch); }};
+  OpQueue queue_{
+      rank_,
+      [this](const std::vector<const QueuedOp*>& batch) { return admit(batch); },
+      [this](const std::vector<QueuedOp*>& ops) { allreduceJointly(ops); }};
 };
 
 } // namespace qccl

@@ -49,10 +49,19 @@ struct Header {
 };
 static_assert(sizeof(Header) == 96, "the wire header is 96 bytes on every rank");
 
+// Tags from here up are qccl's own messages (user tags are 32-bit): the group's argument
+// check (backend/check_exchange.h). They neither report nor take the rejections of user
+// messages, which belong to the user's next call.
+constexpr int64_t kFirstInternalTag = int64_t{1} << 40;
+constexpr int64_t kCheckTag = kFirstInternalTag;
+inline bool isUserTag(int64_t tag) {
+  return tag < kFirstInternalTag;
+}
+
 // Control messages have one size, so a listener can always have the next ones posted.
 // Small messages (shapes, scalars, small activations) then take one transfer instead of
 // a header, a handshake for the payload and the payload.
-constexpr int64_t kControlBytes = 4096;
+constexpr int64_t kControlBytes = 16384;
 // How many control messages a listener keeps posted per peer. Gloo writes a send only
 // once its receive is posted, and a listener posts again only after it has handled a
 // message: with one receive posted, each message sent before the receiver had handled

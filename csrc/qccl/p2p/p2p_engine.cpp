@@ -128,7 +128,9 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
     {
       std::lock_guard<std::mutex> lock(mutex_);
       QCCL_CHECK_VALUE(!stopping_, "send on rank ", rank_, ": the process group was shut down");
-      reported = takeUnreported(dst);
+      if (isUserTag(tag)) {
+        reported = takeUnreported(dst);
+      }
       if (reported.empty()) {
         header.seq = nextSeq_[dst]++;
         if (shortControlMessages_ && fitsStaging(header.payloadBytes)) {
@@ -186,7 +188,9 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
     QCCL_CHECK_VALUE(!stopping_, "recv on rank ", rank_, ": the process group was shut down");
     // In the same critical section as the matching: a rejection that arrives after this
     // finds the receive posted and fails it instead.
-    reported = takeUnreported(src);
+    if (isUserTag(tag)) {
+      reported = takeUnreported(src);
+    }
     if (reported.empty()) {
       auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
         return !message->receiver && matches(src, tag, message->src, message->header.tag);
@@ -349,7 +353,7 @@ void P2PEngine::onStatus(int peer, const Header& status) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
-        return (recv.src == peer || recv.src == -1) && !recv.work->isCompleted();
+        return (recv.src == peer || recv.src == -1) && isUserTag(recv.tag) && !recv.work->isCompleted();
       });
       if (it == posted_.end()) {
         unreported_[peer].push_back(text);

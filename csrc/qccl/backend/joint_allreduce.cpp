@@ -1,0 +1,30 @@
+#include "qccl/backend/joint_allreduce.h"
+
+#include <algorithm>
+
+#include <c10/util/hash.h>
+
+namespace qccl {
+
+void markRunStarts(const std::vector<const QueuedOp*>& batch, std::vector<OpSignature>& signatures) {
+  // The batch's calls hold their tensors, so no storage here can be freed and another
+  // allocated at its address meanwhile.
+  std::vector<const void*> earlier;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto* joinable = dynamic_cast<JoinableAllreduce*>(batch[i]->joinable.get());
+    if (joinable == nullptr) {
+      continue;
+    }
+    bool touches = false;
+    std::vector<const void*> storages;
+    for (const auto& t : joinable->call().tensors) {
+      storages.push_back(t.storage().unsafeGetStorageImpl());
+      touches = touches || std::find(earlier.begin(), earlier.end(), storages.back()) != earlier.end();
+    }
+    earlier.insert(earlier.end(), storages.begin(), storages.end());
+    joinable->setStartsRun(touches);
+    signatures[i].plan = static_cast<int64_t>(c10::hash_combine(signatures[i].plan, touches ? 2 : 1) & 0x7fffffffffffffffULL);
+  }
+}
+
+} // namespace qccl
