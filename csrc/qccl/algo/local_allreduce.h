@@ -22,8 +22,16 @@
 
 namespace qccl::algo {
 
-// The most bytes of contributions one check exchange carries, per rank.
+// The most bytes of contributions one check exchange carries, per rank, at small world
+// sizes.
 constexpr int64_t kMaxInlineBytes = 16 << 10;
+
+// The room for contributions in each rank's part of a check exchange of `worldSize`
+// ranks. The exchange sends every part to every peer, so each rank receives
+// worldSize - 1 of them: the room shrinks as the world grows, to keep what a rank
+// receives near 64 KiB (16 KiB up to 5 ranks, 1 KiB at 64, 64 bytes from 1024 on, which
+// still carries a few scalars).
+int64_t inlineBytesPerCheck(int worldSize);
 
 class LocalAllreduce {
  public:
