@@ -212,7 +212,11 @@ at::Tensor exchangeByteCounts(
 
 } // namespace
 
-CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
+int64_t ArgumentCheck::room() const {
+  return *std::max_element(wanted_.begin(), wanted_.end());
+}
+
+CheckResult ArgumentCheck::compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls) {
   const int n = net.size();
   const int64_t count = std::min<int64_t>(static_cast<int64_t>(calls.size()), kMaxCallsPerCheck);
   CheckResult result;
@@ -221,10 +225,11 @@ CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck
     return result;
   }
   // Rank r's part: how many calls it checks, how many of them carry their contribution,
-  // kMaxCallsPerCheck records (unused ones zero), then the contributions, so every rank's
-  // part has the same size whatever it has queued.
-  const int64_t inlineBytes = algo::inlineBytesPerCheck(n);
-  const int64_t recordsAt = 2;
+  // how many bytes of contributions it would carry given room, kMaxCallsPerCheck records
+  // (unused ones zero), then the room for contributions, so every rank's part has the
+  // same size whatever it has queued.
+  const int64_t inlineBytes = room();
+  const int64_t recordsAt = 3;
   const int64_t payloadAt = recordsAt + kMaxCallsPerCheck * kRecordFields;
   const int64_t part = payloadAt + inlineBytes / 8;
   auto options = at::TensorOptions().dtype(at::kLong);
@@ -251,15 +256,27 @@ CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck
     used += padded;
   }
   mine[1] = packed;
+  int64_t wanted = 0;  // what the leading contributions would take, within the most allowed
+  for (int64_t i = 0; i < count && calls[i].contribution.defined(); ++i) {
+    const int64_t padded = (calls[i].contribution.numel() + 7) / 8 * 8;
+    if (wanted + padded > algo::inlineBytesPerCheck(n)) {
+      break;
+    }
+    wanted += padded;
+  }
+  mine[2] = wanted;
   auto all = exchangeWithEveryPeer(net, in, calls[0].opName + " (argument check)");
 
   const int64_t* parts = all.data_ptr<int64_t>();
   int64_t agreed = count;  // calls every rank has in this check
   int64_t inlined = packed;  // calls whose contribution every rank sent
+  int64_t mostWanted = 0;
   for (int r = 0; r < n; ++r) {
     agreed = std::min(agreed, parts[r * part]);
     inlined = std::min(inlined, parts[r * part + 1]);
+    mostWanted = std::max(mostWanted, parts[r * part + 2]);
   }
+  wanted_[exchanges_++ % kRemembered] = mostWanted;
   std::vector<int64_t> countsDisagree;  // calls whose all-to-all sketches disagree
   for (int64_t i = 0; i < agreed; ++i) {
     const CallRecords records{parts + recordsAt + i * kRecordFields, part};

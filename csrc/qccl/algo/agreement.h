@@ -14,6 +14,7 @@
 // marked as failed there, so that its peers raise for the same call instead of pairing
 // their call with that rank's next one (docs/errors.md, "Staying in step").
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -84,18 +85,33 @@ struct CheckResult {
   std::vector<std::vector<at::Tensor>> contributions;
 };
 
-// Compares the records of this rank's next calls (`calls`, oldest first) with every
-// other rank's, in one exchange, however many each rank has queued: ranks may have
-// queued different numbers of calls, so only the first m calls, m the fewest any rank
-// sent (at most kMaxCallsPerCheck), are compared; the rest wait for the next exchange.
-// Small all_reduces at the head of `calls` carry their contributions in the same
-// exchange (up to algo::inlineBytesPerCheck), so they need no exchange of their own.
-// When the all-to-all sketches of a call disagree, a second exchange (which every rank
-// decides on from the same records) fetches that call's byte counts, so the error names
-// the pair of ranks that disagree. A Call disagreement cannot tell a mistaken argument
-// from a rank that skipped a collective (an error raised before it reached qccl), after
-// which every later call would pair with the wrong one; the caller treats it so.
-CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
+// One group's check; one instance per group, used by its worker only.
+class ArgumentCheck {
+ public:
+  // Compares the records of this rank's next calls (`calls`, oldest first) with every
+  // other rank's, in one exchange, however many each rank has queued: ranks may have
+  // queued different numbers of calls, so only the first m calls, m the fewest any rank
+  // sent (at most kMaxCallsPerCheck), are compared; the rest wait for the next exchange.
+  // Small all_reduces at the head of `calls` carry their contributions in the same
+  // exchange when they fit its room (below), so they need no exchange of their own.
+  // When the all-to-all sketches of a call disagree, a second exchange (which every rank
+  // decides on from the same records) fetches that call's byte counts, so the error names
+  // the pair of ranks that disagree. A Call disagreement cannot tell a mistaken argument
+  // from a rank that skipped a collective (an error raised before it reached qccl), after
+  // which every later call would pair with the wrong one; the caller treats it so.
+  CheckResult compareAcrossRanks(GlooTransport& net, const std::vector<CallToCheck>& calls);
+
+ private:
+  // The room for contributions in each rank's part is the most bytes any rank wanted to
+  // carry in any of the last kRemembered exchanges (at most algo::inlineBytesPerCheck):
+  // every rank sees every part, so every rank sizes its next part alike, and calls that
+  // carry nothing do not pay for room they leave empty (docs/design.md). A small
+  // all_reduce that finds no room runs on its own and makes room for the next one.
+  static constexpr size_t kRemembered = 32;
+  int64_t room() const;
+  std::array<int64_t, kRemembered> wanted_{};
+  size_t exchanges_ = 0;
+};
 
 // Hash of the dtypes and sizes of `tensors`, equal on ranks that pass equal layouts.
 int64_t layoutHash(const std::vector<at::Tensor>& tensors);

@@ -26,11 +26,11 @@ namespace qccl::algo {
 // sizes.
 constexpr int64_t kMaxInlineBytes = 16 << 10;
 
-// The room for contributions in each rank's part of a check exchange of `worldSize`
-// ranks. The exchange sends every part to every peer, so each rank receives
-// worldSize - 1 of them: the room shrinks as the world grows, to keep what a rank
-// receives near 64 KiB (16 KiB up to 5 ranks, 1 KiB at 64, 64 bytes from 1024 on, which
-// still carries a few scalars).
+// The most room for contributions in each rank's part of a check exchange of
+// `worldSize` ranks (the check sizes the room by what calls needed lately). The exchange
+// sends every part to every peer, so each rank receives worldSize - 1 of them: the room
+// shrinks as the world grows, to keep what a rank receives at most about 64 KiB (16 KiB
+// up to 5 ranks, 1 KiB at 64, 64 bytes from 1024 on, which still carries a few scalars).
 int64_t inlineBytesPerCheck(int worldSize);
 
 class LocalAllreduce {

@@ -161,7 +161,7 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   for (const auto* op : batch) {
     calls.push_back({op->name, &op->signature, op->local ? op->local->contribution() : at::Tensor()});
   }
-  auto checked = compareAcrossRanks(transport_, calls);
+  auto checked = check_.compareAcrossRanks(transport_, calls);
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->local->received(std::move(checked.contributions[i]));
   }
