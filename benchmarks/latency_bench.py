@@ -3,7 +3,8 @@
     torchrun --nproc-per-node 2 benchmarks/latency_bench.py
     benchmarks/netlab --ranks 2 --rate 1gbit --delay 10 -- python benchmarks/latency_bench.py
 
-The calls issue 15 targets on a high-latency link: a 4 KiB all_reduce; 16 async
+The calls issue 15 targets on a high-latency link: a 4 KiB all_reduce (float32, and
+int32, which rides in qccl's argument check at any world size); 16 async
 256 KiB all_reduces posted at once, then waited (DDP's bucket burst); a 1 KiB send/recv
 ping-pong between ranks 0 and 1; a 64 MiB all_reduce. Every backend (Gloo, qccl with
 codec none, qccl with int8) has its own group over the same ranks, and each repeat runs
@@ -32,6 +33,13 @@ def timed(group, fn):
 
 def small(group):
     tensor = torch.ones(4 * KIB // 4)
+    return lambda: dist.all_reduce(tensor, group=group)
+
+
+def small_int(group):
+    # An exact integer sum small enough to ride in qccl's argument check at any world
+    # size (docs/design.md): its time is the check's cost per call.
+    tensor = torch.ones(4 * KIB // 4, dtype=torch.int32)
     return lambda: dist.all_reduce(tensor, group=group)
 
 
@@ -69,6 +77,7 @@ def large(group):
 
 CALLS = {
     "all_reduce 4 KiB": (small, 10),
+    "all_reduce 4 KiB int32": (small_int, 10),
     "16 async all_reduce 256 KiB": (burst, 3),
     "send/recv 1 KiB ping-pong": (ping_pong, 10),
     "all_reduce 64 MiB": (large, 1),

@@ -132,18 +132,28 @@ def rank_mismatch_across_ranks(ctx, case):
         call = (lambda: dist.broadcast(torch.ones(4), 0, group=group)) if me == 0 else (
             lambda: dist.all_reduce(torch.ones(4), group=group))
         expect(ValueError, "the ranks' arguments do not match", call)
-    else:  # all_to_all_single whose splits do not pair up
+    elif case == "all_to_all_splits":  # all_to_all_single whose splits do not pair up
         in_splits = [2] + [1] * (n - 1) if me == 0 else [1] * n
         expect(ValueError, "rank 0 sends 8 bytes to rank 0, which expects 4 bytes from it",
                lambda: dist.all_to_all_single(torch.zeros(n), torch.ones(sum(in_splits)),
                                               [1] * n, in_splits, group=group))
+    else:  # all_to_all_single whose splits disagree between two peers only
+        # Rank 0 sends rank n-2 one element more and rank n-1 one less than they expect;
+        # every rank sends and receives n elements, as it would with matching splits, so
+        # only comparing rank 0's sends with its peers' receives can see it.
+        in_splits = [1] * n
+        if me == 0:
+            in_splits[n - 2] += 1
+            in_splits[n - 1] -= 1
+        expect(ValueError, f"rank 0 sends 8 bytes to rank {n - 2}, which expects 4 bytes from it",
+               lambda: dist.all_to_all_single(torch.zeros(n), torch.ones(n), [1] * n, in_splits, group=group))
     # qccl cannot tell a wrong argument from a rank that skipped a call (an error torch
     # raised before the call reached qccl): every later collective raises, on every rank.
     expect_out_of_step(group)
     dist.destroy_process_group(group)
 
 
-@pytest.mark.parametrize("case", ["sizes", "ops", "all_to_all_splits"])
+@pytest.mark.parametrize("case", ["sizes", "ops", "all_to_all_splits", "all_to_all_between_peers"])
 def test_mismatch_across_ranks_raises_on_every_rank(world, case):
     world.run(rank_mismatch_across_ranks, case)
 

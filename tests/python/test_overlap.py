@@ -156,3 +156,35 @@ def rank_aliasing_differs_across_ranks(ctx):
 
 def test_ranks_that_alias_differently_raise(world2):
     world2.run(rank_aliasing_differs_across_ranks)
+
+
+def rank_room_for_small_all_reduces(ctx):
+    # The check makes room in its exchange for small exact all_reduces by what the ranks
+    # wanted to carry lately. Only rank 0 wants room here (inside qccl.exact() its 8 KiB
+    # float sum could ride in the check, the others compress theirs), yet every rank must
+    # size the next exchanges alike; small all_reduces with and without room give Gloo's
+    # result, also after the room shrinks back.
+    group = dist.new_group(backend="qccl", pg_options=qccl.Options(codec="int8", min_bytes=0))
+
+    def small_sum_matches_gloo(numel, seed):
+        tensor = make_input(ctx.rank, torch.int32, numel=numel, seed=seed)
+        expected = tensor.clone()
+        dist.all_reduce(tensor, group=group)
+        dist.all_reduce(expected, group=ctx.gloo)
+        assert torch.equal(tensor, expected), (numel, seed)
+
+    small_sum_matches_gloo(3, 0)
+    region = qccl.exact(group) if ctx.rank == 0 else contextlib.nullcontext()
+    with region, pytest.raises(ValueError, match="qccl.exact"):
+        dist.all_reduce(torch.ones(2048), group=group)
+    for seed, numel in enumerate([3, 2048, 1000, 1, 2048], start=1):
+        small_sum_matches_gloo(numel, seed)
+    for _ in range(40):  # more exchanges than the check remembers, none with a small all_reduce
+        dist.broadcast(torch.ones(2), 0, group=group)
+    for seed, numel in enumerate([2, 2048, 2048], start=10):
+        small_sum_matches_gloo(numel, seed)
+    dist.destroy_process_group(group)
+
+
+def test_room_for_small_all_reduces_is_sized_alike_on_every_rank(world):
+    world.run(rank_room_for_small_all_reduces)

@@ -1,5 +1,7 @@
 #include "qccl/algo/local_allreduce.h"
 
+#include <algorithm>
+
 #include <ATen/ops/maximum.h>
 #include <ATen/ops/minimum.h>
 
@@ -58,6 +60,13 @@ void combine(R op, at::Tensor& acc, const at::Tensor& next) {
 
 } // namespace
 
+int64_t inlineBytesPerCheck(int worldSize) {
+  constexpr int64_t kReceivedPerCheck = 64 << 10;
+  constexpr int64_t kLeast = 64;
+  const int64_t share = kReceivedPerCheck / std::max(worldSize - 1, 1) / 8 * 8;
+  return std::clamp(share, kLeast, kMaxInlineBytes);
+}
+
 std::shared_ptr<LocalAllreduce> LocalAllreduce::ifEligible(
     const at::Tensor& tensor,
     const c10d::ReduceOp& op,
@@ -68,7 +77,7 @@ std::shared_ptr<LocalAllreduce> LocalAllreduce::ifEligible(
   auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(c10::elementSize(lowered.wireType)) *
       (lowered.viewComplexAsReal ? 2 : 1);
-  if (bytes > kMaxInlineBytes || !orderIndependent(lowered.wireOp, lowered.wireType, worldSize)) {
+  if (bytes > inlineBytesPerCheck(worldSize) || !orderIndependent(lowered.wireOp, lowered.wireType, worldSize)) {
     return nullptr;
   }
   return std::shared_ptr<LocalAllreduce>(new LocalAllreduce(tensor, std::move(lowered), worldSize));

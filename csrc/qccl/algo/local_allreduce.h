@@ -22,8 +22,17 @@
 
 namespace qccl::algo {
 
-// The most bytes of contributions one check exchange carries, per rank.
+// The most bytes of contributions one check exchange carries, per rank, at small world
+// sizes: with the records, a part stays within one control message of the point-to-point
+// engine (p2p/message.h) and TCP's initial window, so it arrives in one trip.
 constexpr int64_t kMaxInlineBytes = 8 << 10;
+
+// The most room for contributions in each rank's part of a check exchange of
+// `worldSize` ranks (the check sizes the room by what calls needed lately). The exchange
+// sends every part to every peer, so each rank receives worldSize - 1 of them: the room
+// shrinks as the world grows, to keep what a rank receives at most about 64 KiB (8 KiB
+// up to 9 ranks, 1 KiB at 64, 64 bytes from 1024 on, which still carries a few scalars).
+int64_t inlineBytesPerCheck(int worldSize);
 
 class LocalAllreduce {
  public:

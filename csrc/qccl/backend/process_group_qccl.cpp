@@ -170,8 +170,8 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
     const auto* op = batch[i];
     calls.push_back({op->name, &signatures[i], op->local ? op->local->contribution() : at::Tensor()});
   }
-  auto checked = compareAcrossRanks(rank_, size_, calls, [&](const at::Tensor& mine) {
-    return exchangeCheckParts(p2p_, transport_, mine, calls[0].opName + " (argument check)");
+  auto checked = check_.compareAcrossRanks(rank_, size_, calls, [this](const at::Tensor& mine, const std::string& what) {
+    return exchangeCheckParts(p2p_, transport_, mine, what);
   });
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->local->received(std::move(checked.contributions[i]));

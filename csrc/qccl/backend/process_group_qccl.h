@@ -262,6 +262,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call:
   // from then on every collective of the group raises with this message. Worker only.
   std::string outOfStep_;
+  ArgumentCheck check_;  // worker only
 
   std::mutex coalescingMutex_;
   bool coalescing_ = false;
