@@ -17,14 +17,16 @@ namespace qccl {
 namespace {
 
 // The record: kCallFields describing the call, then how qccl will run it (settings,
-// plan), then whether the call failed on this rank, then the all-to-all sketch. The
-// same size whatever the world size.
+// plan), then whether the call failed on this rank, then the all-to-all sketch, then
+// whether it starts a joint run (combined across ranks, not compared). The same size
+// whatever the world size.
 constexpr int64_t kCallFields = 6;
 constexpr int64_t kRunFields = 8;
 constexpr int64_t kFailedField = 8;
 constexpr int64_t kSentSketchField = 9;
 constexpr int64_t kReceivedSketchField = 10;
-constexpr int64_t kRecordFields = 11;
+constexpr int64_t kStartsRunField = 11;
+constexpr int64_t kRecordFields = 12;
 
 // splitmix64's finalizer: a bijection on 64 bits whose every output bit depends on every
 // input bit.
@@ -52,7 +54,7 @@ int64_t asField(uint64_t bits) {
 std::vector<int64_t> encode(const OpSignature& s, int rank) {
   const auto sketch = sketchByteCounts(rank, s.sendBytes, s.recvBytes);
   return {static_cast<int64_t>(s.op), s.dtype, s.elements, s.reduceOp, s.root, s.layoutHash, s.settings, s.plan,
-          s.failedHere ? 1 : 0, asField(sketch.sent), asField(sketch.received)};
+          s.failedHere ? 1 : 0, asField(sketch.sent), asField(sketch.received), s.startsRun ? 1 : 0};
 }
 
 std::string describe(const int64_t* r) {
@@ -212,6 +214,9 @@ CheckResult ArgumentCheck::compareAcrossRanks(
   CheckResult result;
   if (n == 1) {
     result.verdicts.resize(count);
+    for (int64_t i = 0; i < count; ++i) {
+      result.startsRun.push_back(calls[i].signature->startsRun);
+    }
     return result;
   }
   // Rank r's part: how many calls it checks, how many of them carry their contribution,
@@ -271,6 +276,11 @@ CheckResult ArgumentCheck::compareAcrossRanks(
   for (int64_t i = 0; i < agreed; ++i) {
     const CallRecords records{parts + recordsAt + i * kRecordFields, part};
     result.verdicts.push_back(compareCall(records, n, rank, calls[i].opName));
+    bool startsRun = false;
+    for (int r = 0; r < n; ++r) {
+      startsRun = startsRun || records.at(r)[kStartsRunField] != 0;
+    }
+    result.startsRun.push_back(startsRun);
     if (!result.verdicts.back() && !byteCountsAgree(records, n)) {
       countsDisagree.push_back(i);
     }

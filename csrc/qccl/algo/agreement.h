@@ -37,6 +37,9 @@ struct OpSignature {
   int64_t settings = 0;     // Config::fingerprint(): the group's qccl settings
   int64_t plan = 0;         // allreduce: a hash of how each tensor is routed (exact or compressed)
   bool failedHere = false;  // this rank raised for the call before taking part
+  // The call cannot run together with the calls before it on this rank (see
+  // backend/joint_allreduce.h). Not compared: the ranks combine it (CheckResult).
+  bool startsRun = false;
   // all_to_all: bytes this rank sends to / receives from each peer; empty otherwise.
   // Only their sketch (below) travels, unless the ranks' sketches disagree.
   std::vector<int64_t> sendBytes;
@@ -83,6 +86,9 @@ struct CheckResult {
   // For the first calls: every rank's contribution, in rank order, when every rank
   // carried its contribution and the ranks agree on this call and all before it.
   std::vector<std::vector<at::Tensor>> contributions;
+  // One per compared call: whether any rank's record says it starts a run, so every rank
+  // splits its calls into the same runs.
+  std::vector<bool> startsRun;
 };
 
 // Sends this rank's part (the same size on every rank) to every peer and returns every

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include <c10/util/hash.h>
-
 namespace qccl {
 
 void markRunStarts(const std::vector<const QueuedOp*>& batch, std::vector<OpSignature>& signatures) {
@@ -22,8 +20,15 @@ void markRunStarts(const std::vector<const QueuedOp*>& batch, std::vector<OpSign
       touches = touches || std::find(earlier.begin(), earlier.end(), storages.back()) != earlier.end();
     }
     earlier.insert(earlier.end(), storages.begin(), storages.end());
-    joinable->setStartsRun(touches);
-    signatures[i].plan = static_cast<int64_t>(c10::hash_combine(signatures[i].plan, touches ? 2 : 1) & 0x7fffffffffffffffULL);
+    signatures[i].startsRun = touches;
+  }
+}
+
+void applyRunStarts(const std::vector<const QueuedOp*>& batch, const std::vector<bool>& startsRun) {
+  for (size_t i = 0; i < startsRun.size(); ++i) {
+    if (auto* joinable = dynamic_cast<JoinableAllreduce*>(batch[i]->joinable.get())) {
+      joinable->setStartsRun(startsRun[i]);
+    }
   }
 }
 

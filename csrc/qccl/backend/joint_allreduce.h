@@ -9,9 +9,9 @@
 // other, the later call reduces what the earlier one wrote; together it would read the
 // tensor first. Runs form within one batch of calls checked across ranks together, so
 // the batch is the same on every rank; each call's "touches an earlier call of this
-// batch" goes into its plan, which the check compares, so every rank splits the batch
-// into the same runs (or, should one rank alias its tensors differently, every rank
-// raises). Without the check (QCCL_VERIFY=0) batches differ across ranks: no call joins.
+// batch" travels with its check record, and a call starts a run where any rank's does,
+// so every rank splits the batch into the same runs. Without the check (QCCL_VERIFY=0)
+// batches differ across ranks: no call joins.
 
 #include <vector>
 
@@ -30,7 +30,7 @@ class JoinableAllreduce : public Joinable {
   const algo::AllreduceCall& call() const {
     return call_;
   }
-  // Set by the check of the batch that holds the call (markRunStarts), on the worker.
+  // Set by the check of the batch that holds the call (applyRunStarts), on the worker.
   void setStartsRun(bool startsRun) {
     startsRun_ = startsRun;
   }
@@ -41,8 +41,10 @@ class JoinableAllreduce : public Joinable {
 };
 
 // For each joinable call of `batch` (oldest first), whether it shares a storage with an
-// earlier call of the batch, recorded in the call (setStartsRun) and folded into the
-// plan of `signatures` (the calls' signatures, as the check will compare them).
+// earlier call of the batch, into `signatures` (the calls' signatures as the check will
+// send them).
 void markRunStarts(const std::vector<const QueuedOp*>& batch, std::vector<OpSignature>& signatures);
+// Sets each checked call's run start as the check combined it (CheckResult::startsRun).
+void applyRunStarts(const std::vector<const QueuedOp*>& batch, const std::vector<bool>& startsRun);
 
 } // namespace qccl

@@ -176,6 +176,7 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->local->received(std::move(checked.contributions[i]));
   }
+  applyRunStarts(batch, checked.startsRun);
   const auto& disagreements = checked.verdicts;
   for (size_t i = 0; i < disagreements.size(); ++i) {
     if (!outOfStep_.empty()) {
