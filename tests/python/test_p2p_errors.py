@@ -151,30 +151,27 @@ def _count_rejections(error):
     return rejections
 
 
-def _send_until_delivered(tensor, dst):
-    # The documented way to handle a send that reports an earlier rejection: it sent
-    # nothing, so the message is sent again (and again, if that send reports another
-    # rejection that arrived meanwhile). Returns how many rejections the sends reported.
+def _until_delivered(call, tensor, peer, failure):
+    # The documented way to handle a send or receive that reports an earlier rejection:
+    # it did nothing (a send sent nothing, a receive took no message), so it is made
+    # again (and again, if that one reports another rejection that arrived meanwhile).
+    # Returns how many rejections the calls reported.
     reported = 0
     for _ in range(10):
         try:
-            dist.send(tensor, dst)
+            call(tensor, peer)
             return reported
         except ValueError as error:
             reported += _count_rejections(error)
-    raise AssertionError("a message was not delivered after 10 sends")
+    raise AssertionError(failure)
+
+
+def _send_until_delivered(tensor, dst):
+    return _until_delivered(dist.send, tensor, dst, "a message was not delivered after 10 sends")
 
 
 def _recv_until_delivered(tensor, src):
-    # The same for a receive: one that reports a rejection took no message.
-    reported = 0
-    for _ in range(10):
-        try:
-            dist.recv(tensor, src)
-            return reported
-        except ValueError as error:
-            reported += _count_rejections(error)
-    raise AssertionError("no message was received after 10 receives")
+    return _until_delivered(dist.recv, tensor, src, "no message was received after 10 receives")
 
 
 def rank_calls_after_a_rejection(ctx, rejected, posted, following):

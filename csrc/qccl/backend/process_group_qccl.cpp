@@ -119,20 +119,10 @@ WorkPtr ProcessGroupQCCL::enqueue(
     OpSignature signature,
     std::vector<at::Tensor> outputs,
     std::function<void()> body) {
-  return enqueueStarting(name, std::move(signature), std::move(outputs), [body = std::move(body)] {
+  return track(place(name, std::move(signature), std::move(outputs), [body = std::move(body)] {
     body();
     return std::optional<StartedTransfer>();
-  });
-}
-
-WorkPtr ProcessGroupQCCL::enqueueStarting(
-    const std::string& name,
-    OpSignature signature,
-    std::vector<at::Tensor> outputs,
-    OpBody body,
-    std::shared_ptr<algo::LocalAllreduce> local,
-    std::shared_ptr<Joinable> joinable) {
-  return track(place(name, std::move(signature), std::move(outputs), std::move(body), std::move(local), std::move(joinable)));
+  }));
 }
 
 c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
@@ -349,7 +339,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
   if (std::all_of(routes.begin(), routes.end(), [](auto r) { return r == algo::Route::Compressed; })) {
     joinable = std::make_shared<JoinableAllreduce>(algo::AllreduceCall{tensors, routes, op});
   }
-  return enqueueStarting(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
+  return track(place(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
@@ -365,7 +355,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
       }
     });
     return started;
-  }, local, std::move(joinable));
+  }, local, std::move(joinable)));
 }
 
 void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {

@@ -179,17 +179,10 @@ class ProcessGroupQCCL : public c10d::Backend {
       OpSignature signature,
       std::vector<at::Tensor> outputs,
       std::function<void()> body);
-  // The same for a body that may leave its transfer running (see OpQueue): the Work
-  // completes when the transfer does.
+  // Queues a QueuedOp (see OpQueue) without tracking its Work: `body` may leave its
+  // transfer running, and the Work then completes when the transfer does. Callers that
+  // return the Work to the user pass it to track().
   using OpBody = std::function<std::optional<StartedTransfer>()>;
-  c10::intrusive_ptr<c10d::Work> enqueueStarting(
-      const std::string& name,
-      OpSignature signature,
-      std::vector<at::Tensor> outputs,
-      OpBody body,
-      std::shared_ptr<algo::LocalAllreduce> local = nullptr,
-      std::shared_ptr<Joinable> joinable = nullptr);
-  // The same, untracked.
   c10::intrusive_ptr<FutureWork> place(
       const std::string& name,
       OpSignature signature,
