@@ -19,7 +19,7 @@ std::vector<std::exception_ptr> admitAll(const std::vector<const qccl::QueuedOp*
 }
 
 void enqueue(qccl::OpQueue& queue, const c10::intrusive_ptr<qccl::FutureWork>& work, std::function<void()> body) {
-  queue.enqueue({work, work->name(), {}, [body = std::move(body)] {
+  queue.enqueue({work, work->name(), {}, {}, [body = std::move(body)] {
                    body();
                    return std::optional<qccl::StartedTransfer>{};
                  }});
@@ -110,7 +110,7 @@ TEST(OpQueue, StartedTransfersOverlapAndCompleteInAnyOrder) {
   std::mutex finishedMutex;
   auto start = [&](const c10::intrusive_ptr<ManualTransfer>& transfer, std::string name) {
     auto work = newWork(name);
-    queue.enqueue({work, name, {}, [&, transfer, name] {
+    queue.enqueue({work, name, {}, {}, [&, transfer, name] {
                      return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [&, name] {
                        std::lock_guard<std::mutex> lock(finishedMutex);
                        finished.push_back(name);
@@ -134,11 +134,49 @@ TEST(OpQueue, StartedTransfersOverlapAndCompleteInAnyOrder) {
   EXPECT_EQ(finished, std::vector<std::string>{"b"});  // a failed transfer is not finished
 }
 
+// Async calls on one tensor see each other's results, as on a CUDA stream (Gloo's own
+// process group runs them at once, and a tensor reduced twice comes out wrong there).
+TEST(OpQueue, AnOpWaitsForTransfersOnTheWireThatShareItsTensors) {
+  qccl::OpQueue queue(0, admitAll);
+  auto shared = at::zeros({8});
+  // A transfer that never completes: the watchdog ends it after 100 ms, long after the
+  // worker could have started the next op.
+  auto stuck = c10::make_intrusive<ManualTransfer>();
+  auto writer = newWork("writes shared");
+  queue.enqueue({writer, "writes shared", {}, {shared}, [stuck] {
+                   return std::optional<qccl::StartedTransfer>(
+                       qccl::StartedTransfer{stuck, [] {}, std::chrono::milliseconds(100)});
+                 }});
+  bool writerEndedFirst = false;
+  auto reader = newWork("reads a view of shared");
+  queue.enqueue({reader, "reads a view of shared", {}, {shared.narrow(0, 4, 2)}, [&] {
+                   writerEndedFirst = writer->isCompleted();
+                   return std::optional<qccl::StartedTransfer>{};
+                 }});
+  reader->wait();
+  EXPECT_TRUE(writerEndedFirst);
+  EXPECT_THROW(writer->wait(), c10::DistBackendError);
+
+  // Ops on other tensors do not wait.
+  auto elsewhere = at::zeros({8});
+  auto open = c10::make_intrusive<ManualTransfer>();
+  auto onTheWire = newWork("writes shared again");
+  queue.enqueue({onTheWire, "writes shared again", {}, {shared}, [open] {
+                   return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{open, [] {}, kNoDeadline});
+                 }});
+  auto other = newWork("touches another tensor");
+  queue.enqueue({other, "touches another tensor", {}, {elsewhere}, [] { return std::optional<qccl::StartedTransfer>{}; }});
+  other->wait();
+  EXPECT_FALSE(onTheWire->isCompleted());
+  open->complete();
+  queue.drain();
+}
+
 TEST(OpQueue, StopFailsTransfersOnTheWire) {
   qccl::OpQueue queue(0, admitAll);
   auto transfer = c10::make_intrusive<ManualTransfer>();
   auto work = newWork("on the wire");
-  queue.enqueue({work, "on the wire", {}, [transfer] {
+  queue.enqueue({work, "on the wire", {}, {}, [transfer] {
                    return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{transfer, [] {}, kNoDeadline});
                  }});
   auto after = newWork("after");
@@ -156,7 +194,7 @@ TEST(OpQueue, ATransferThatNeverEndsFailsAtItsTimeout) {
   qccl::OpQueue queue(0, admitAll);
   auto transfer = c10::make_intrusive<ManualTransfer>();  // never completed
   auto work = newWork("stuck");
-  queue.enqueue({work, "stuck", {}, [transfer] {
+  queue.enqueue({work, "stuck", {}, {}, [transfer] {
                    return std::optional<qccl::StartedTransfer>(
                        qccl::StartedTransfer{transfer, [] {}, std::chrono::milliseconds(50)});
                  }});
@@ -240,7 +278,7 @@ TEST(OpQueue, ConsecutiveJoinableOpsOfABatchRunTogether) {
   std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
   auto add = [&](const std::string& name, std::shared_ptr<qccl::Joinable> joinable) {
     works.push_back(newWork(name));
-    queue.enqueue({works.back(), name, {}, [&, name] {
+    queue.enqueue({works.back(), name, {}, {}, [&, name] {
                      std::lock_guard<std::mutex> lock(runsMutex);
                      runs.push_back({name});
                      return std::optional<qccl::StartedTransfer>{};
@@ -291,7 +329,7 @@ TEST(OpQueue, AFailedJointRunFailsEveryOpInIt) {
   std::vector<c10::intrusive_ptr<qccl::FutureWork>> works;
   for (const auto* name : {"a", "b"}) {
     works.push_back(newWork(name));
-    queue.enqueue({works.back(), name, {}, [] { return std::optional<qccl::StartedTransfer>{}; }, nullptr, joins});
+    queue.enqueue({works.back(), name, {}, {}, [] { return std::optional<qccl::StartedTransfer>{}; }, nullptr, joins});
   }
   allQueued.set_value();
   for (const auto& work : works) {

@@ -49,6 +49,37 @@ def test_a_burst_of_async_calls_matches_gloo(world):
     world.run(rank_burst_matches_gloo)
 
 
+def rank_async_calls_on_one_tensor_see_each_other(ctx):
+    # Gloo's own process group runs async calls at once and gets these wrong; qccl orders
+    # calls that share a tensor, as a CUDA stream does, and overlaps only the others.
+    n = ctx.size
+    for trial in range(5):
+        twice = torch.ones(50_000)  # reduced 6 times in a row: n ** 6 everywhere
+        works = [dist.all_reduce(twice, async_op=True) for _ in range(6)]
+
+        # written by a broadcast, then read by an all_gather: rank 0's values everywhere
+        written = torch.full((30_000,), float(ctx.rank + trial))
+        gathered = torch.empty(n * 30_000)
+        works += [dist.broadcast(written, 0, async_op=True), dist.all_gather_into_tensor(gathered, written, async_op=True)]
+
+        # read by an all_to_all_single, then overwritten by a broadcast from the last rank
+        sent = torch.arange(n * 1000, dtype=torch.float32) + 1000 * ctx.rank
+        received = torch.empty(n * 1000)
+        works += [dist.all_to_all_single(received, sent, async_op=True), dist.broadcast(sent, n - 1, async_op=True)]
+        for work in reversed(works):
+            work.wait()
+
+        assert torch.equal(twice, torch.full((50_000,), float(n**6)))
+        assert torch.equal(gathered, torch.full((n * 30_000,), float(trial)))
+        expected = torch.cat([torch.arange(ctx.rank * 1000, (ctx.rank + 1) * 1000) + 1000.0 * r for r in range(n)])
+        assert torch.equal(received, expected), f"trial {trial}: all_to_all_single read what the broadcast wrote"
+        assert torch.equal(sent, torch.arange(n * 1000, dtype=torch.float32) + 1000 * (n - 1))
+
+
+def test_async_calls_on_one_tensor_see_each_other(world):
+    world.run(rank_async_calls_on_one_tensor_see_each_other)
+
+
 def rank_mismatch_inside_a_burst(ctx):
     group = dist.new_group(backend="qccl")
     bad = 7

@@ -1,8 +1,10 @@
 #pragma once
 
 // Every collective qccl serves on CPU tensors, written against the Gloo transport.
-// Each function runs on the process group's worker thread, blocks until the result is in
-// its output tensors, and raises on failure. Arguments were validated by the backend.
+// Each function runs on the process group's worker thread and raises on failure.
+// Arguments were validated by the backend. Those that return a StartedTransfer make one
+// Gloo call and return without waiting for it, so the worker can start the group's next
+// call while this one is on the wire; the others block until the result is in place.
 //
 // Data movement (data_movement.cpp) sends raw bytes, so every dtype works; reductions
 // (reductions.cpp) go through reduce_lowering.h.
@@ -19,32 +21,32 @@
 namespace qccl::algo {
 
 // --- data movement -------------------------------------------------------------------
-void broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root);
-void allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input);
-void allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input);
+StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root);
+StartedTransfer allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input);
+StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input);
 // outputs[i] receives every rank's inputs[i] (i.e. outputs[i] = all ranks' copies).
-void allgatherIntoTensorCoalesced(
+StartedTransfer allgatherIntoTensorCoalesced(
     GlooTransport& net,
     std::vector<at::Tensor>& outputs,
     const std::vector<at::Tensor>& inputs);
 // outputLists[r][i] receives rank r's inputs[i].
-void allgatherCoalesced(
+StartedTransfer allgatherCoalesced(
     GlooTransport& net,
     std::vector<std::vector<at::Tensor>>& outputLists,
     const std::vector<at::Tensor>& inputs);
 // `outputs` is used on the root only.
-void gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root);
+StartedTransfer gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root);
 // `inputs` is used on the root only.
-void scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root);
+StartedTransfer scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root);
 // Splits count rows of dim 0; empty splits mean equal parts.
-void alltoallSingle(
+StartedTransfer alltoallSingle(
     GlooTransport& net,
     at::Tensor& output,
     const at::Tensor& input,
     const std::vector<int64_t>& outputSplits,
     const std::vector<int64_t>& inputSplits);
-void alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs);
-void barrier(GlooTransport& net);
+StartedTransfer alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs);
+StartedTransfer barrier(GlooTransport& net);
 
 // --- reductions ----------------------------------------------------------------------
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op);
@@ -53,7 +55,7 @@ StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, con
 // Fuses the tensors (per dtype) into one buffer, so n small tensors cost one collective.
 void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op);
 // Leaves `tensor` unchanged on every rank but the root.
-void reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
+StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
 // `inputs` holds one tensor per rank, each shaped like `output`.
 void reduceScatter(
     GlooTransport& net,

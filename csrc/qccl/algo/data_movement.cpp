@@ -20,41 +20,46 @@ at::Tensor emptyBytes(int64_t n) {
   return at::empty({n}, at::TensorOptions().dtype(at::kByte));
 }
 
+// A transfer with nothing left to do once Gloo has delivered it.
+StartedTransfer started(GlooTransport& net, c10::intrusive_ptr<c10d::Work> work) {
+  return {std::move(work), [] {}, net.timeout()};
+}
+
 } // namespace
 
-void broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root) {
+StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root) {
   std::vector<at::Tensor> bytes{asBytes(tensor)};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
-  net.waitFor(net.gloo().broadcast(bytes, opts), "broadcast");
+  return started(net, net.gloo().broadcast(bytes, opts));
 }
 
-void allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input) {
+StartedTransfer allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input) {
   auto flat = emptyBytes(byteSize(input) * net.size());
-  allgatherIntoTensor(net, flat, input);
-  splitBytesInto(flat, outputs);
+  return allgatherIntoTensor(net, flat, input).andThen([flat, outputs]() mutable { splitBytesInto(flat, outputs); });
 }
 
-void allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input) {
+StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input) {
   auto out = asBytes(output);
   auto in = asBytes(input.contiguous());
-  net.waitFor(net.gloo()._allgather_base(out, in, c10d::AllgatherOptions()), "all_gather_into_tensor");
+  return started(net, net.gloo()._allgather_base(out, in, c10d::AllgatherOptions()));
 }
 
-void allgatherCoalesced(
+StartedTransfer allgatherCoalesced(
     GlooTransport& net,
     std::vector<std::vector<at::Tensor>>& outputLists,
     const std::vector<at::Tensor>& inputs) {
   auto packed = concatBytes(inputs);
   auto gathered = emptyBytes(packed.numel() * net.size());
-  allgatherIntoTensor(net, gathered, packed);
-  int64_t offset = 0;
-  for (auto& perRank : outputLists) {
-    offset = splitBytesInto(gathered, perRank, offset);
-  }
+  return allgatherIntoTensor(net, gathered, packed).andThen([gathered, outputLists]() mutable {
+    int64_t offset = 0;
+    for (auto& perRank : outputLists) {
+      offset = splitBytesInto(gathered, perRank, offset);
+    }
+  });
 }
 
-void allgatherIntoTensorCoalesced(
+StartedTransfer allgatherIntoTensorCoalesced(
     GlooTransport& net,
     std::vector<at::Tensor>& outputs,
     const std::vector<at::Tensor>& inputs) {
@@ -62,18 +67,23 @@ void allgatherIntoTensorCoalesced(
   // i-th piece belongs to the r-th slot of outputs[i].
   auto packed = concatBytes(inputs);
   auto gathered = emptyBytes(packed.numel() * net.size());
-  allgatherIntoTensor(net, gathered, packed);
-  int64_t offset = 0;
-  for (int r = 0; r < net.size(); ++r) {
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      const int64_t n = byteSize(inputs[i]);
-      asBytes(outputs[i]).narrow(0, r * n, n).copy_(gathered.narrow(0, offset, n));
-      offset += n;
-    }
+  std::vector<int64_t> inputBytes;
+  for (const auto& t : inputs) {
+    inputBytes.push_back(byteSize(t));
   }
+  return allgatherIntoTensor(net, gathered, packed).andThen([gathered, outputs, inputBytes, ranks = net.size()]() {
+    int64_t offset = 0;
+    for (int r = 0; r < ranks; ++r) {
+      for (size_t i = 0; i < inputBytes.size(); ++i) {
+        const int64_t n = inputBytes[i];
+        asBytes(outputs[i]).narrow(0, r * n, n).copy_(gathered.narrow(0, offset, n));
+        offset += n;
+      }
+    }
+  });
 }
 
-void gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root) {
+StartedTransfer gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root) {
   std::vector<std::vector<at::Tensor>> out;
   if (net.rank() == root) {
     out.push_back(bytesOf(outputs));
@@ -81,10 +91,10 @@ void gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tens
   std::vector<at::Tensor> in{asBytes(input.contiguous())};
   c10d::GatherOptions opts;
   opts.rootRank = root;
-  net.waitFor(net.gloo().gather(out, in, opts), "gather");
+  return started(net, net.gloo().gather(out, in, opts));
 }
 
-void scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root) {
+StartedTransfer scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root) {
   std::vector<std::vector<at::Tensor>> in;
   if (net.rank() == root) {
     std::vector<at::Tensor> contiguous;
@@ -96,10 +106,10 @@ void scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tenso
   std::vector<at::Tensor> out{asBytes(output)};
   c10d::ScatterOptions opts;
   opts.rootRank = root;
-  net.waitFor(net.gloo().scatter(out, in, opts), "scatter");
+  return started(net, net.gloo().scatter(out, in, opts));
 }
 
-void alltoallSingle(
+StartedTransfer alltoallSingle(
     GlooTransport& net,
     at::Tensor& output,
     const at::Tensor& input,
@@ -109,12 +119,10 @@ void alltoallSingle(
   auto in = asBytes(input.contiguous());
   auto outBytes = splitBytes(output, outputSplits, net.size());
   auto inBytes = splitBytes(input, inputSplits, net.size());
-  net.waitFor(
-      net.gloo().alltoall_base(out, in, outBytes, inBytes, c10d::AllToAllOptions()),
-      "all_to_all_single");
+  return started(net, net.gloo().alltoall_base(out, in, outBytes, inBytes, c10d::AllToAllOptions()));
 }
 
-void alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
+StartedTransfer alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
   auto packedIn = concatBytes(inputs);
   std::vector<int64_t> inBytes;
   std::vector<int64_t> outBytes;
@@ -127,14 +135,12 @@ void alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::v
     outTotal += outBytes.back();
   }
   auto packedOut = emptyBytes(outTotal);
-  net.waitFor(
-      net.gloo().alltoall_base(packedOut, packedIn, outBytes, inBytes, c10d::AllToAllOptions()),
-      "all_to_all");
-  splitBytesInto(packedOut, outputs);
+  return started(net, net.gloo().alltoall_base(packedOut, packedIn, outBytes, inBytes, c10d::AllToAllOptions()))
+      .andThen([packedOut, outputs]() mutable { splitBytesInto(packedOut, outputs); });
 }
 
-void barrier(GlooTransport& net) {
-  net.waitFor(net.gloo().barrier(c10d::BarrierOptions()), "barrier");
+StartedTransfer barrier(GlooTransport& net) {
+  return started(net, net.gloo().barrier(c10d::BarrierOptions()));
 }
 
 } // namespace qccl::algo

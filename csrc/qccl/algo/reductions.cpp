@@ -67,7 +67,7 @@ void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, co
   }
 }
 
-void reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root) {
+StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "reduce");
   // Gloo may use a non-root's buffer as scratch space; NCCL leaves it untouched, so
   // non-roots reduce a copy.
@@ -81,10 +81,14 @@ void reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, in
   opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
   opts.rootRank = root;
   opts.rootTensor = 0;
-  net.waitFor(net.gloo().reduce(tensors, opts), "reduce");
-  if (isRoot) {
-    fromWire(lowered, wire, tensor, net.size());
-  }
+  auto work = net.gloo().reduce(tensors, opts);
+  return {work,
+          [lowered, wire, output = tensor, isRoot, ranks = net.size()]() mutable {
+            if (isRoot) {
+              fromWire(lowered, wire, output, ranks);
+            }
+          },
+          net.timeout()};
 }
 
 void reduceScatter(

@@ -103,6 +103,11 @@ void OpQueue::loop() {
     lock.unlock();
     std::vector<std::exception_ptr> verdicts;
     try {
+      // The leading small all_reduces give their data to the check (QueuedOp::local):
+      // it must be what earlier transfers left there.
+      for (size_t i = 0; i < batch.size() && batch[i]->local; ++i) {
+        awaitTransfersTouching(batch[i]->touches);
+      }
       verdicts = admit_(batch);
     } catch (...) {
       verdicts.assign(batch.size(), std::current_exception());  // the whole batch fails
@@ -144,9 +149,10 @@ void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
     return;
   }
   try {
+    awaitTransfersTouching(op.touches);
     auto started = op.body();
     if (started) {
-      completeLater(op.work, std::move(*started));
+      completeLater(op.work, std::move(*started), std::move(op.touches));
     } else {
       op.work->markSucceeded();
     }
@@ -161,6 +167,9 @@ void OpQueue::runJointly(std::vector<QueuedOp>& ops) {
     pointers.push_back(&op);
   }
   try {
+    for (auto& op : ops) {
+      awaitTransfersTouching(op.touches);
+    }
     runJointly_(pointers);
   } catch (...) {
     for (auto& op : ops) {
@@ -173,10 +182,35 @@ void OpQueue::runJointly(std::vector<QueuedOp>& ops) {
   }
 }
 
-void OpQueue::completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started) {
+void OpQueue::awaitTransfersTouching(const std::vector<at::Tensor>& tensors) {
+  if (tensors.empty()) {
+    return;
+  }
+  auto shares = [&](const InFlight::Entry& entry) {
+    for (const auto& mine : tensors) {
+      for (const auto& theirs : entry.touches) {
+        if (mine.defined() && theirs.defined() && mine.is_alias_of(theirs)) {
+          return true;
+        }
+      }
+    }
+    return false;
+  };
+  // Bounded: the watchdog fails and removes a transfer at its deadline.
+  std::unique_lock<std::mutex> lock(inFlight_->mutex);
+  inFlight_->cv.wait(lock, [&] {
+    return inFlight_->stopping || std::none_of(inFlight_->entries.begin(), inFlight_->entries.end(), shares);
+  });
+}
+
+void OpQueue::completeLater(
+    const c10::intrusive_ptr<FutureWork>& work,
+    StartedTransfer started,
+    std::vector<at::Tensor> touches) {
   {
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
-    inFlight_->entries.push_back({work, std::chrono::steady_clock::now() + started.timeout, started.timeout});
+    inFlight_->entries.push_back(
+        {work, std::chrono::steady_clock::now() + started.timeout, started.timeout, std::move(touches)});
     inFlight_->cv.notify_all();  // the watchdog learns the new deadline
   }
   // May run at once, on this thread, if the transfer is already done.

@@ -45,6 +45,10 @@ struct QueuedOp {
   c10::intrusive_ptr<FutureWork> work;
   std::string name;
   OpSignature signature;
+  // Every CPU tensor the op reads or writes: it starts only once no transfer still on the
+  // wire touches one of their storages (a call that reads what an earlier async call
+  // writes, or writes what it reads, sees the calls one after another, as on a stream).
+  std::vector<at::Tensor> touches;
   // Runs the op; returns the transfer it left running, if any.
   std::function<std::optional<StartedTransfer>()> body;
   // A small all_reduce whose data can travel with its check (algo/local_allreduce.h).
@@ -88,6 +92,7 @@ class OpQueue {
       c10::intrusive_ptr<FutureWork> work;
       std::chrono::steady_clock::time_point deadline;
       std::chrono::milliseconds timeout;
+      std::vector<at::Tensor> touches;  // held, so that no storage is reused meanwhile
     };
     std::mutex mutex;
     std::condition_variable cv;
@@ -101,7 +106,9 @@ class OpQueue {
   void watch();
   void run(QueuedOp& op, const std::exception_ptr& refused);
   void runJointly(std::vector<QueuedOp>& ops);
-  void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started);
+  void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started, std::vector<at::Tensor> touches);
+  // Blocks until no transfer on the wire shares a storage with `tensors` (or stop()).
+  void awaitTransfersTouching(const std::vector<at::Tensor>& tensors);
 
   const int rank_;
   const Admit admit_;

@@ -108,7 +108,7 @@ WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const s
       failed.op = op;
       failed.failedHere = true;
       // Nobody waits for it: the caller has its error.
-      place(name, std::move(failed), {}, [] { return std::optional<StartedTransfer>(); });
+      place(name, std::move(failed), {}, {}, [] { return std::optional<StartedTransfer>(); });
     }
     throw;
   }
@@ -118,10 +118,22 @@ WorkPtr ProcessGroupQCCL::enqueue(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
+    std::vector<at::Tensor> inputs,
     std::function<void()> body) {
-  return track(place(name, std::move(signature), std::move(outputs), [body = std::move(body)] {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(inputs), [body = std::move(body)] {
     body();
     return std::optional<StartedTransfer>();
+  }));
+}
+
+WorkPtr ProcessGroupQCCL::enqueueTransfer(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> outputs,
+    std::vector<at::Tensor> inputs,
+    std::function<StartedTransfer()> start) {
+  return track(place(name, std::move(signature), std::move(outputs), std::move(inputs), [start = std::move(start)] {
+    return std::optional<StartedTransfer>(start());
   }));
 }
 
@@ -129,13 +141,17 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     const std::string& name,
     OpSignature signature,
     std::vector<at::Tensor> outputs,
+    std::vector<at::Tensor> inputs,
     OpBody body,
     std::shared_ptr<algo::LocalAllreduce> local,
     std::shared_ptr<Joinable> joinable) {
   signature.settings = settingsFingerprint_;
+  auto touches = outputs;
+  touches.insert(touches.end(), inputs.begin(), inputs.end());
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
-  queue_.enqueue({work, name, std::move(signature), std::move(body), std::move(local), std::move(joinable)});
+  queue_.enqueue(
+      {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable)});
   return work;
 }
 
@@ -212,7 +228,7 @@ WorkPtr ProcessGroupQCCL::onCuda(
       "NCCL when the group was created, or a C++ program passed none to qccl::createBackend); set "
       "QCCL_CUDA_TRANSPORT=gloo to stage them through host memory");
   if (signature && config_.verifyAcrossRanks) {
-    enqueue(name, *signature, {}, [] {})->wait();  // on the worker, in order with CPU calls
+    enqueue(name, *signature, {}, {}, [] {})->wait();  // on the worker, in order with CPU calls
   }
   {
     // NCCL must group a batch's sends and receives, or they deadlock: the first CUDA op
@@ -257,8 +273,8 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, [this, tensor, root]() mutable {
-      algo::broadcast(transport_, tensor, root);
+    return enqueueTransfer("broadcast", signatureOf(OpType::BROADCAST, tensor, -1, root), {tensor}, {}, [this, tensor, root]() mutable {
+      return algo::broadcast(transport_, tensor, root);
     });
   });
 }
@@ -339,7 +355,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
   if (std::all_of(routes.begin(), routes.end(), [](auto r) { return r == algo::Route::Compressed; })) {
     joinable = std::make_shared<JoinableAllreduce>(algo::AllreduceCall{tensors, routes, op});
   }
-  return track(place(name, std::move(signature), tensors, [this, tensors, routes, op, local]() mutable {
+  return track(place(name, std::move(signature), tensors, {}, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
@@ -398,7 +414,7 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
   // On the worker, in order with CPU calls: the cross-rank check, then the kernels and
   // NCCL calls, enqueued on the caller's current stream. The caller waits for the
   // enqueuing only, never for the GPU.
-  enqueue(name, std::move(signature), {}, [this, tensors, routes, op, callersStream]() mutable {
+  enqueue(name, std::move(signature), {}, {}, [this, tensors, routes, op, callersStream]() mutable {
     c10::StreamGuard onCallersStream(callersStream);
     NcclTransport net(*nccl_);
     allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
@@ -436,8 +452,8 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, [this, tensor, op, root]() mutable {
-      algo::reduce(transport_, tensor, op, root);
+    return enqueueTransfer("reduce", signatureOf(OpType::REDUCE, tensor, redOp(op), root), {tensor}, {}, [this, tensor, op, root]() mutable {
+      return algo::reduce(transport_, tensor, op, root);
     });
   });
 }
@@ -461,8 +477,8 @@ WorkPtr ProcessGroupQCCL::allgather(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("all_gather", signatureOf(OpType::ALLGATHER, input), outs, [this, outs, input]() mutable {
-      algo::allgather(transport_, outs, input);
+    return enqueueTransfer("all_gather", signatureOf(OpType::ALLGATHER, input), outs, {input}, [this, outs, input]() mutable {
+      return algo::allgather(transport_, outs, input);
     });
   });
 }
@@ -484,8 +500,8 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, [this, output, input]() mutable {
-      algo::allgatherIntoTensor(transport_, output, input);
+    return enqueueTransfer("all_gather_into_tensor", signatureOf(OpType::_ALLGATHER_BASE, input), {output}, {input}, [this, output, input]() mutable {
+      return algo::allgatherIntoTensor(transport_, output, input);
     });
   });
 }
@@ -523,8 +539,8 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
     }
     auto lists = outputLists;
     auto ins = inputs;
-    return enqueue("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, [this, lists, ins]() mutable {
-      algo::allgatherCoalesced(transport_, lists, ins);
+    return enqueueTransfer("all_gather_coalesced", signatureOfList(OpType::ALLGATHER_COALESCED, ins), flatOutputs, ins, [this, lists, ins]() mutable {
+      return algo::allgatherCoalesced(transport_, lists, ins);
     });
   });
 }
@@ -555,8 +571,8 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
     }
     auto outs = outputs;
     auto ins = inputs;
-    return enqueue("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, ins), outs, [this, outs, ins]() mutable {
-      algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+    return enqueueTransfer("all_gather_into_tensor_coalesced", signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, ins), outs, ins, [this, outs, ins]() mutable {
+      return algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
     });
   });
 }
@@ -585,8 +601,8 @@ WorkPtr ProcessGroupQCCL::gather(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("gather", signatureOf(OpType::GATHER, input, -1, root), outs, [this, outs, input, root]() mutable {
-      algo::gather(transport_, outs, input, root);
+    return enqueueTransfer("gather", signatureOf(OpType::GATHER, input, -1, root), outs, {input}, [this, outs, input, root]() mutable {
+      return algo::gather(transport_, outs, input, root);
     });
   });
 }
@@ -615,8 +631,8 @@ WorkPtr ProcessGroupQCCL::scatter(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, [this, output, ins, root]() mutable {
-      algo::scatter(transport_, output, ins, root);
+    return enqueueTransfer("scatter", signatureOf(OpType::SCATTER, output, -1, root), {output}, ins, [this, output, ins, root]() mutable {
+      return algo::scatter(transport_, output, ins, root);
     });
   });
 }
@@ -642,7 +658,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, [this, output, ins, op]() mutable {
+    return enqueue("reduce_scatter", signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)), {output}, ins, [this, output, ins, op]() mutable {
       algo::reduceScatter(transport_, output, ins, op);
     });
   });
@@ -670,7 +686,7 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, [this, output, input, op]() mutable {
+    return enqueue("reduce_scatter_tensor", signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)), {output}, {input}, [this, output, input, op]() mutable {
       algo::reduceScatterTensor(transport_, output, input, op);
     });
   });
@@ -704,7 +720,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, [this, outs, ins, op]() mutable {
+    return enqueue("reduce_scatter_tensor_coalesced", signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outs, redOp(op)), outs, ins, [this, outs, ins, op]() mutable {
       for (size_t i = 0; i < ins.size(); ++i) {
         algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
       }
@@ -742,8 +758,8 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("all_to_all_single", std::move(signature), {output}, [this, output, input, outSplits, inSplits]() mutable {
-      algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
+    return enqueueTransfer("all_to_all_single", std::move(signature), {output}, {input}, [this, output, input, outSplits, inSplits]() mutable {
+      return algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
     });
   });
 }
@@ -783,14 +799,14 @@ WorkPtr ProcessGroupQCCL::alltoall(
     if (check.strided()) {
       return onContiguousCopies(call);
     }
-    return enqueue("all_to_all", std::move(signature), outs, [this, outs, ins]() mutable {
-      algo::alltoall(transport_, outs, ins);
+    return enqueueTransfer("all_to_all", std::move(signature), outs, ins, [this, outs, ins]() mutable {
+      return algo::alltoall(transport_, outs, ins);
     });
   });
 }
 
 WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
-  return enqueue("barrier", OpSignature{OpType::BARRIER}, {}, [this] { algo::barrier(transport_); });
+  return enqueueTransfer("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this] { return algo::barrier(transport_); });
 }
 
 // --- point to point ----------------------------------------------------------------------

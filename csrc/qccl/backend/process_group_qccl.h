@@ -173,12 +173,22 @@ class ProcessGroupQCCL : public c10d::Backend {
       c10d::OpType op,
       const std::function<c10::intrusive_ptr<c10d::Work>()>& issue);
   // Queues `body` on the worker, after the cross-rank check of `signature`; the returned
-  // Work completes with `outputs` and is tracked by an open coalescing window.
+  // Work completes with `outputs` and is tracked by an open coalescing window. `inputs`
+  // are the tensors it reads besides its outputs (OpQueue orders calls that share one).
   c10::intrusive_ptr<c10d::Work> enqueue(
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
+      std::vector<at::Tensor> inputs,
       std::function<void()> body);
+  // The same for a body that starts one transfer and leaves it running (algo/collectives.h):
+  // the worker goes on to the group's next call, and the Work completes with the transfer.
+  c10::intrusive_ptr<c10d::Work> enqueueTransfer(
+      const std::string& name,
+      OpSignature signature,
+      std::vector<at::Tensor> outputs,
+      std::vector<at::Tensor> inputs,
+      std::function<StartedTransfer()> start);
   // Queues a QueuedOp (see OpQueue) without tracking its Work: `body` may leave its
   // transfer running, and the Work then completes when the transfer does. Callers that
   // return the Work to the user pass it to track().
@@ -187,6 +197,7 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::string& name,
       OpSignature signature,
       std::vector<at::Tensor> outputs,
+      std::vector<at::Tensor> inputs,
       OpBody body,
       std::shared_ptr<algo::LocalAllreduce> local = nullptr,
       std::shared_ptr<Joinable> joinable = nullptr);

@@ -17,6 +17,15 @@ struct StartedTransfer {
   c10::intrusive_ptr<c10d::Work> work;
   std::function<void()> then;
   std::chrono::milliseconds timeout;
+
+  // The same transfer, with `next` to run after `then`.
+  StartedTransfer andThen(std::function<void()> next) && {
+    then = [first = std::move(then), next = std::move(next)] {
+      first();
+      next();
+    };
+    return std::move(*this);
+  }
 };
 
 } // namespace qccl
