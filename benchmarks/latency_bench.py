@@ -5,7 +5,8 @@
 
 The calls issue 15 targets on a high-latency link: a 4 KiB all_reduce (float32, and
 int32, which rides in qccl's argument check at any world size); 16 async
-256 KiB all_reduces posted at once, then waited (DDP's bucket burst); a 1 KiB send/recv
+256 KiB all_reduces posted at once, then waited (DDP's bucket burst), and the same with
+all_gather_into_tensor (FSDP's); a 4 KiB broadcast; a 1 KiB send/recv
 ping-pong between ranks 0 and 1; a 64 MiB all_reduce. Every backend (Gloo, qccl with
 codec none, qccl with int8) has its own group over the same ranks, and each repeat runs
 them in turn, so the machine's noise hits them alike. Rank 0 prints the median time of
@@ -54,6 +55,25 @@ def burst(group):
     return run
 
 
+def gather_burst(group):
+    # FSDP's pattern: every layer's parameters all-gathered async, then waited.
+    size = dist.get_world_size(group)
+    shards = [torch.ones(256 * KIB // 4 // size) for _ in range(16)]
+    outputs = [torch.empty(256 * KIB // 4) for _ in range(16)]
+
+    def run():
+        works = [dist.all_gather_into_tensor(o, s, group=group, async_op=True) for o, s in zip(outputs, shards)]
+        for work in works:
+            work.wait()
+
+    return run
+
+
+def small_broadcast(group):
+    tensor = torch.ones(4 * KIB // 4)
+    return lambda: dist.broadcast(tensor, dist.get_global_rank(group, 0), group=group)
+
+
 def ping_pong(group):
     tensor = torch.ones(KIB // 4)
     rank = dist.get_rank(group)
@@ -79,6 +99,8 @@ CALLS = {
     "all_reduce 4 KiB": (small, 10),
     "all_reduce 4 KiB int32": (small_int, 10),
     "16 async all_reduce 256 KiB": (burst, 3),
+    "16 async all_gather 256 KiB": (gather_burst, 3),
+    "broadcast 4 KiB": (small_broadcast, 10),
     "send/recv 1 KiB ping-pong": (ping_pong, 10),
     "all_reduce 64 MiB": (large, 1),
 }

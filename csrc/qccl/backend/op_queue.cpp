@@ -56,6 +56,7 @@ void OpQueue::stop(const std::exception_ptr& reason) {
     onTheWire.swap(inFlight_->entries);
     inFlight_->stopping = true;
     inFlight_->cv.notify_all();
+    inFlight_->watchdogCv.notify_all();
   }
   for (auto& entry : onTheWire) {
     entry.work->markFailed(reason);  // their completion callbacks then find them settled
@@ -84,7 +85,8 @@ void OpQueue::watch() {
         ++it;
       }
     }
-    inFlight_->cv.wait_until(lock, next);
+    inFlight_->watchdogWakes = next;
+    inFlight_->watchdogCv.wait_until(lock, next);
   }
 }
 
@@ -211,7 +213,10 @@ void OpQueue::completeLater(
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
     inFlight_->entries.push_back(
         {work, std::chrono::steady_clock::now() + started.timeout, started.timeout, std::move(touches)});
-    inFlight_->cv.notify_all();  // the watchdog learns the new deadline
+    if (inFlight_->entries.back().deadline < inFlight_->watchdogWakes) {
+      inFlight_->watchdogWakes = inFlight_->entries.back().deadline;
+      inFlight_->watchdogCv.notify_all();  // it must wake sooner than it planned
+    }
   }
   // May run at once, on this thread, if the transfer is already done.
   started.work->getFuture()->addCallback(

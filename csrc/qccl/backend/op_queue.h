@@ -95,9 +95,14 @@ class OpQueue {
       std::vector<at::Tensor> touches;  // held, so that no storage is reused meanwhile
     };
     std::mutex mutex;
-    std::condition_variable cv;
+    std::condition_variable cv;  // an entry left: for drain() and ops waiting on a tensor
     std::list<Entry> entries;
     bool stopping = false;
+    // The watchdog sleeps until the earliest deadline; it is woken only when a new entry
+    // ends sooner than that (rarely: every entry gets the group's timeout), not on
+    // every call, which on few cores costs as much as a small call itself.
+    std::condition_variable watchdogCv;
+    std::chrono::steady_clock::time_point watchdogWakes = std::chrono::steady_clock::time_point::max();
   };
 
   void loop();
