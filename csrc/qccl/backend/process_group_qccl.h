@@ -164,35 +164,38 @@ class ProcessGroupQCCL : public c10d::Backend {
   void shutdown() override;
 
  private:
-  // Issues a collective: `issue` validates and enqueues it. If `issue` raises before the
+  // Issues a collective: `validateAndIssue` validates and queues it. If it raises before the
   // call took its place in the group's order (a failed local check), a record marked as
   // failed takes that place, so the other ranks raise for the same call and the group
   // stays in step (algo/agreement.h).
   c10::intrusive_ptr<c10d::Work> collective(
       const std::string& name,
       c10d::OpType op,
-      const std::function<c10::intrusive_ptr<c10d::Work>()>& issue);
-  // Queues `body` on the worker, after the cross-rank check of `signature`; the returned
-  // Work completes with `outputs` and is tracked by an open coalescing window. `inputs`
-  // are the tensors it reads besides its outputs (OpQueue orders calls that share one).
-  c10::intrusive_ptr<c10d::Work> enqueue(
-      const std::string& name,
-      OpSignature signature,
-      std::vector<at::Tensor> outputs,
-      std::vector<at::Tensor> inputs,
-      std::function<void()> body);
-  // The same for a body that starts one transfer and leaves it running (algo/collectives.h):
-  // the worker goes on to the group's next call, and the Work completes with the transfer.
-  c10::intrusive_ptr<c10d::Work> enqueueTransfer(
-      const std::string& name,
-      OpSignature signature,
-      std::vector<at::Tensor> outputs,
-      std::vector<at::Tensor> inputs,
-      std::function<StartedTransfer()> start);
-  // Queues a QueuedOp (see OpQueue) without tracking its Work: `body` may leave its
-  // transfer running, and the Work then completes when the transfer does. Callers that
-  // return the Work to the user pass it to track().
+      const std::function<c10::intrusive_ptr<c10d::Work>()>& validateAndIssue);
+  // An op described once for every path: issues it on `backend` with the tensors
+  // `staging` maps (the caller's own, or copies of them).
+  using StagedCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, CallStaging& staging)>;
+  // What the worker runs for a CPU call; returns the transfer it left running, if any
+  // (algo/collectives.h), and the Work then completes when the transfer does.
   using OpBody = std::function<std::optional<StartedTransfer>()>;
+  // A collective as every route needs it.
+  struct Collective {
+    OpSignature signature;
+    StagedCall staged;  // on CUDA tensors, or on contiguous copies of strided views
+    // The CPU path: what the Work returns, what else the call reads (OpQueue orders calls
+    // that share a tensor), and the worker's part.
+    std::vector<at::Tensor> outputs;
+    std::vector<at::Tensor> inputs;
+    OpBody body;
+    bool needsHost = false;  // on CUDA: a reduction NCCL lacks, staged through the host
+  };
+  // The one path of every collective but all_reduce, once `check` has validated its
+  // arguments: CUDA tensors to onCuda(), strided views to onContiguousCopies(), the rest
+  // to the worker (tracked by an open coalescing window).
+  c10::intrusive_ptr<c10d::Work> issue(const std::string& name, const OpChecker& check, Collective call);
+  // Queues a QueuedOp (see OpQueue) without tracking its Work: callers that return the
+  // Work to the user pass it to track(). `inputs` are the tensors it reads besides its
+  // outputs.
   c10::intrusive_ptr<FutureWork> place(
       const std::string& name,
       OpSignature signature,
@@ -206,9 +209,6 @@ class ProcessGroupQCCL : public c10d::Backend {
   // those the ranks disagree on (OpQueue::Admit).
   std::vector<std::exception_ptr> admit(const std::vector<const QueuedOp*>& batch);
   std::exception_ptr outOfStepError(const std::string& name) const;
-  // An op described once for every path: issues it on `backend` with the tensors
-  // `staging` maps (the caller's own, or copies of them).
-  using StagedCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, CallStaging& staging)>;
   // A call on CUDA tensors. Through NCCL, after the cross-rank check of `signature` (if
   // any) on the worker; staged through host memory, into this group's CPU path, when the
   // transport is gloo or `needsHost` (what NCCL cannot do: bitwise reductions, compressed

@@ -1,0 +1,124 @@
+// all_reduce and all_reduce_coalesced on CPU tensors: each tensor's route (exact or
+// compressed, algo/bucketed_allreduce.h), then one queued call, which may ride in its
+// check (a small exact one), leave its transfer running (one exact tensor), or run
+// together with its compressed neighbours (joint_allreduce.h). CUDA: cuda_route.cpp.
+
+#include <algorithm>
+
+#include <c10/util/hash.h>
+
+#include "qccl/algo/collectives.h"
+#include "qccl/backend/op_signatures.h"
+#include "qccl/backend/process_group_qccl.h"
+
+namespace qccl {
+
+using c10d::OpType;
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d::AllreduceOptions& opts) {
+  return collective("all_reduce", OpType::ALLREDUCE, [&]() -> WorkPtr {
+    OpChecker check("all_reduce", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.reducible(opts.reduceOp, tensor.scalar_type());
+    auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce(ts, opts);
+    };
+    if (tensor.is_cuda()) {
+      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
+    }
+    return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allreduce_coalesced(
+    std::vector<at::Tensor>& tensors,
+    const c10d::AllreduceCoalescedOptions& opts) {
+  return collective("all_reduce_coalesced", OpType::ALLREDUCE_COALESCED, [&]() -> WorkPtr {
+    OpChecker check("all_reduce_coalesced", rank_, size_);
+    check.nonEmpty(tensors.size(), "the tensor list");
+    for (const auto& t : tensors) {
+      check.tensor(t, "every tensor");
+      check.reducible(opts.reduceOp, t.scalar_type());
+    }
+    auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
+    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.allreduce_coalesced(ts, opts);
+    };
+    if (check.onCuda()) {
+      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, call);
+    }
+    if (check.strided()) {
+      return onContiguousCopies(call);
+    }
+    return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
+  });
+}
+
+std::vector<algo::Route> ProcessGroupQCCL::routeAll(
+    const std::vector<at::Tensor>& tensors,
+    const c10d::ReduceOp& op,
+    OpSignature& signature) const {
+  // Decided now, on the caller's thread: qccl.exact() applies to the calls made inside
+  // it, whenever they run.
+  std::vector<algo::Route> routes;
+  size_t plan = 0;
+  for (const auto& t : tensors) {
+    routes.push_back(allreduce_.route(t, op, exactDepth_.load() > 0));
+    plan = c10::hash_combine(plan, static_cast<size_t>(routes.back()) + 1);
+  }
+  signature.plan = static_cast<int64_t>(plan & 0x7fffffffffffffffULL);
+  return routes;
+}
+
+WorkPtr ProcessGroupQCCL::allreduceList(
+    const std::string& name,
+    OpSignature signature,
+    std::vector<at::Tensor> tensors,
+    const c10d::ReduceOp& op) {
+  auto routes = routeAll(tensors, op, signature);
+  // A small exact all_reduce may be done from the contributions its check brings.
+  auto local = tensors.size() == 1 && routes[0] != algo::Route::Compressed
+      ? algo::LocalAllreduce::ifEligible(tensors[0], op, size_)
+      : nullptr;
+  // A call compressed throughout may run together with its neighbours (joint_allreduce.h).
+  std::shared_ptr<Joinable> joinable;
+  if (std::all_of(routes.begin(), routes.end(), [](auto r) { return r == algo::Route::Compressed; })) {
+    joinable = std::make_shared<JoinableAllreduce>(algo::AllreduceCall{tensors, routes, op});
+  }
+  return track(place(name, std::move(signature), tensors, {}, [this, tensors, routes, op, local]() mutable {
+    std::optional<StartedTransfer> started;
+    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
+      if (local && local->hasContributions()) {
+        local->finish();
+      } else if (bucket.size() == 1 && tensors.size() == 1) {
+        // The call's only transfer (DDP's buckets with an exact route): the worker goes on
+        // to the next call while it is on the wire, and its end completes the call.
+        started = algo::startAllreduce(transport_, bucket[0], op);
+      } else if (bucket.size() == 1) {
+        algo::allreduce(transport_, bucket[0], op);
+      } else {
+        algo::allreduceCoalesced(transport_, bucket, op);
+      }
+    });
+    return started;
+  }, local, std::move(joinable)));
+}
+
+void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
+  std::vector<algo::AllreduceCall> calls;
+  for (const auto* op : ops) {
+    calls.push_back(static_cast<const JoinableAllreduce&>(*op->joinable).call());
+  }
+  allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
+    algo::allreduceCoalesced(transport_, bucket, op);  // joinable calls have no exact bucket
+  });
+}
+
+} // namespace qccl

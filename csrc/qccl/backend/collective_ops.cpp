@@ -1,0 +1,355 @@
+// Every collective but all_reduce (allreduce_ops.cpp): validate on the caller's thread,
+// then issue() routes it (CUDA, strided views, or the worker). Each op's CPU body is one
+// algorithm of algo/collectives.h.
+
+#include "qccl/algo/collectives.h"
+#include "qccl/backend/nccl_capabilities.h"
+#include "qccl/backend/op_signatures.h"
+#include "qccl/backend/process_group_qccl.h"
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl {
+
+using c10d::OpType;
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d::BroadcastOptions& opts) {
+  return collective("broadcast", OpType::BROADCAST, [&] {
+    OpChecker check("broadcast", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.rank(opts.rootRank, "root");
+    const int64_t root = opts.rootRank;
+    return issue("broadcast", check, {
+        signatureOf(OpType::BROADCAST, tensor, -1, root),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto ts = s.writes(tensors);
+          return b.broadcast(ts, opts);
+        },
+        {tensor}, {},
+        [this, tensor, root]() mutable { return algo::broadcast(transport_, tensor, root); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) {
+  return collective("reduce", OpType::REDUCE, [&] {
+    OpChecker check("reduce", rank_, size_);
+    auto tensor = check.single(tensors);
+    check.rank(opts.rootRank, "root");
+    check.reducible(opts.reduceOp, tensor.scalar_type());
+    auto op = opts.reduceOp;
+    const int64_t root = opts.rootRank;
+    return issue("reduce", check, {
+        signatureOf(OpType::REDUCE, tensor, redOp(op), root),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto ts = s.writes(tensors);
+          return b.reduce(ts, opts);
+        },
+        {tensor}, {},
+        [this, tensor, op, root]() mutable { return algo::reduce(transport_, tensor, op, root); },
+        !ncclReduces(op, tensor.scalar_type())});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather(
+    std::vector<std::vector<at::Tensor>>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  return collective("all_gather", OpType::ALLGATHER, [&] {
+    OpChecker check("all_gather", rank_, size_);
+    auto input = check.single(inputs);
+    auto outs = check.onePerRank(outputs, input, "output");
+    return issue("all_gather", check, {
+        signatureOf(OpType::ALLGATHER, input),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.allgather(os, is, opts);
+        },
+        outs, {input},
+        [this, outs, input]() mutable { return algo::allgather(transport_, outs, input); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
+  return collective("all_gather_into_tensor", OpType::_ALLGATHER_BASE, [&] {
+    OpChecker check("all_gather_into_tensor", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sizedLike(output, input, size_, "the output");
+    return issue("all_gather_into_tensor", check, {
+        signatureOf(OpType::_ALLGATHER_BASE, input),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto o = s.writes(output);
+          auto i = s.reads(input);
+          return b._allgather_base(o, i, opts);
+        },
+        {output}, {input},
+        [this, output, input]() mutable { return algo::allgatherIntoTensor(transport_, output, input); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather_coalesced(
+    std::vector<std::vector<at::Tensor>>& outputLists,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  return collective("all_gather_coalesced", OpType::ALLGATHER_COALESCED, [&] {
+    OpChecker check("all_gather_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputLists.size(), size_, "the output list of lists");
+    std::vector<at::Tensor> flatOutputs;
+    for (const auto& perRank : outputLists) {
+      check.count(perRank.size(), inputs.size(), "each output list");
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        check.tensor(perRank[i], "every output");
+        check.sizedLike(perRank[i], inputs[i], 1, "an output");
+        flatOutputs.push_back(perRank[i]);
+      }
+    }
+    for (const auto& t : inputs) {
+      check.tensor(t, "every input");
+    }
+    return issue("all_gather_coalesced", check, {
+        signatureOfList(OpType::ALLGATHER_COALESCED, inputs),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputLists);
+          auto is = s.reads(inputs);
+          return b.allgather_coalesced(os, is, opts);
+        },
+        flatOutputs, inputs,
+        [this, lists = outputLists, ins = inputs]() mutable { return algo::allgatherCoalesced(transport_, lists, ins); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  return collective("all_gather_into_tensor_coalesced", OpType::ALLGATHER_INTO_TENSOR_COALESCED, [&] {
+    OpChecker check("all_gather_into_tensor_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputs.size(), inputs.size(), "the output list");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check.tensor(inputs[i], "every input");
+      check.tensor(outputs[i], "every output");
+      check.sizedLike(outputs[i], inputs[i], size_, "an output");
+    }
+    return issue("all_gather_into_tensor_coalesced", check, {
+        signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.allgather_into_tensor_coalesced(os, is, opts);
+        },
+        outputs, inputs,
+        [this, outs = outputs, ins = inputs]() mutable {
+          return algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+        }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::gather(
+    std::vector<std::vector<at::Tensor>>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::GatherOptions& opts) {
+  return collective("gather", OpType::GATHER, [&] {
+    OpChecker check("gather", rank_, size_);
+    auto input = check.single(inputs);
+    check.rank(opts.rootRank, "root");
+    std::vector<at::Tensor> outs;
+    if (rank_ == opts.rootRank) {
+      outs = check.onePerRank(outputs, input, "output");
+    }
+    const int64_t root = opts.rootRank;
+    return issue("gather", check, {
+        signatureOf(OpType::GATHER, input, -1, root),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.gather(os, is, opts);
+        },
+        outs, {input},
+        [this, outs, input, root]() mutable { return algo::gather(transport_, outs, input, root); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::scatter(
+    std::vector<at::Tensor>& outputs,
+    std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ScatterOptions& opts) {
+  return collective("scatter", OpType::SCATTER, [&] {
+    OpChecker check("scatter", rank_, size_);
+    auto output = check.single(outputs);
+    check.rank(opts.rootRank, "root");
+    std::vector<at::Tensor> ins;
+    if (rank_ == opts.rootRank) {
+      ins = check.onePerRank(inputs, output, "input");
+    }
+    const int64_t root = opts.rootRank;
+    return issue("scatter", check, {
+        signatureOf(OpType::SCATTER, output, -1, root),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.scatter(os, is, opts);
+        },
+        {output}, ins,
+        [this, output, ins, root]() mutable { return algo::scatter(transport_, output, ins, root); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce_scatter(
+    std::vector<at::Tensor>& outputs,
+    std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  return collective("reduce_scatter", OpType::REDUCE_SCATTER, [&] {
+    OpChecker check("reduce_scatter", rank_, size_);
+    auto output = check.single(outputs);
+    auto ins = check.onePerRank(inputs, output, "input");
+    check.reducible(opts.reduceOp, output.scalar_type());
+    auto op = opts.reduceOp;
+    return issue("reduce_scatter", check, {
+        signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.reduce_scatter(os, is, opts);
+        },
+        {output}, ins,
+        [this, output, ins, op]() mutable -> std::optional<StartedTransfer> {
+          algo::reduceScatter(transport_, output, ins, op);
+          return std::nullopt;
+        },
+        !ncclReduces(op, output.scalar_type())});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
+    at::Tensor& output,
+    at::Tensor& input,
+    const c10d::ReduceScatterOptions& opts) {
+  return collective("reduce_scatter_tensor", OpType::_REDUCE_SCATTER_BASE, [&] {
+    OpChecker check("reduce_scatter_tensor", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sizedLike(input, output, size_, "the input");
+    check.reducible(opts.reduceOp, output.scalar_type());
+    auto op = opts.reduceOp;
+    return issue("reduce_scatter_tensor", check, {
+        signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto o = s.writes(output);
+          auto i = s.reads(input);
+          return b._reduce_scatter_base(o, i, opts);
+        },
+        {output}, {input},
+        [this, output, input, op]() mutable -> std::optional<StartedTransfer> {
+          algo::reduceScatterTensor(transport_, output, input, op);
+          return std::nullopt;
+        },
+        !ncclReduces(op, output.scalar_type())});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  return collective("reduce_scatter_tensor_coalesced", OpType::REDUCE_SCATTER_TENSOR_COALESCED, [&] {
+    OpChecker check("reduce_scatter_tensor_coalesced", rank_, size_);
+    check.nonEmpty(inputs.size(), "the input list");
+    check.count(outputs.size(), inputs.size(), "the output list");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check.tensor(inputs[i], "every input");
+      check.tensor(outputs[i], "every output");
+      check.sizedLike(inputs[i], outputs[i], size_, "an input");
+      check.reducible(opts.reduceOp, outputs[i].scalar_type());
+    }
+    auto op = opts.reduceOp;
+    return issue("reduce_scatter_tensor_coalesced", check, {
+        signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outputs, redOp(op)),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.reduce_scatter_tensor_coalesced(os, is, opts);
+        },
+        outputs, inputs,
+        [this, outs = outputs, ins = inputs, op]() mutable -> std::optional<StartedTransfer> {
+          for (size_t i = 0; i < ins.size(); ++i) {
+            algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+          }
+          return std::nullopt;
+        },
+        !ncclReduces(op, outputs[0].scalar_type())});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::alltoall_base(
+    at::Tensor& output,
+    at::Tensor& input,
+    std::vector<int64_t>& outputSplits,
+    std::vector<int64_t>& inputSplits,
+    const c10d::AllToAllOptions& opts) {
+  return collective("all_to_all_single", OpType::ALLTOALL_BASE, [&] {
+    OpChecker check("all_to_all_single", rank_, size_);
+    check.tensor(input, "the input");
+    check.tensor(output, "the output");
+    check.sameDtype(output, input, "the output");
+    check.splits(inputSplits, input, "the input");
+    check.splits(outputSplits, output, "the output");
+    auto signature = signatureOf(OpType::ALLTOALL_BASE, input);
+    signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+    signature.sendBytes = splitBytes(input, inputSplits, size_);
+    signature.recvBytes = splitBytes(output, outputSplits, size_);
+    return issue("all_to_all_single", check, {
+        std::move(signature),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto o = s.writes(output);
+          auto i = s.reads(input);
+          return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
+        },
+        {output}, {input},
+        [this, output, input, outSplits = outputSplits, inSplits = inputSplits]() mutable {
+          return algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
+        }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::alltoall(
+    std::vector<at::Tensor>& outputs,
+    std::vector<at::Tensor>& inputs,
+    const c10d::AllToAllOptions& opts) {
+  return collective("all_to_all", OpType::ALLTOALL, [&] {
+    OpChecker check("all_to_all", rank_, size_);
+    check.count(inputs.size(), size_, "the input list");
+    check.count(outputs.size(), size_, "the output list");
+    for (const auto& t : inputs) {
+      check.tensor(t, "every input");
+      check.sameDtype(t, inputs[0], "an input");
+    }
+    for (const auto& t : outputs) {
+      check.tensor(t, "every output");
+      check.sameDtype(t, inputs[0], "an output");
+    }
+    auto signature = signatureOf(OpType::ALLTOALL, inputs[0]);
+    signature.elements = 0;  // may differ between ranks; the per-peer bytes must match
+    for (int peer = 0; peer < size_; ++peer) {
+      signature.sendBytes.push_back(byteSize(inputs[peer]));
+      signature.recvBytes.push_back(byteSize(outputs[peer]));
+    }
+    return issue("all_to_all", check, {
+        std::move(signature),
+        [&](c10d::Backend& b, CallStaging& s) {
+          auto os = s.writes(outputs);
+          auto is = s.reads(inputs);
+          return b.alltoall(os, is, opts);
+        },
+        outputs, inputs,
+        [this, outs = outputs, ins = inputs]() mutable { return algo::alltoall(transport_, outs, ins); }});
+  });
+}
+
+WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
+  return track(place("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this] { return algo::barrier(transport_); }));
+}
+
+} // namespace qccl

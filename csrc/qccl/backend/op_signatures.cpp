@@ -1,0 +1,32 @@
+#include "qccl/backend/op_signatures.h"
+
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl {
+
+OpSignature signatureOf(c10d::OpType op, const at::Tensor& t, int64_t reduceOp, int64_t root) {
+  OpSignature s;
+  s.op = op;
+  s.dtype = static_cast<int64_t>(t.scalar_type());
+  s.elements = t.numel();
+  s.reduceOp = reduceOp;
+  s.root = root;
+  return s;
+}
+
+OpSignature signatureOfList(c10d::OpType op, const std::vector<at::Tensor>& ts, int64_t reduceOp) {
+  OpSignature s;
+  s.op = op;
+  for (const auto& t : ts) {
+    s.elements += byteSize(t);
+  }
+  s.reduceOp = reduceOp;
+  s.layoutHash = layoutHash(ts);
+  return s;
+}
+
+int64_t redOp(const c10d::ReduceOp& op) {
+  return static_cast<int64_t>(op.op_);
+}
+
+} // namespace qccl

@@ -1,0 +1,77 @@
+// send, recv and receive-from-any-source: CPU tensors through qccl's point-to-point
+// engine (p2p/p2p_engine.h); CUDA tensors through NCCL (compressed payloads,
+// p2p/inner_backend_p2p.h) or staged through host memory into the same engine.
+
+#include "qccl/backend/process_group_qccl.h"
+#include "qccl/common/errors.h"
+
+namespace qccl {
+
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+bool ProcessGroupQCCL::travelsOnNccl(const at::Tensor& tensor) const {
+  return tensor.is_cuda() && nccl_ && config_.cudaTransport == Config::CudaTransport::Nccl;
+}
+
+void ProcessGroupQCCL::checkPeer(const OpChecker& check, const at::Tensor& tensor, int peer) {
+  if (peer != rank_ || !travelsOnNccl(tensor)) {
+    check.peer(peer);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(coalescingMutex_);
+  QCCL_CHECK_VALUE(
+      coalescing_, "rank ", rank_, " can send to or receive from itself only inside batch_isend_irecv, "
+      "where NCCL pairs the send with the receive");
+}
+
+// Over NCCL, through ncclP2P_ (compressed payloads, settings compared per peer); staged
+// through host memory, through the CPU engine (p2p_).
+WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
+  OpChecker check("send", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
+  checkPeer(check, tensor, dstRank);
+  if (tensor.is_cuda()) {
+    return onCuda("send", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
+      if (s.toHost()) {
+        auto ts = s.reads(tensors);
+        return b.send(ts, dstRank, tag);
+      }
+      return ncclP2P_.send(b, tensor, dstRank, tag);
+    });
+  }
+  return track(p2p_.send(tensor, dstRank, tag));
+}
+
+WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
+  OpChecker check("recv", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
+  checkPeer(check, tensor, srcRank);
+  if (tensor.is_cuda()) {
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
+      if (s.toHost()) {
+        auto ts = s.writes(tensors);
+        return b.recv(ts, srcRank, tag);
+      }
+      return ncclP2P_.recv(b, tensor, srcRank, tag);
+    });
+  }
+  return track(p2p_.recv(tensor, srcRank, tag));
+}
+
+WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
+  OpChecker check("recv", rank_, size_);
+  auto tensor = check.single(tensors);
+  check.contiguous(tensor, "the tensor");
+  if (tensor.is_cuda()) {
+    // NCCL has no receive from any source; staged through the host, qccl's p2p engine has.
+    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
+      auto ts = s.writes(tensors);
+      return b.recvAnysource(ts, tag);
+    }, /*needsHost=*/true);
+  }
+  return track(p2p_.recv(tensor, -1, tag));
+}
+
+} // namespace qccl
