@@ -54,7 +54,7 @@ void OpQueue::stop(const std::exception_ptr& reason) {
   {
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
     onTheWire.swap(inFlight_->entries);
-    inFlight_->stopping = true;
+    inFlight_->stopped = reason;
     inFlight_->cv.notify_all();
     inFlight_->watchdogCv.notify_all();
   }
@@ -70,7 +70,7 @@ void OpQueue::stop(const std::exception_ptr& reason) {
 
 void OpQueue::watch() {
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
-  while (!inFlight_->stopping) {
+  while (!inFlight_->stopped) {
     auto now = std::chrono::steady_clock::now();
     auto next = now + std::chrono::hours(1);
     for (auto it = inFlight_->entries.begin(); it != inFlight_->entries.end();) {
@@ -201,7 +201,7 @@ void OpQueue::awaitTransfersTouching(const std::vector<at::Tensor>& tensors) {
   // Bounded: the watchdog fails and removes a transfer at its deadline.
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
   inFlight_->cv.wait(lock, [&] {
-    return inFlight_->stopping || std::none_of(inFlight_->entries.begin(), inFlight_->entries.end(), shares);
+    return inFlight_->stopped || std::none_of(inFlight_->entries.begin(), inFlight_->entries.end(), shares);
   });
 }
 
@@ -211,6 +211,12 @@ void OpQueue::completeLater(
     std::vector<at::Tensor> touches) {
   {
     std::lock_guard<std::mutex> lock(inFlight_->mutex);
+    if (inFlight_->stopped) {
+      // stop() ran while the worker was starting this transfer, and has already failed
+      // what was on the wire: nobody else would fail this one.
+      work->markFailed(inFlight_->stopped);
+      return;
+    }
     inFlight_->entries.push_back(
         {work, std::chrono::steady_clock::now() + started.timeout, started.timeout, std::move(touches)});
     if (inFlight_->entries.back().deadline < inFlight_->watchdogWakes) {

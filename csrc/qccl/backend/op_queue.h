@@ -97,7 +97,7 @@ class OpQueue {
     std::mutex mutex;
     std::condition_variable cv;  // an entry left: for drain() and ops waiting on a tensor
     std::list<Entry> entries;
-    bool stopping = false;
+    std::exception_ptr stopped;  // set by stop(): a transfer started after it fails with it
     // The watchdog sleeps until the earliest deadline; it is woken only when a new entry
     // ends sooner than that (rarely: every entry gets the group's timeout), not on
     // every call, which on few cores costs as much as a small call itself.
