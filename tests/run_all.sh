@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole qccl test suite on a fresh machine (the README's test command):
-#   1. installs torch and the test tools if they are missing,
+#   1. installs torch and the test tools if they are missing, and checks that the
+#      sources keep their layers (tools/check_layers.py),
 #   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
 #   3. builds libqccl and the GoogleTest suite with CMake and runs it through ctest,
 #   4. builds the C++ example against the installed package, as a LibTorch user would,
@@ -15,6 +16,8 @@ if ! command -v cmake >/dev/null || ! ls /usr/include/gtest/gtest.h >/dev/null 2
   echo "qccl tests need cmake and GoogleTest (Debian: apt-get install cmake libgtest-dev)" >&2
   exit 1
 fi
+
+python tools/check_layers.py  # includes follow the layers of docs/design.md
 
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 python -m pip install --no-build-isolation --no-deps .

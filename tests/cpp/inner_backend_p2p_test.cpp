@@ -13,7 +13,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
-#include "qccl/backend/work.h"
+#include "qccl/work/work.h"
 #include "qccl/common/codec_kind.h"
 #include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/transport/gloo_factory.h"

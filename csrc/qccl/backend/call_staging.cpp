@@ -2,7 +2,7 @@
 
 #include <c10/core/DeviceGuard.h>
 
-#include "qccl/backend/work.h"
+#include "qccl/work/work.h"
 
 namespace qccl {
 

@@ -26,7 +26,7 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/local_allreduce.h"
-#include "qccl/backend/work.h"
+#include "qccl/work/work.h"
 #include "qccl/transport/started_transfer.h"
 
 namespace qccl {

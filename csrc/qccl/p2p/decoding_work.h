@@ -13,7 +13,7 @@
 
 #include <mutex>
 
-#include "qccl/backend/work.h"
+#include "qccl/work/work.h"
 #include "qccl/common/codec_kind.h"
 
 namespace qccl::p2p {

@@ -7,7 +7,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/ScalarType.h>
 
-#include "qccl/backend/work.h"
+#include "qccl/p2p/waiting_work.h"
 #include "qccl/common/errors.h"
 #include "qccl/common/tensor_bytes.h"
 #include "qccl/p2p/payload_codec.h"

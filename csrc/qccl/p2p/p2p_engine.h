@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "qccl/backend/async_waiter.h"
+#include "qccl/p2p/async_waiter.h"
 #include "qccl/common/config.h"
 #include "qccl/p2p/message.h"
 #include "qccl/p2p/p2p_work.h"

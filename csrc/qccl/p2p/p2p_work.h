@@ -9,7 +9,7 @@
 #include <chrono>
 #include <string>
 
-#include "qccl/backend/work.h"
+#include "qccl/p2p/waiting_work.h"
 
 namespace qccl::p2p {
 

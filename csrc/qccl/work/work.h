@@ -1,14 +1,11 @@
 #pragma once
 
-// The Work objects qccl hands to PyTorch.
+// The Work objects qccl hands to PyTorch, shared by the backend and point-to-point
+// layers (p2p/waiting_work.h adds the one only point-to-point uses).
 //
 // FutureWork: a Work whose future completes with its output tensors (DDP reads them
 // through getFuture()) or carries its error. Collectives use it directly: the group's
 // worker thread marks it succeeded or failed.
-//
-// WaitingWork: completes when the Gloo works it holds complete. Gloo's send/recv works
-// have no future and must be waited on exactly once: an AsyncWaiter waits on them in the
-// background (p2p/ uses it for the Gloo sends under each message).
 //
 // StreamWork: a collective whose GPU work was enqueued on the caller's CUDA stream (the
 // compressed allreduce over NCCL). Done for the host once enqueued; its future records
@@ -76,30 +73,6 @@ class StreamWork : public FutureWork {
   StreamWork(int rank, c10d::OpType type, std::string name, std::vector<at::Tensor> outputs, uint64_t seq);
 
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
-};
-
-class WaitingWork : public FutureWork {
- public:
-  WaitingWork(
-      int rank,
-      c10d::OpType type,
-      std::string name,
-      std::vector<c10::intrusive_ptr<c10d::Work>> parts,
-      std::vector<at::Tensor> outputs,
-      std::chrono::milliseconds timeout);
-
-  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
-  // Waits with the group timeout; a failure stays recorded in the work instead of throwing.
-  void waitQuietly();
-  // Aborts the underlying Gloo works, which wakes whoever waits on them.
-  void abort() override;
-
- private:
-  void waitParts(std::chrono::milliseconds timeout);
-
-  std::vector<c10::intrusive_ptr<c10d::Work>> parts_;
-  std::chrono::milliseconds timeout_;
-  std::mutex waitMutex_;
 };
 
 class BatchWork : public FutureWork {

@@ -1,6 +1,6 @@
-#include "qccl/backend/async_waiter.h"
+#include "qccl/p2p/async_waiter.h"
 
-#include "qccl/backend/work.h"
+#include "qccl/p2p/waiting_work.h"
 
 namespace qccl {
 
