@@ -62,10 +62,6 @@ std::vector<at::Tensor> payloadParts(const at::Tensor& payload) {
   return {payload.narrow(0, 0, body), payload.narrow(0, body, kTailBytes)};
 }
 
-bool matches(int postedSrc, int64_t postedTag, int src, int64_t tag) {
-  return (postedSrc == -1 || postedSrc == src) && postedTag == tag;
-}
-
 std::string tagText(int64_t tag) {
   return " (tag " + std::to_string(tag) + ")";
 }
@@ -192,18 +188,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
       reported = takeUnreported(src);
     }
     if (reported.empty()) {
-      auto it = std::find_if(inbound_.begin(), inbound_.end(), [&](const auto& message) {
-        return !message->receiver && matches(src, tag, message->src, message->header.tag);
-      });
-      if (it == inbound_.end()) {
-        posted_.push_back(PostedRecv{work, tensor, src, tag});
-      } else if ((*it)->arrived) {
-        arrived = *it;
-        inbound_.erase(it);
-      } else {  // its listener delivers it once the payload is in
-        (*it)->receiver = work;
-        (*it)->receiveTensor = tensor;
-      }
+      arrived = matching_.postReceive({work, tensor, src, tag});
     }
   }
   if (!reported.empty()) {
@@ -269,21 +254,10 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
 }
 
 void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging) {
-  auto message = std::make_shared<Inbound>();
-  message->src = peer;
-  message->header = header;
+  std::shared_ptr<Inbound> message;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    posted_.remove_if([](const PostedRecv& recv) { return recv.work->isCompleted(); });  // timed out
-    auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
-      return matches(recv.src, recv.tag, peer, header.tag);
-    });
-    if (it != posted_.end()) {
-      message->receiver = it->work;
-      message->receiveTensor = it->tensor;
-      posted_.erase(it);
-    }
-    inbound_.push_back(message);
+    message = matching_.messageArriving(peer, header);
   }
   // Straight into the receive's tensor when nothing needs checking or decoding later.
   message->intoReceiveTensor = message->receiver && header.codec == static_cast<int64_t>(CodecKind::None) &&
@@ -300,11 +274,9 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   at::Tensor tensor;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    message->arrived = true;
-    receiver = message->receiver;
-    tensor = message->receiveTensor;
-    if (receiver) {
-      inbound_.remove(message);
+    if (matching_.messageArrived(message)) {
+      receiver = message->receiver;
+      tensor = message->receiveTensor;
     }
   }
   if (receiver) {
@@ -352,15 +324,11 @@ void P2PEngine::onStatus(int peer, const Header& status) {
     c10::intrusive_ptr<P2PWork> receiver;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = std::find_if(posted_.begin(), posted_.end(), [&](const PostedRecv& recv) {
-        return (recv.src == peer || recv.src == -1) && isUserTag(recv.tag) && !recv.work->isCompleted();
-      });
-      if (it == posted_.end()) {
+      receiver = matching_.withdrawReporter(peer);
+      if (!receiver) {
         unreported_[peer].push_back(text);
         return;
       }
-      receiver = it->work;
-      posted_.erase(it);
     }
     if (receiver->markFailed(reportingError(*receiver, {text}))) {
       return;
@@ -384,31 +352,15 @@ void P2PEngine::peerFailed(int peer, const std::string& why) {
       failed.push_back(work);
     }
     pendingSends_[peer].clear();
-    for (auto it = posted_.begin(); it != posted_.end();) {
-      if (it->src == peer) {
-        failed.push_back(it->work);
-        it = posted_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto it = inbound_.begin(); it != inbound_.end();) {
-      if ((*it)->src != peer || (*it)->arrived) {
-        ++it;  // a complete message stays receivable
-        continue;
-      }
-      if ((*it)->receiver) {
-        failed.push_back((*it)->receiver);
-      }
-      it = inbound_.erase(it);
-    }
+    auto receives = matching_.dropPeer(peer);
+    failed.insert(failed.end(), receives.begin(), receives.end());
   }
   for (auto& work : failed) {
     work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + " failed: " + message));
   }
 }
 
-// --- matching and delivery ------------------------------------------------------------------
+// --- delivery ------------------------------------------------------------------
 
 std::string P2PEngine::describeMessage(int64_t dtype, int64_t numel, int64_t codec) const {
   return std::to_string(numel) + " elements of " +
@@ -551,16 +503,8 @@ void P2PEngine::shutdown(const std::string& why) {
       }
       pending.clear();
     }
-    for (auto& recv : posted_) {
-      abandoned.push_back(recv.work);
-    }
-    posted_.clear();
-    for (auto& message : inbound_) {
-      if (message->receiver) {
-        abandoned.push_back(message->receiver);
-      }
-    }
-    inbound_.clear();
+    auto receives = matching_.clear();
+    abandoned.insert(abandoned.end(), receives.begin(), receives.end());
   }
   for (auto& wait : waits) {
     wait->abort();

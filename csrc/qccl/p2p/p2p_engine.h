@@ -23,7 +23,6 @@
 //   - a peer that dies fails every send and receive involving it at once.
 
 #include <chrono>
-#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,6 +32,7 @@
 
 #include "qccl/p2p/async_waiter.h"
 #include "qccl/common/config.h"
+#include "qccl/p2p/matching.h"
 #include "qccl/p2p/message.h"
 #include "qccl/p2p/p2p_work.h"
 #include "qccl/p2p/staging_receive.h"
@@ -60,22 +60,7 @@ class P2PEngine {
   void shutdown(const std::string& why);
 
  private:
-  // A message that has arrived (or is arriving) and the receive it is matched to, if any.
-  struct Inbound {
-    int src = -1;
-    Header header;
-    at::Tensor payload;            // the receive's own bytes, or a staging buffer
-    bool intoReceiveTensor = false;
-    bool arrived = false;          // the payload is complete
-    c10::intrusive_ptr<P2PWork> receiver;
-    at::Tensor receiveTensor;
-  };
-  struct PostedRecv {
-    c10::intrusive_ptr<P2PWork> work;
-    at::Tensor tensor;
-    int src;  // -1: any
-    int64_t tag;
-  };
+  using Inbound = InboundMessage;
 
   // A control message buffer and the Gloo receive posted into it.
   struct ControlReceive {
@@ -139,9 +124,7 @@ class P2PEngine {
   // Per peer: sends whose payload Gloo is still writing from the caller's tensor (and
   // some that have completed since the last send to that peer, which prunes them).
   std::vector<std::map<uint64_t, c10::intrusive_ptr<P2PWork>>> pendingSends_;
-  std::list<PostedRecv> posted_;                   // in posting order
-  // Messages arrived or arriving and not yet delivered, in arrival order.
-  std::list<std::shared_ptr<Inbound>> inbound_;
+  Matching matching_;  // posted receives and inbound messages
 
   std::mutex postMutex_;  // keeps each header next to its payload on the wire
   AsyncWaiter glooSends_;
