@@ -13,6 +13,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace qccl::p2p {
 
@@ -96,5 +99,16 @@ inline bool fitsStaging(int64_t payloadBytes) {
 // until the body is in, so waiting on it first turns a dead sender into an error at once.
 constexpr int64_t kTailBytes = 8;
 static_assert(kInlineBytes > kTailBytes, "a payload that does not go inline has a body");
+
+// Whether Gloo's transport takes a message shorter than the receive posted for it (then
+// control messages carry only the bytes in use, see controlMessage()).
+bool transportReadsShortMessages();
+
+// The control message: the header, then the payload when it travels inline; all
+// kControlBytes unless `shortMessage`.
+at::Tensor controlMessage(const Header& header, const at::Tensor& payload, bool shortMessage);
+
+// A large payload's two transfers: its body and its last kTailBytes.
+std::vector<at::Tensor> payloadParts(const at::Tensor& payload);
 
 } // namespace qccl::p2p

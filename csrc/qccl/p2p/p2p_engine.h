@@ -83,14 +83,8 @@ class P2PEngine {
   void deliver(Inbound& message, P2PWork& receiver, at::Tensor& tensor);
   // Tells the sender of `message` that a receive into `tensor` rejected it.
   void sendRejection(const Inbound& message, const at::Tensor& tensor);
-  // Why `message` does not fit a receive into `tensor`; empty when it does.
-  std::string mismatch(const Header& message, const at::Tensor& tensor) const;
-  // The Rejected status for `message`, with what a receive into `tensor` expected.
-  Header rejectionReply(const Header& message, const at::Tensor& tensor) const;
   // Takes the rejections `peer` (every peer for -1) reported that no call has raised yet.
   std::vector<std::string> takeUnreported(int peer);
-  // The error of `work`, which did nothing, reporting these rejections.
-  std::exception_ptr reportingError(const P2PWork& work, const std::vector<std::string>& rejections) const;
   // Posts the control message (and a payload too large to go inline) to Gloo; a
   // background waiter keeps the Gloo works alive until they are done. Returns the work
   // that completes when Gloo has written every part.
@@ -99,10 +93,6 @@ class P2PEngine {
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
   // Raises if `peer` died.
   void raiseIfBroken(int peer, const std::string& op);
-  std::string describeMessage(int64_t dtype, int64_t numel, int64_t codec) const;
-  // "send to rank 1 (tag 0) on rank 0 (message #3) was rejected: it carried ... but ...",
-  // from a Rejected status that `peer` sent.
-  std::string rejectionText(int peer, const Header& status) const;
 
   GlooTransport& transport_;
   const Config config_;
