@@ -11,6 +11,9 @@ download a different torch than the one the build must match. Needs cmake >= 3.1
 
 Environment:
   QCCL_CUDA=auto|1|0   build the CUDA flavour (auto: when torch has CUDA and nvcc exists)
+  QCCL_CMAKE_BUILD_DIR build libqccl in this (absolute) directory instead of a temporary one
+  QCCL_BUILD_TESTS=1   build the GoogleTest suite there too (tests/run_all.sh sets both,
+                       so that libqccl is compiled once for the package and the tests)
   TORCH_CUDA_ARCH_LIST GPU architectures for the CUDA flavour (default "8.0;9.0+PTX")
   MAX_JOBS             parallel compile jobs
 """
@@ -52,11 +55,12 @@ class BuildLibraryThenBindings(cpp_extension.BuildExtension):
         super().build_extension(ext)
 
     def install_libqccl(self, prefix: Path):
-        build_dir = Path(self.build_temp).resolve() / "libqccl"
+        build_dir = Path(os.environ.get("QCCL_CMAKE_BUILD_DIR") or Path(self.build_temp) / "libqccl").resolve()
+        tests = "ON" if os.environ.get("QCCL_BUILD_TESTS") == "1" else "OFF"
         configure = [
             "cmake", "-S", str(ROOT), "-B", str(build_dir),
             "-DCMAKE_BUILD_TYPE=Release",
-            "-DQCCL_BUILD_TESTS=OFF",
+            f"-DQCCL_BUILD_TESTS={tests}",
             f"-DQCCL_CUDA={cmake_flavour()}",
             f"-DPython3_EXECUTABLE={sys.executable}",
             f"-DCMAKE_INSTALL_PREFIX={prefix}",

@@ -3,7 +3,8 @@
 #   1. installs torch and the test tools if they are missing, and checks that the
 #      sources keep their layers (tools/check_layers.py),
 #   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
-#   3. builds libqccl and the GoogleTest suite with CMake and runs it through ctest,
+#      building libqccl and the GoogleTest suite once, in build/cmake,
+#   3. runs the GoogleTest suite through ctest,
 #   4. builds the C++ example against the installed package, as a LibTorch user would,
 #   5. runs the multi-process Python tests with pytest (they run that example too).
 set -euo pipefail
@@ -20,10 +21,9 @@ fi
 python tools/check_layers.py  # includes follow the layers of docs/design.md
 
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-python -m pip install --no-build-isolation --no-deps .
+# One CMake build of libqccl serves the package and the GoogleTest suite (setup.py).
+QCCL_CMAKE_BUILD_DIR="$PWD/build/cmake" QCCL_BUILD_TESTS=1 python -m pip install --no-build-isolation --no-deps .
 
-cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build build/cmake
 ctest --test-dir build/cmake --output-on-failure -j "$MAX_JOBS"
 # `cmake --install` gives a tree that find_package(qccl) accepts too.
 cmake --install build/cmake --prefix build/install >/dev/null

@@ -1,6 +1,15 @@
+"""Test tiers (pytest markers, see README "Tests"): every test is `unit` (one process,
+seconds: `python -m pytest -m unit` is the edit-test loop), `multiprocess` (ranks as
+processes) or `perf` (the benchmark tools run end to end on a small size, never
+asserting timings). A test is multiprocess when it uses a world fixture or its module
+says so; perf when its module says so; unit otherwise."""
+
 import pytest
 
 from world import World
+
+TIERS = ("unit", "multiprocess", "perf")
+WORLD_FIXTURES = {"world", "world2"}
 
 _worlds = {}
 
@@ -28,3 +37,12 @@ def world2():
 def pytest_sessionfinish(session, exitstatus):
     for world in _worlds.values():
         world.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        declared = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if declared:
+            continue
+        uses_world = WORLD_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker("multiprocess" if uses_world else "unit")

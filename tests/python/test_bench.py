@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.perf
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETLAB = ROOT / "benchmarks" / "netlab"
 

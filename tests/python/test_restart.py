@@ -15,6 +15,8 @@ import torch.distributed as dist
 
 from qccl._extension import load
 
+pytestmark = pytest.mark.multiprocess
+
 WORKER = pathlib.Path(__file__).resolve().parent / "restart_worker.py"
 JOBS = 5
 
