@@ -7,7 +7,7 @@
 
 #include <c10/util/hash.h>
 
-#include "qccl/algo/collectives.h"
+#include "qccl/algo/exact_allreduce.h"
 #include "qccl/backend/op_signatures.h"
 #include "qccl/backend/process_group_qccl.h"
 
@@ -97,14 +97,10 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
-      } else if (bucket.size() == 1 && tensors.size() == 1) {
-        // The call's only transfer (DDP's buckets with an exact route): the worker goes on
-        // to the next call while it is on the wire, and its end completes the call.
-        started = algo::startAllreduce(transport_, bucket[0], op);
-      } else if (bucket.size() == 1) {
-        algo::allreduce(transport_, bucket[0], op);
       } else {
-        algo::allreduceCoalesced(transport_, bucket, op);
+        // A call of one tensor (DDP's buckets with an exact route) leaves its transfer on
+        // the wire, and its end completes the call.
+        started = algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/tensors.size() == 1);
       }
     });
     return started;
@@ -117,7 +113,7 @@ void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
     calls.push_back(static_cast<const JoinableAllreduce&>(*op->joinable).call());
   }
   allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
-    algo::allreduceCoalesced(transport_, bucket, op);  // joinable calls have no exact bucket
+    algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/false);  // not reached: joinable calls have no exact bucket
   });
 }
 

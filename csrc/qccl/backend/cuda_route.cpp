@@ -7,6 +7,7 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include "qccl/algo/exact_allreduce.h"
 #include "qccl/backend/nccl_capabilities.h"
 #include "qccl/backend/process_group_qccl.h"
 #include "qccl/common/errors.h"
@@ -79,18 +80,8 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
   place(name, std::move(signature), {}, {}, [this, tensors, routes, op, callersStream]() mutable {
     c10::StreamGuard onCallersStream(callersStream);
     NcclTransport net(*nccl_);
-    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
-      WorkPtr work;
-      if (bucket.size() == 1) {
-        c10d::AllreduceOptions exact;
-        exact.reduceOp = op;
-        work = nccl_->allreduce(bucket, exact);
-      } else {
-        c10d::AllreduceCoalescedOptions exact;
-        exact.reduceOp = op;
-        work = nccl_->allreduce_coalesced(bucket, exact);
-      }
-      net.waitFor(work, "all_reduce (exact part)");
+    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& bucketOp) {
+      algo::nativeAllreduce(net, bucket, bucketOp);  // ncclCan: NCCL reduces this dtype and op
     });
     return std::optional<StartedTransfer>();
   })->wait();
