@@ -4,8 +4,7 @@
 
 #include "qccl/algo/compressed_allreduce.h"
 #include "qccl/bucket/bucket_plan.h"
-#include "qccl/codec/cuda/stream_codec.h"
-#include "qccl/common/cuda_stream.h"
+#include "qccl/codec/codec_on_device.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::algo {
@@ -138,13 +137,8 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
   }
 
   if (!jobs.empty()) {
-    const auto& device = jobs[0].buffer;
-    if (device.is_cuda()) {
-      codec::cuda::StreamCodec kernels(codec_->kind(), codec_->block(), currentCudaStream(device.device()));
-      compressedAllreduce(net, kernels, jobs, delta);
-    } else {
-      compressedAllreduce(net, *codec_, jobs, delta);
-    }
+    auto onDevice = codec::makeCodecOn(jobs[0].buffer.device(), codec_->kind(), codec_->block());
+    compressedAllreduce(net, *onDevice, jobs, delta);
     auto clock = CompressionStats::Clock::now();
     for (size_t j = 0; j < jobs.size(); ++j) {
       unpackFloat32(jobs[j].buffer, jobMembers[j]);

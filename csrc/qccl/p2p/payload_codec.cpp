@@ -3,24 +3,10 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 
-#include "qccl/codec/codec.h"
-#include "qccl/codec/cuda/stream_codec.h"
-#include "qccl/common/cuda_stream.h"
+#include "qccl/codec/codec_on_device.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::p2p {
-namespace {
-
-// The codec that runs where `device` is: the kernels on its current stream, or the CPU's.
-std::unique_ptr<codec::Codec> codecOn(const c10::Device& device, CodecKind codec, int64_t block) {
-  if (device.is_cuda()) {
-    return std::make_unique<codec::cuda::StreamCodec>(codec, block, currentCudaStream(device));
-  }
-  return codec::makeCodec(codec, block);
-}
-
-} // namespace
-
 CodecKind payloadCodec(const Config& config, const at::Tensor& tensor) {
   const auto dtype = tensor.scalar_type();
   const bool compressible = dtype == at::kFloat || dtype == at::kDouble;
@@ -33,7 +19,7 @@ at::Tensor encodePayload(const at::Tensor& tensor, CodecKind codec, int64_t bloc
   }
   c10::DeviceGuard onItsDevice(tensor.device());  // the kernels launch on the current device
   auto values = tensor.to(at::kFloat).contiguous();
-  auto coder = codecOn(tensor.device(), codec, block);
+  auto coder = codec::makeCodecOn(tensor.device(), codec, block);
   const int64_t n = values.numel();
   auto out = at::empty({coder->encodedBytes(n)}, tensor.options().dtype(at::kByte));
   coder->encode(values.const_data_ptr<float>(), n, out.mutable_data_ptr<uint8_t>(), {});
@@ -46,7 +32,7 @@ void decodePayload(const at::Tensor& payload, CodecKind codec, int64_t block, at
     return;
   }
   c10::DeviceGuard onItsDevice(out.device());
-  auto coder = codecOn(out.device(), codec, block);
+  auto coder = codec::makeCodecOn(out.device(), codec, block);
   const bool direct = out.scalar_type() == at::kFloat;
   auto values = direct ? out : at::empty({out.numel()}, out.options().dtype(at::kFloat));
   coder->decode(payload.const_data_ptr<uint8_t>(), out.numel(), values.mutable_data_ptr<float>());
