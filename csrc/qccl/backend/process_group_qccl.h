@@ -4,6 +4,10 @@
 // then hand the work to the group's worker (collectives) or to the point-to-point
 // engine (p2p/), and return a Work at once. Calls on CUDA tensors go to the group's NCCL
 // backend or are staged through host memory into the same CPU path (onCuda, docs/cuda.md).
+//
+// The methods live by family: process_group_qccl.cpp (construction, the queue and its
+// cross-rank check, issue(), lifecycle), collective_ops.cpp, allreduce_ops.cpp,
+// cuda_route.cpp, p2p_ops.cpp, coalescing.cpp (docs/design.md, "Layers").
 
 #include <atomic>
 #include <chrono>
@@ -164,9 +168,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   void shutdown() override;
 
  private:
-  // Issues a collective: `validateAndIssue` validates and queues it. If it raises before the
-  // call took its place in the group's order (a failed local check), a record marked as
-  // failed takes that place, so the other ranks raise for the same call and the group
+  // Issues a collective: `validateAndIssue` validates and queues it. If it raises before
+  // the call took its place in the group's order (a failed local check), a record marked
+  // as failed takes that place, so the other ranks raise for the same call and the group
   // stays in step (algo/agreement.h).
   c10::intrusive_ptr<c10d::Work> collective(
       const std::string& name,
