@@ -41,8 +41,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        declared = [tier for tier in TIERS if item.get_closest_marker(tier)]
-        if declared:
-            continue
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue  # its module declared its tier
         uses_world = WORLD_FIXTURES & set(getattr(item, "fixturenames", ()))
         item.add_marker("multiprocess" if uses_world else "unit")
