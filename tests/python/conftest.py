@@ -1,15 +1,15 @@
 """Test tiers (pytest markers, see README "Tests"): every test is `unit` (one process,
-seconds: `python -m pytest -m unit` is the edit-test loop), `multiprocess` (ranks as
-processes) or `perf` (the benchmark tools run end to end on a small size, never
-asserting timings). A test is multiprocess when it uses a world fixture or its module
-says so; perf when its module says so; unit otherwise."""
+seconds: `python -m pytest -m unit` is the edit-test loop), `multiprocess` (ranks or
+launchers as processes) or `perf` (the benchmark tools run end to end on a small size,
+never asserting timings). A module declares `unit` or `perf` in its `pytestmark`; every
+other test is multiprocess, so a new test that starts processes can never slow the
+quick tier by forgetting its marker."""
 
 import pytest
 
 from world import World
 
 TIERS = ("unit", "multiprocess", "perf")
-WORLD_FIXTURES = {"world", "world2"}
 
 _worlds = {}
 
@@ -41,7 +41,5 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if any(item.get_closest_marker(tier) for tier in TIERS):
-            continue  # its module declared its tier
-        uses_world = WORLD_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker("multiprocess" if uses_world else "unit")
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker("multiprocess")

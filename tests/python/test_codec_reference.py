@@ -8,6 +8,8 @@ import torch
 from qccl._extension import load
 from qccl.testing import codecs as reference
 
+pytestmark = pytest.mark.unit
+
 CODECS = ["fp16", "bf16", "int8", "int4"]
 
 

@@ -8,10 +8,13 @@ import torch
 import qccl
 from qccl._extension import load
 
-pytestmark = pytest.mark.skipif(
-    not (torch.cuda.is_available() and qccl.has_cuda()),
-    reason="needs a GPU and the CUDA flavour of qccl",
-)
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.skipif(
+        not (torch.cuda.is_available() and qccl.has_cuda()),
+        reason="needs a GPU and the CUDA flavour of qccl",
+    ),
+]
 
 CODECS = ["fp16", "bf16", "int8", "int4"]
 SIZES = [1, 7, 255, 257, 4099, 1_000_003]

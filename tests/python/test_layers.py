@@ -5,8 +5,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = ROOT / "tools" / "check_layers.py"
+
+pytestmark = pytest.mark.unit
 
 
 def run_check(tree):

@@ -15,8 +15,6 @@ import torch.distributed as dist
 
 from qccl._extension import load
 
-pytestmark = pytest.mark.multiprocess
-
 WORKER = pathlib.Path(__file__).resolve().parent / "restart_worker.py"
 JOBS = 5
 
