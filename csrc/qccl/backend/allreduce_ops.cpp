@@ -22,17 +22,12 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
     auto tensor = check.single(tensors);
     check.reducible(opts.reduceOp, tensor.scalar_type());
     auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
-    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.allreduce(ts, opts);
-    };
     if (tensor.is_cuda()) {
-      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, call);
+      return allreduceOnCuda("all_reduce", std::move(signature), {tensor}, opts.reduceOp, [&](c10d::Backend& nccl) {
+        return nccl.allreduce(tensors, opts);
+      });
     }
-    if (check.strided()) {
-      return onContiguousCopies(call);
-    }
-    return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp);
+    return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp, CallStaging::modeFor(false, check.strided()));
   });
 }
 
@@ -47,17 +42,13 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
       check.reducible(opts.reduceOp, t.scalar_type());
     }
     auto signature = signatureOfList(OpType::ALLREDUCE_COALESCED, tensors, redOp(opts.reduceOp));
-    const StagedCall call = [&](c10d::Backend& b, CallStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.allreduce_coalesced(ts, opts);
-    };
     if (check.onCuda()) {
-      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, call);
+      return allreduceOnCuda("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, [&](c10d::Backend& nccl) {
+        return nccl.allreduce_coalesced(tensors, opts);
+      });
     }
-    if (check.strided()) {
-      return onContiguousCopies(call);
-    }
-    return allreduceList("all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp);
+    return allreduceList(
+        "all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, CallStaging::modeFor(false, check.strided()));
   });
 }
 
@@ -80,8 +71,11 @@ std::vector<algo::Route> ProcessGroupQCCL::routeAll(
 WorkPtr ProcessGroupQCCL::allreduceList(
     const std::string& name,
     OpSignature signature,
-    std::vector<at::Tensor> tensors,
-    const c10d::ReduceOp& op) {
+    const std::vector<at::Tensor>& callersTensors,
+    const c10d::ReduceOp& op,
+    CallStaging::Mode mode) {
+  CallStaging staging(mode, rank_);
+  auto tensors = staging.writes(callersTensors);
   auto routes = routeAll(tensors, op, signature);
   // A small exact all_reduce may be done from the contributions its check brings.
   auto local = tensors.size() == 1 && routes[0] != algo::Route::Compressed
@@ -92,7 +86,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
   if (std::all_of(routes.begin(), routes.end(), [](auto r) { return r == algo::Route::Compressed; })) {
     joinable = std::make_shared<JoinableAllreduce>(algo::AllreduceCall{tensors, routes, op});
   }
-  return track(place(name, std::move(signature), tensors, {}, [this, tensors, routes, op, local]() mutable {
+  auto work = place(name, std::move(signature), tensors, {}, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
@@ -104,7 +98,8 @@ WorkPtr ProcessGroupQCCL::allreduceList(
       }
     });
     return started;
-  }, local, std::move(joinable)));
+  }, local, std::move(joinable));
+  return track(staging.finish(work));
 }
 
 void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {

@@ -10,7 +10,8 @@ at::Tensor CallStaging::copyOf(const at::Tensor& tensor) const {
   switch (mode_) {
     case Mode::HostCopies:
       // A synchronous copy: it waits for the current stream, then for the copy itself.
-      return tensor.to(at::kCPU);
+      // Contiguous, as the CPU path needs, whatever the strides of the CUDA tensor.
+      return tensor.to(tensor.options().device(at::kCPU), /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
     case Mode::ContiguousCopies:
       return tensor.contiguous();
     case Mode::PassThrough:

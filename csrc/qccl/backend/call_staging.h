@@ -11,8 +11,10 @@
 //   - ContiguousCopies: CPU views that are not contiguous (a transpose, a slice with a
 //     step), which Gloo accepts for its collectives, run on contiguous copies; the
 //     result is written back into the view, as Gloo does.
-//   - PassThrough: the tensors themselves (the NCCL transport), so that each op
-//     describes its tensors once for every path (ProcessGroupQCCL::onCuda).
+//   - PassThrough: the caller's tensors themselves (contiguous CPU tensors).
+//
+// Each op describes its CPU path once, on the tensors a staging gives, and every route
+// runs that one description: nothing re-enters the group's public API.
 
 #include <vector>
 
@@ -27,9 +29,10 @@ class CallStaging {
 
   CallStaging(Mode mode, int rank) : mode_(mode), rank_(rank) {}
 
-  // Whether the call runs on host copies (through this group's CPU path).
-  bool toHost() const {
-    return mode_ == Mode::HostCopies;
+  // The staging a call on the CPU path needs: host copies of CUDA tensors, contiguous
+  // copies of strided views, or none.
+  static Mode modeFor(bool onCuda, bool strided) {
+    return onCuda ? Mode::HostCopies : strided ? Mode::ContiguousCopies : Mode::PassThrough;
   }
 
   // Tensors the call only reads.

@@ -1,6 +1,7 @@
 // Every collective but all_reduce (allreduce_ops.cpp): validate on the caller's thread,
-// then issue() routes it (CUDA, strided views, or the worker). Each op's CPU body is one
-// algorithm of algo/collectives.h.
+// then issue() routes it: CUDA tensors to NCCL, everything else to the worker, on the
+// tensors the call's staging gives. Each op's CPU body is one algorithm of
+// algo/collectives.h.
 
 #include "qccl/algo/collectives.h"
 #include "qccl/backend/nccl_capabilities.h"
@@ -21,12 +22,11 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
     const int64_t root = opts.rootRank;
     return issue("broadcast", check, {
         signatureOf(OpType::BROADCAST, tensor, -1, root),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto ts = s.writes(tensors);
-          return b.broadcast(ts, opts);
-        },
-        {tensor}, {},
-        [this, tensor, root]() mutable { return algo::broadcast(transport_, tensor, root); }});
+        [&](c10d::Backend& nccl) { return nccl.broadcast(tensors, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto t = s.writes(tensor);
+          return {{t}, {}, [this, t, root]() mutable { return algo::broadcast(transport_, t, root); }};
+        }});
   });
 }
 
@@ -40,12 +40,11 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
     const int64_t root = opts.rootRank;
     return issue("reduce", check, {
         signatureOf(OpType::REDUCE, tensor, redOp(op), root),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto ts = s.writes(tensors);
-          return b.reduce(ts, opts);
+        [&](c10d::Backend& nccl) { return nccl.reduce(tensors, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto t = s.writes(tensor);
+          return {{t}, {}, [this, t, op, root]() mutable { return algo::reduce(transport_, t, op, root); }};
         },
-        {tensor}, {},
-        [this, tensor, op, root]() mutable { return algo::reduce(transport_, tensor, op, root); },
         !ncclReduces(op, tensor.scalar_type())});
   });
 }
@@ -60,13 +59,12 @@ WorkPtr ProcessGroupQCCL::allgather(
     auto outs = check.onePerRank(outputs, input, "output");
     return issue("all_gather", check, {
         signatureOf(OpType::ALLGATHER, input),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.allgather(os, is, opts);
-        },
-        outs, {input},
-        [this, outs, input]() mutable { return algo::allgather(transport_, outs, input); }});
+        [&](c10d::Backend& nccl) { return nccl.allgather(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto os = s.writes(outs);
+          auto in = s.reads(input);
+          return {os, {in}, [this, os, in]() mutable { return algo::allgather(transport_, os, in); }};
+        }});
   });
 }
 
@@ -78,13 +76,12 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
     check.sizedLike(output, input, size_, "the output");
     return issue("all_gather_into_tensor", check, {
         signatureOf(OpType::_ALLGATHER_BASE, input),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto o = s.writes(output);
-          auto i = s.reads(input);
-          return b._allgather_base(o, i, opts);
-        },
-        {output}, {input},
-        [this, output, input]() mutable { return algo::allgatherIntoTensor(transport_, output, input); }});
+        [&](c10d::Backend& nccl) { return nccl._allgather_base(output, input, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto out = s.writes(output);
+          auto in = s.reads(input);
+          return {{out}, {in}, [this, out, in]() mutable { return algo::allgatherIntoTensor(transport_, out, in); }};
+        }});
   });
 }
 
@@ -96,13 +93,11 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
     OpChecker check("all_gather_coalesced", rank_, size_);
     check.nonEmpty(inputs.size(), "the input list");
     check.count(outputLists.size(), size_, "the output list of lists");
-    std::vector<at::Tensor> flatOutputs;
     for (const auto& perRank : outputLists) {
       check.count(perRank.size(), inputs.size(), "each output list");
       for (size_t i = 0; i < inputs.size(); ++i) {
         check.tensor(perRank[i], "every output");
         check.sizedLike(perRank[i], inputs[i], 1, "an output");
-        flatOutputs.push_back(perRank[i]);
       }
     }
     for (const auto& t : inputs) {
@@ -110,13 +105,16 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
     }
     return issue("all_gather_coalesced", check, {
         signatureOfList(OpType::ALLGATHER_COALESCED, inputs),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputLists);
-          auto is = s.reads(inputs);
-          return b.allgather_coalesced(os, is, opts);
-        },
-        flatOutputs, inputs,
-        [this, lists = outputLists, ins = inputs]() mutable { return algo::allgatherCoalesced(transport_, lists, ins); }});
+        [&](c10d::Backend& nccl) { return nccl.allgather_coalesced(outputLists, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto lists = s.writes(outputLists);
+          auto ins = s.reads(inputs);
+          std::vector<at::Tensor> flat;
+          for (const auto& perRank : lists) {
+            flat.insert(flat.end(), perRank.begin(), perRank.end());
+          }
+          return {flat, ins, [this, lists, ins]() mutable { return algo::allgatherCoalesced(transport_, lists, ins); }};
+        }});
   });
 }
 
@@ -135,14 +133,13 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
     }
     return issue("all_gather_into_tensor_coalesced", check, {
         signatureOfList(OpType::ALLGATHER_INTO_TENSOR_COALESCED, inputs),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.allgather_into_tensor_coalesced(os, is, opts);
-        },
-        outputs, inputs,
-        [this, outs = outputs, ins = inputs]() mutable {
-          return algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+        [&](c10d::Backend& nccl) { return nccl.allgather_into_tensor_coalesced(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto outs = s.writes(outputs);
+          auto ins = s.reads(inputs);
+          return {outs, ins, [this, outs, ins]() mutable {
+            return algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+          }};
         }});
   });
 }
@@ -162,13 +159,12 @@ WorkPtr ProcessGroupQCCL::gather(
     const int64_t root = opts.rootRank;
     return issue("gather", check, {
         signatureOf(OpType::GATHER, input, -1, root),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.gather(os, is, opts);
-        },
-        outs, {input},
-        [this, outs, input, root]() mutable { return algo::gather(transport_, outs, input, root); }});
+        [&](c10d::Backend& nccl) { return nccl.gather(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto os = s.writes(outs);
+          auto in = s.reads(input);
+          return {os, {in}, [this, os, in, root]() mutable { return algo::gather(transport_, os, in, root); }};
+        }});
   });
 }
 
@@ -187,13 +183,12 @@ WorkPtr ProcessGroupQCCL::scatter(
     const int64_t root = opts.rootRank;
     return issue("scatter", check, {
         signatureOf(OpType::SCATTER, output, -1, root),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.scatter(os, is, opts);
-        },
-        {output}, ins,
-        [this, output, ins, root]() mutable { return algo::scatter(transport_, output, ins, root); }});
+        [&](c10d::Backend& nccl) { return nccl.scatter(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto out = s.writes(output);
+          auto is = s.reads(ins);
+          return {{out}, is, [this, out, is, root]() mutable { return algo::scatter(transport_, out, is, root); }};
+        }});
   });
 }
 
@@ -209,15 +204,14 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     auto op = opts.reduceOp;
     return issue("reduce_scatter", check, {
         signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.reduce_scatter(os, is, opts);
-        },
-        {output}, ins,
-        [this, output, ins, op]() mutable -> std::optional<StartedTransfer> {
-          algo::reduceScatter(transport_, output, ins, op);
-          return std::nullopt;
+        [&](c10d::Backend& nccl) { return nccl.reduce_scatter(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto out = s.writes(output);
+          auto is = s.reads(ins);
+          return {{out}, is, [this, out, is, op]() mutable -> std::optional<StartedTransfer> {
+            algo::reduceScatter(transport_, out, is, op);
+            return std::nullopt;
+          }};
         },
         !ncclReduces(op, output.scalar_type())});
   });
@@ -236,15 +230,14 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     auto op = opts.reduceOp;
     return issue("reduce_scatter_tensor", check, {
         signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto o = s.writes(output);
-          auto i = s.reads(input);
-          return b._reduce_scatter_base(o, i, opts);
-        },
-        {output}, {input},
-        [this, output, input, op]() mutable -> std::optional<StartedTransfer> {
-          algo::reduceScatterTensor(transport_, output, input, op);
-          return std::nullopt;
+        [&](c10d::Backend& nccl) { return nccl._reduce_scatter_base(output, input, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto out = s.writes(output);
+          auto in = s.reads(input);
+          return {{out}, {in}, [this, out, in, op]() mutable -> std::optional<StartedTransfer> {
+            algo::reduceScatterTensor(transport_, out, in, op);
+            return std::nullopt;
+          }};
         },
         !ncclReduces(op, output.scalar_type())});
   });
@@ -267,17 +260,16 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
     auto op = opts.reduceOp;
     return issue("reduce_scatter_tensor_coalesced", check, {
         signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outputs, redOp(op)),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.reduce_scatter_tensor_coalesced(os, is, opts);
-        },
-        outputs, inputs,
-        [this, outs = outputs, ins = inputs, op]() mutable -> std::optional<StartedTransfer> {
-          for (size_t i = 0; i < ins.size(); ++i) {
-            algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
-          }
-          return std::nullopt;
+        [&](c10d::Backend& nccl) { return nccl.reduce_scatter_tensor_coalesced(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto outs = s.writes(outputs);
+          auto ins = s.reads(inputs);
+          return {outs, ins, [this, outs, ins, op]() mutable -> std::optional<StartedTransfer> {
+            for (size_t i = 0; i < ins.size(); ++i) {
+              algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+            }
+            return std::nullopt;
+          }};
         },
         !ncclReduces(op, outputs[0].scalar_type())});
   });
@@ -302,14 +294,13 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
     signature.recvBytes = splitBytes(output, outputSplits, size_);
     return issue("all_to_all_single", check, {
         std::move(signature),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto o = s.writes(output);
-          auto i = s.reads(input);
-          return b.alltoall_base(o, i, outputSplits, inputSplits, opts);
-        },
-        {output}, {input},
-        [this, output, input, outSplits = outputSplits, inSplits = inputSplits]() mutable {
-          return algo::alltoallSingle(transport_, output, input, outSplits, inSplits);
+        [&](c10d::Backend& nccl) { return nccl.alltoall_base(output, input, outputSplits, inputSplits, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto out = s.writes(output);
+          auto in = s.reads(input);
+          return {{out}, {in}, [this, out, in, outSplits = outputSplits, inSplits = inputSplits]() mutable {
+            return algo::alltoallSingle(transport_, out, in, outSplits, inSplits);
+          }};
         }});
   });
 }
@@ -338,13 +329,12 @@ WorkPtr ProcessGroupQCCL::alltoall(
     }
     return issue("all_to_all", check, {
         std::move(signature),
-        [&](c10d::Backend& b, CallStaging& s) {
-          auto os = s.writes(outputs);
-          auto is = s.reads(inputs);
-          return b.alltoall(os, is, opts);
-        },
-        outputs, inputs,
-        [this, outs = outputs, ins = inputs]() mutable { return algo::alltoall(transport_, outs, ins); }});
+        [&](c10d::Backend& nccl) { return nccl.alltoall(outputs, inputs, opts); },
+        [&](CallStaging& s) -> CpuCall {
+          auto outs = s.writes(outputs);
+          auto ins = s.reads(inputs);
+          return {outs, ins, [this, outs, ins]() mutable { return algo::alltoall(transport_, outs, ins); }};
+        }});
   });
 }
 

@@ -18,15 +18,14 @@ namespace qccl {
 using c10d::OpType;
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
-WorkPtr ProcessGroupQCCL::onCuda(
+bool ProcessGroupQCCL::cudaGoesToNccl(bool needsHost) const {
+  return !needsHost && config_.cudaTransport == Config::CudaTransport::Nccl;
+}
+
+WorkPtr ProcessGroupQCCL::onNccl(
     const std::string& name,
     const std::optional<OpSignature>& signature,
-    const StagedCall& call,
-    bool needsHost) {
-  if (needsHost || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
-    CallStaging toHost(CallStaging::Mode::HostCopies, rank_);
-    return track(toHost.finish(call(*this, toHost)));  // the host call checks across ranks itself
-  }
+    const NcclCall& call) {
   QCCL_CHECK_SUPPORTED(
       nccl_, name, " on rank ", rank_, ": CUDA tensors travel through NCCL, and the group has no NCCL backend (this process had no GPU or no "
       "NCCL when the group was created, or a C++ program passed none to qccl::createBackend); set "
@@ -43,24 +42,23 @@ WorkPtr ProcessGroupQCCL::onCuda(
       nccl_->startCoalescing();
     }
   }
-  CallStaging direct(CallStaging::Mode::PassThrough, rank_);
-  return track(call(*nccl_, direct));
+  return track(call(*nccl_));
 }
 
 WorkPtr ProcessGroupQCCL::allreduceOnCuda(
     const std::string& name,
     OpSignature signature,
-    std::vector<at::Tensor> tensors,
+    const std::vector<at::Tensor>& tensors,
     const c10d::ReduceOp& op,
-    const StagedCall& call) {
+    const NcclCall& nccl) {
   auto routes = routeAll(tensors, op, signature);
   const bool compressed = std::find(routes.begin(), routes.end(), algo::Route::Compressed) != routes.end();
   bool ncclCan = true;
   for (const auto& t : tensors) {
     ncclCan = ncclCan && ncclReduces(op, t.scalar_type());
   }
-  if (!compressed) {
-    return onCuda(name, signature, call, /*needsHost=*/!ncclCan);
+  if (!compressed && cudaGoesToNccl(/*needsHost=*/!ncclCan)) {
+    return onNccl(name, signature, nccl);
   }
   bool batchOpen = false;
   {
@@ -69,18 +67,18 @@ WorkPtr ProcessGroupQCCL::allreduceOnCuda(
   }
   // The GPU algorithm needs NCCL and issues several NCCL calls of its own, which an open
   // coalescing window would absorb: those cases take the host path, also compressed.
-  if (!nccl_ || !ncclCan || batchOpen || config_.cudaTransport == Config::CudaTransport::StagedThroughHost) {
-    return onCuda(name, signature, call, /*needsHost=*/true);
+  if (!nccl_ || batchOpen || !cudaGoesToNccl(/*needsHost=*/!ncclCan)) {
+    return allreduceList(name, std::move(signature), tensors, op, CallStaging::Mode::HostCopies);
   }
   const auto device = tensors[0].device();
   const c10::Stream callersStream = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
   // On the worker, in order with CPU calls: the cross-rank check, then the kernels and
   // NCCL calls, enqueued on the caller's current stream. The caller waits for the
   // enqueuing only, never for the GPU.
-  place(name, std::move(signature), {}, {}, [this, tensors, routes, op, callersStream]() mutable {
+  place(name, std::move(signature), {}, {}, [this, ts = tensors, routes, op, callersStream]() mutable {
     c10::StreamGuard onCallersStream(callersStream);
     NcclTransport net(*nccl_);
-    allreduce_.run(net, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& bucketOp) {
+    allreduce_.run(net, ts, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& bucketOp) {
       algo::nativeAllreduce(net, bucket, bucketOp);  // ncclCan: NCCL reduces this dtype and op
     });
     return std::optional<StartedTransfer>();

@@ -25,22 +25,17 @@ void ProcessGroupQCCL::checkPeer(const OpChecker& check, const at::Tensor& tenso
 }
 
 // Over NCCL, through ncclP2P_ (compressed payloads, settings compared per peer); staged
-// through host memory, through the CPU engine (p2p_).
+// through host memory, through the CPU engine (p2p_), like CPU tensors.
 WorkPtr ProcessGroupQCCL::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
   OpChecker check("send", rank_, size_);
   auto tensor = check.single(tensors);
   check.contiguous(tensor, "the tensor");
   checkPeer(check, tensor, dstRank);
-  if (tensor.is_cuda()) {
-    return onCuda("send", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
-      if (s.toHost()) {
-        auto ts = s.reads(tensors);
-        return b.send(ts, dstRank, tag);
-      }
-      return ncclP2P_.send(b, tensor, dstRank, tag);
-    });
+  if (tensor.is_cuda() && cudaGoesToNccl(/*needsHost=*/false)) {
+    return onNccl("send", std::nullopt, [&](c10d::Backend& nccl) { return ncclP2P_.send(nccl, tensor, dstRank, tag); });
   }
-  return track(p2p_.send(tensor, dstRank, tag));
+  CallStaging staging(CallStaging::modeFor(tensor.is_cuda(), false), rank_);
+  return track(staging.finish(p2p_.send(staging.reads(tensor), dstRank, tag)));
 }
 
 WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
@@ -48,30 +43,21 @@ WorkPtr ProcessGroupQCCL::recv(std::vector<at::Tensor>& tensors, int srcRank, in
   auto tensor = check.single(tensors);
   check.contiguous(tensor, "the tensor");
   checkPeer(check, tensor, srcRank);
-  if (tensor.is_cuda()) {
-    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
-      if (s.toHost()) {
-        auto ts = s.writes(tensors);
-        return b.recv(ts, srcRank, tag);
-      }
-      return ncclP2P_.recv(b, tensor, srcRank, tag);
-    });
+  if (tensor.is_cuda() && cudaGoesToNccl(/*needsHost=*/false)) {
+    return onNccl("recv", std::nullopt, [&](c10d::Backend& nccl) { return ncclP2P_.recv(nccl, tensor, srcRank, tag); });
   }
-  return track(p2p_.recv(tensor, srcRank, tag));
+  CallStaging staging(CallStaging::modeFor(tensor.is_cuda(), false), rank_);
+  return track(staging.finish(p2p_.recv(staging.writes(tensor), srcRank, tag)));
 }
 
 WorkPtr ProcessGroupQCCL::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   OpChecker check("recv", rank_, size_);
   auto tensor = check.single(tensors);
   check.contiguous(tensor, "the tensor");
-  if (tensor.is_cuda()) {
-    // NCCL has no receive from any source; staged through the host, qccl's p2p engine has.
-    return onCuda("recv", std::nullopt, [&](c10d::Backend& b, CallStaging& s) {
-      auto ts = s.writes(tensors);
-      return b.recvAnysource(ts, tag);
-    }, /*needsHost=*/true);
-  }
-  return track(p2p_.recv(tensor, -1, tag));
+  // NCCL has no receive from any source: CUDA tensors are staged through the host into
+  // qccl's p2p engine, which has.
+  CallStaging staging(CallStaging::modeFor(tensor.is_cuda(), false), rank_);
+  return track(staging.finish(p2p_.recv(staging.writes(tensor), -1, tag)));
 }
 
 } // namespace qccl

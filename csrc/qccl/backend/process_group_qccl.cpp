@@ -64,13 +64,13 @@ WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const s
 }
 
 WorkPtr ProcessGroupQCCL::issue(const std::string& name, const OpChecker& check, Collective call) {
-  if (check.onCuda()) {
-    return onCuda(name, call.signature, call.staged, call.needsHost);
+  if (check.onCuda() && cudaGoesToNccl(call.needsHost)) {
+    return onNccl(name, call.signature, call.nccl);
   }
-  if (check.strided()) {
-    return onContiguousCopies(call.staged);
-  }
-  return track(place(name, std::move(call.signature), std::move(call.outputs), std::move(call.inputs), std::move(call.body)));
+  CallStaging staging(CallStaging::modeFor(check.onCuda(), check.strided()), rank_);
+  auto cpu = call.cpu(staging);
+  auto work = place(name, std::move(call.signature), std::move(cpu.outputs), std::move(cpu.inputs), std::move(cpu.body));
+  return track(staging.finish(work));
 }
 
 c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
@@ -148,11 +148,6 @@ std::exception_ptr ProcessGroupQCCL::outOfStepError(const std::string& name) con
       "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
       "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
       "create a new group");
-}
-
-WorkPtr ProcessGroupQCCL::onContiguousCopies(const StagedCall& call) {
-  CallStaging copies(CallStaging::Mode::ContiguousCopies, rank_);
-  return track(copies.finish(call(*this, copies)));  // the call on the copies is checked across ranks itself
 }
 
 // --- splitting ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 // qccl's c10d backend. Each op: validate on the caller's thread (bad input raises here),
 // then hand the work to the group's worker (collectives) or to the point-to-point
 // engine (p2p/), and return a Work at once. Calls on CUDA tensors go to the group's NCCL
-// backend or are staged through host memory into the same CPU path (onCuda, docs/cuda.md).
+// backend or are staged through host memory into the same CPU path (issue(), docs/cuda.md).
 //
 // The methods live by family: process_group_qccl.cpp (construction, the queue and its
 // cross-rank check, issue(), lifecycle), collective_ops.cpp, allreduce_ops.cpp,
@@ -176,26 +176,31 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::string& name,
       c10d::OpType op,
       const std::function<c10::intrusive_ptr<c10d::Work>()>& validateAndIssue);
-  // An op described once for every path: issues it on `backend` with the tensors
-  // `staging` maps (the caller's own, or copies of them).
-  using StagedCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& backend, CallStaging& staging)>;
   // What the worker runs for a CPU call; returns the transfer it left running, if any
   // (algo/collectives.h), and the Work then completes when the transfer does.
   using OpBody = std::function<std::optional<StartedTransfer>()>;
-  // A collective as every route needs it.
-  struct Collective {
-    OpSignature signature;
-    StagedCall staged;  // on CUDA tensors, or on contiguous copies of strided views
-    // The CPU path: what the Work returns, what else the call reads (OpQueue orders calls
-    // that share a tensor), and the worker's part.
+  // A call's CPU path: what the Work returns, what else the call reads (OpQueue orders
+  // calls that share a tensor), and the worker's part.
+  struct CpuCall {
     std::vector<at::Tensor> outputs;
     std::vector<at::Tensor> inputs;
     OpBody body;
+  };
+  // The CPU path built on the tensors `staging` maps: the caller's own, or host copies of
+  // CUDA tensors, or contiguous copies of strided views (call_staging.h).
+  using CpuCallOn = std::function<CpuCall(CallStaging& staging)>;
+  // The call on the caller's CUDA tensors, issued on the group's NCCL backend.
+  using NcclCall = std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& nccl)>;
+  // A collective as every route needs it.
+  struct Collective {
+    OpSignature signature;
+    NcclCall nccl;
+    CpuCallOn cpu;
     bool needsHost = false;  // on CUDA: a reduction NCCL lacks, staged through the host
   };
   // The one path of every collective but all_reduce, once `check` has validated its
-  // arguments: CUDA tensors to onCuda(), strided views to onContiguousCopies(), the rest
-  // to the worker (tracked by an open coalescing window).
+  // arguments: CUDA tensors to NCCL (onNccl), or, like everything else, to the worker on
+  // the tensors the call's staging gives (tracked by an open coalescing window).
   c10::intrusive_ptr<c10d::Work> issue(const std::string& name, const OpChecker& check, Collective call);
   // Queues a QueuedOp (see OpQueue) without tracking its Work: callers that return the
   // Work to the user pass it to track(). `inputs` are the tensors it reads besides its
@@ -213,42 +218,41 @@ class ProcessGroupQCCL : public c10d::Backend {
   // those the ranks disagree on (OpQueue::Admit).
   std::vector<std::exception_ptr> admit(const std::vector<const QueuedOp*>& batch);
   std::exception_ptr outOfStepError(const std::string& name) const;
-  // A call on CUDA tensors. Through NCCL, after the cross-rank check of `signature` (if
-  // any) on the worker; staged through host memory, into this group's CPU path, when the
-  // transport is gloo or `needsHost` (what NCCL cannot do: bitwise reductions, compressed
-  // all-reduces).
-  c10::intrusive_ptr<c10d::Work> onCuda(
+  // Whether a call on CUDA tensors goes to NCCL: unless the transport is gloo or
+  // `needsHost` (what NCCL cannot do), it is staged through host memory instead.
+  bool cudaGoesToNccl(bool needsHost) const;
+  // A call on CUDA tensors through NCCL, after the cross-rank check of `signature` (if
+  // any) on the worker, in order with CPU calls.
+  c10::intrusive_ptr<c10d::Work> onNccl(
       const std::string& name,
       const std::optional<OpSignature>& signature,
-      const StagedCall& call,
-      bool needsHost = false);
-  // A CPU collective on views that are not contiguous: `call` issues it again, on this
-  // group, with contiguous copies; what it writes is copied back into the views.
-  c10::intrusive_ptr<c10d::Work> onContiguousCopies(const StagedCall& call);
+      const NcclCall& call);
   // Each tensor's allreduce route; records the plan in `signature`.
   std::vector<algo::Route> routeAll(
       const std::vector<at::Tensor>& tensors,
       const c10d::ReduceOp& op,
       OpSignature& signature) const;
-  // all_reduce and all_reduce_coalesced: routes each tensor, then queues the reduction.
-  // Calls compressed throughout are joinable (joint_allreduce.h).
+  // all_reduce and all_reduce_coalesced on the tensors a `staging` in `mode` gives:
+  // routes each tensor, then queues the reduction. Calls compressed throughout are
+  // joinable (joint_allreduce.h).
   c10::intrusive_ptr<c10d::Work> allreduceList(
       const std::string& name,
       OpSignature signature,
-      std::vector<at::Tensor> tensors,
-      const c10d::ReduceOp& op);
+      const std::vector<at::Tensor>& tensors,
+      const c10d::ReduceOp& op,
+      CallStaging::Mode mode);
   // On the worker: consecutive joinable all_reduces in one run (OpQueue::RunJointly).
   void allreduceJointly(const std::vector<QueuedOp*>& ops);
   // The same on CUDA tensors. Compressed routes run the GPU kernels over NCCL (on the
-  // worker, enqueued on the caller's stream); `call` serves the rest through onCuda:
-  // NCCL directly, or staged through host memory where NCCL cannot reduce the dtype or
-  // op, or the transport is gloo.
+  // worker, enqueued on the caller's stream); exact ones go to NCCL through `nccl`; each
+  // is staged through host memory where NCCL cannot reduce the dtype or op, or the
+  // transport is gloo.
   c10::intrusive_ptr<c10d::Work> allreduceOnCuda(
       const std::string& name,
       OpSignature signature,
-      std::vector<at::Tensor> tensors,
+      const std::vector<at::Tensor>& tensors,
       const c10d::ReduceOp& op,
-      const StagedCall& call);
+      const NcclCall& nccl);
   // Whether `tensor` travels through NCCL (and not staged through host memory).
   bool travelsOnNccl(const at::Tensor& tensor) const;
   // Raises unless `peer` is another rank of the group, or this one inside a coalescing
