@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <functional>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
@@ -191,6 +192,39 @@ TEST(Options, SettingsUsePythonsKeysAndOnlyTheFieldsThatAreSet) {
   const std::map<std::string, std::string> expected{
       {"codec", "fp16"}, {"min_bytes", "1024"}, {"error_feedback", "1"}};
   EXPECT_EQ(options.settings(), expected);
+}
+
+// Options and codec_names.h spell out by hand what the settings table (common/config.cpp)
+// and the codec list (common/codec_kind.cpp) define: these keep them in step.
+TEST(Options, EveryFieldIsASettingAndEverySettingAField) {
+  const qccl::Options all{
+      .codec = "none", .block = 64, .minBytes = 0, .errorFeedback = false, .stochastic = false,
+      .bucketBytes = 1 << 20, .errorFeedbackMaxBytes = 0, .verify = true, .forceNetwork = false,
+      .p2pCodec = "none", .cudaTransport = "gloo"};
+  std::set<std::string> fields, settings;
+  for (const auto& [key, value] : all.settings()) {
+    fields.insert(key);
+  }
+  for (const auto& [key, value] : all.resolved()) {
+    settings.insert(key);
+  }
+  EXPECT_EQ(fields, settings);
+}
+
+TEST(Options, ThePublicCodecNamesAreExactlyTheOnesQcclAccepts) {
+  const std::vector<std::string> names{
+      qccl::codecs::kNone, qccl::codecs::kFp16, qccl::codecs::kBf16, qccl::codecs::kInt8, qccl::codecs::kInt4};
+  std::string listed;
+  for (const auto& name : names) {
+    EXPECT_EQ(qccl::Options{.codec = name}.resolved().at("codec"), name);
+    listed += (listed.empty() ? "" : ", ") + name;
+  }
+  try {
+    qccl::Options{.codec = "int3"}.resolved();
+    FAIL() << "an unknown codec was accepted";
+  } catch (const c10::ValueError& error) {
+    EXPECT_NE(std::string(error.what()).find("use one of " + listed), std::string::npos) << error.what();
+  }
 }
 
 TEST(Options, EnvironmentSuppliesDefaultsAndFieldsWin) {

@@ -3,6 +3,7 @@ bit for bit across ranks and against a float64 reference; NaN/Inf, zeros, routin
 fusion, error feedback, checkpoints, settings."""
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -411,6 +412,11 @@ def test_options_validate_at_construction():
     with pytest.raises(TypeError, match="error_feedback"):
         qccl.Options(error_feedback=1)
     assert qccl.Options(codec="int4", block=64).resolved()["block"] == "64"
+
+
+def test_options_has_one_field_per_setting():
+    """Options lists the settings by hand (a typed dataclass); the C++ table is their source."""
+    assert {f.name for f in dataclasses.fields(qccl.Options)} == set(qccl.Options().resolved())
 
 
 def test_environment_supplies_defaults(monkeypatch):

@@ -8,6 +8,7 @@
 #include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
 #include "qccl/codec/element_ops.h"
+#include "qccl/codec/wire_format.h"
 
 namespace qccl::codec {
 namespace {
@@ -28,7 +29,7 @@ class Bf16Codec final : public Codec {
 
   int64_t encodedBytes(int64_t n) const override {
     checkElementCount(n);
-    return alignedWireBytes(2 * n);
+    return alignedWireBytes(bf16BytesUsed(n));
   }
 
   void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
@@ -44,7 +45,7 @@ class Bf16Codec final : public Codec {
         }
       }
     });
-    std::fill(out + 2 * n, out + encodedBytes(n), uint8_t{0});
+    std::fill(out + bf16BytesUsed(n), out + encodedBytes(n), uint8_t{0});
   }
 
   void decode(const uint8_t* in, int64_t n, float* out) const override {

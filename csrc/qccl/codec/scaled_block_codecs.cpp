@@ -1,6 +1,6 @@
 // fp16, int8 and int4: codecs that store one float32 scale per block, then the payload.
 // ScaledBlockCodec does the block bookkeeping and threading; a Format says how one
-// block's values become payload and back.
+// block's values become payload and back, by the facts of its wire (wire_format.h).
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +13,7 @@
 #include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
 #include "qccl/codec/element_ops.h"
+#include "qccl/codec/wire_format.h"
 
 namespace qccl::codec {
 namespace {
@@ -31,14 +32,7 @@ void quantize(const float* x, int64_t n, float inverse, int8_t* q, const EncodeO
   }
 }
 
-struct Int8Format {
-  static constexpr int kLevels = 127;
-  static int64_t payloadBytes(int64_t n) {
-    return n;
-  }
-  static void scales(float absmax, float& scale, float& inverse) {
-    linearScales<kLevels>(absmax, scale, inverse);
-  }
+struct Int8Format : Int8Wire {
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
     quantize<kLevels>(x, n, inverse, reinterpret_cast<int8_t*>(out), o, first);
   }
@@ -52,16 +46,8 @@ struct Int8Format {
   }
 };
 
-struct Int4Format {
-  static constexpr int kLevels = 7;
+struct Int4Format : Int4Wire {
   static constexpr int64_t kTile = 256;  // codes quantized at a time before packing
-  static int64_t payloadBytes(int64_t n) {
-    return (n + 1) / 2;
-  }
-  static void scales(float absmax, float& scale, float& inverse) {
-    linearScales<kLevels>(absmax, scale, inverse);
-  }
-  // Element 2j goes to the low nibble of byte j, element 2j+1 to the high nibble.
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions& o, int64_t first) {
     int8_t q[kTile];
     for (int64_t start = 0; start < n; start += kTile) {
@@ -92,14 +78,7 @@ struct Int4Format {
   }
 };
 
-// float16 values x / scale with a power-of-two scale (fp16Scales in element_ops.h).
-struct Fp16Format {
-  static int64_t payloadBytes(int64_t n) {
-    return 2 * n;
-  }
-  static void scales(float absmax, float& scale, float& inverse) {
-    fp16Scales(absmax, scale, inverse);
-  }
+struct Fp16Format : Fp16Wire {
   static void encode(const float* x, int64_t n, float inverse, uint8_t* out, const EncodeOptions&, int64_t) {
     auto* h = reinterpret_cast<uint16_t*>(out);  // segments are 4-byte aligned (encodedBytes)
     for (int64_t i = 0; i < n; ++i) {
@@ -130,11 +109,10 @@ class ScaledBlockCodec final : public Codec {
 
   int64_t encodedBytes(int64_t n) const override {
     checkElementCount(n);
-    return alignedWireBytes(blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n));
+    return alignedWireBytes(scaledBytesUsed<Format>(n, block_));
   }
 
   void encode(const float* in, int64_t n, uint8_t* out, const EncodeOptions& options) const override {
-    uint8_t* payload = out + blocks(n) * sizeof(float);
     forEachBlock(n, [&](int64_t b, int64_t begin, int64_t len) {
       const BlockScan scan = scanBlock(in + begin, len);
       float scale = 0.0f;
@@ -145,7 +123,7 @@ class ScaledBlockCodec final : public Codec {
         Format::scales(scan.absmax, scale, inverse);
       }
       storeScale(out, b, scale);
-      uint8_t* blockPayload = payload + Format::payloadBytes(begin);
+      uint8_t* blockPayload = out + payloadOffset<Format>(blocks(n), begin);
       if (inverse == 0.0f) {  // the scale alone decides the decoded values
         std::fill_n(blockPayload, Format::payloadBytes(len), uint8_t{0});
       } else {
@@ -153,8 +131,7 @@ class ScaledBlockCodec final : public Codec {
       }
     });
     // The alignment padding, so that the wire bytes are fully determined.
-    const int64_t used = blocks(n) * static_cast<int64_t>(sizeof(float)) + Format::payloadBytes(n);
-    std::fill(out + used, out + encodedBytes(n), uint8_t{0});
+    std::fill(out + scaledBytesUsed<Format>(n, block_), out + encodedBytes(n), uint8_t{0});
   }
 
   void decode(const uint8_t* in, int64_t n, float* out) const override {
@@ -167,7 +144,7 @@ class ScaledBlockCodec final : public Codec {
 
  private:
   int64_t blocks(int64_t n) const {
-    return (n + block_ - 1) / block_;
+    return blockCount(n, block_);
   }
 
   // Calls fn(block index, first element, length) for every block, blocks spread over
@@ -185,9 +162,8 @@ class ScaledBlockCodec final : public Codec {
 
   template <bool kAccumulate>
   void decodeInto(const uint8_t* in, int64_t n, float* out) const {
-    const uint8_t* payload = in + blocks(n) * sizeof(float);
     forEachBlock(n, [&](int64_t b, int64_t begin, int64_t len) {
-      Format::template decode<kAccumulate>(payload + Format::payloadBytes(begin), len, loadScale(in, b), out + begin);
+      Format::template decode<kAccumulate>(in + payloadOffset<Format>(blocks(n), begin), len, loadScale(in, b), out + begin);
     });
   }
 

@@ -13,10 +13,10 @@
 #include <string>
 #include <type_traits>
 
-#include "qccl/codec/codec_impls.h"
 #include "qccl/codec/counter_rng.h"
 #include "qccl/codec/cuda/device_codec.h"
 #include "qccl/codec/element_ops.h"
+#include "qccl/codec/wire_format.h"
 
 namespace qccl::codec::cuda {
 namespace {
@@ -42,17 +42,11 @@ __device__ void store(float* out, int64_t i, float value, bool accumulate) {
   out[i] = accumulate ? addRn(out[i], value) : value;
 }
 
-struct Int8Format {
-  QCCL_HOST_DEVICE static int64_t payloadBytes(int64_t n) {
-    return n;
-  }
-  __device__ static void scales(float absmax, float& scale, float& inverse) {
-    linearScales<127>(absmax, scale, inverse);
-  }
+struct Int8Format : Int8Wire {
   __device__ static void encode(const float* x, int64_t len, float inverse, uint8_t* out, int tid, int stride,
                                 const EncodeOptions& options, int64_t first) {
     for (int64_t i = tid; i < len; i += stride) {
-      out[i] = static_cast<uint8_t>(codeOf<127>(x[i], inverse, options, first + i));
+      out[i] = static_cast<uint8_t>(codeOf<kLevels>(x[i], inverse, options, first + i));
     }
   }
   __device__ static void decode(const uint8_t* in, int64_t len, float scale, float* out, bool accumulate, int tid,
@@ -63,19 +57,13 @@ struct Int8Format {
   }
 };
 
-struct Int4Format {
-  QCCL_HOST_DEVICE static int64_t payloadBytes(int64_t n) {
-    return (n + 1) / 2;
-  }
-  __device__ static void scales(float absmax, float& scale, float& inverse) {
-    linearScales<7>(absmax, scale, inverse);
-  }
+struct Int4Format : Int4Wire {
   __device__ static void encode(const float* x, int64_t len, float inverse, uint8_t* out, int tid, int stride,
                                 const EncodeOptions& options, int64_t first) {
     for (int64_t j = tid; j < (len + 1) / 2; j += stride) {
       const int64_t i = 2 * j;
-      const int8_t low = codeOf<7>(x[i], inverse, options, first + i);
-      const int8_t high = i + 1 < len ? codeOf<7>(x[i + 1], inverse, options, first + i + 1) : 0;
+      const int8_t low = codeOf<kLevels>(x[i], inverse, options, first + i);
+      const int8_t high = i + 1 < len ? codeOf<kLevels>(x[i + 1], inverse, options, first + i + 1) : 0;
       out[j] = packNibbles(low, high);
     }
   }
@@ -91,13 +79,7 @@ struct Int4Format {
   }
 };
 
-struct Fp16Format {
-  QCCL_HOST_DEVICE static int64_t payloadBytes(int64_t n) {
-    return 2 * n;
-  }
-  __device__ static void scales(float absmax, float& scale, float& inverse) {
-    fp16Scales(absmax, scale, inverse);
-  }
+struct Fp16Format : Fp16Wire {
   // __float2half_rn rounds to nearest even like the CPU's conversion; the values are
   // finite and below 2^15, so neither overflow nor NaN handling comes into play.
   __device__ static void encode(const float* x, int64_t len, float inverse, uint8_t* out, int tid, int stride,
@@ -179,7 +161,7 @@ __global__ void encodeScaled(const float* in, int64_t n, int64_t block, int64_t 
   if (tid == 0) {
     reinterpret_cast<float*>(out)[b] = scale;
   }
-  Format::encode(x, len, inverse, out + blocks * 4 + Format::payloadBytes(begin), tid, kGroup, options, begin);
+  Format::encode(x, len, inverse, out + payloadOffset<Format>(blocks, begin), tid, kGroup, options, begin);
 }
 
 template <class Format, int kGroup>
@@ -191,8 +173,8 @@ __global__ void decodeScaled(const uint8_t* in, int64_t n, int64_t block, int64_
   }
   const int64_t begin = b * block;
   const float scale = reinterpret_cast<const float*>(in)[b];
-  Format::decode(in + blocks * 4 + Format::payloadBytes(begin), min(block, n - begin), scale, out + begin, accumulate,
-                 tid, kGroup);
+  Format::decode(in + payloadOffset<Format>(blocks, begin), min(block, n - begin), scale, out + begin, accumulate, tid,
+                 kGroup);
 }
 
 // --- bf16 ------------------------------------------------------------------------------------
@@ -258,8 +240,8 @@ void withGroupSize(int64_t block, const Fn& fn) {
 template <class Format>
 void encodeWith(int64_t block, const float* in, int64_t n, uint8_t* out, const EncodeOptions& options,
                 cudaStream_t stream) {
-  const int64_t blocks = (n + block - 1) / block;
-  const int64_t used = blocks * 4 + Format::payloadBytes(n);
+  const int64_t blocks = blockCount(n, block);
+  const int64_t used = scaledBytesUsed<Format>(n, block);
   const int64_t total = alignedWireBytes(used);
   withGroupSize(block, [&](auto group) {
     constexpr int kGroup = decltype(group)::value;
@@ -272,7 +254,7 @@ void encodeWith(int64_t block, const float* in, int64_t n, uint8_t* out, const E
 
 template <class Format>
 void decodeWith(int64_t block, const uint8_t* in, int64_t n, float* out, bool accumulate, cudaStream_t stream) {
-  const int64_t blocks = (n + block - 1) / block;
+  const int64_t blocks = blockCount(n, block);
   withGroupSize(block, [&](auto group) {
     constexpr int kGroup = decltype(group)::value;
     const int64_t ctas = (blocks + kThreads / kGroup - 1) / (kThreads / kGroup);
@@ -299,7 +281,7 @@ void encode(CodecKind kind, int64_t block, const float* in, int64_t n, uint8_t* 
     case CodecKind::Int4:
       return encodeWith<Int4Format>(block, in, n, out, options, s);
     case CodecKind::Bf16: {
-      const int64_t total = alignedWireBytes(2 * n) / 2;
+      const int64_t total = alignedWireBytes(bf16BytesUsed(n)) / 2;
       encodeBf16<<<elementwiseGrid(total), kThreads, 0, s>>>(in, n, reinterpret_cast<uint16_t*>(out), total, options);
       return checkLaunch("encode");
     }
