@@ -18,6 +18,7 @@
 #include "qccl/algo/compressed_allreduce.h"
 #include "qccl/algo/compression_stats.h"
 #include "qccl/algo/residual_store.h"
+#include "qccl/algo/route.h"
 #include "qccl/codec/codec.h"
 #include "qccl/common/config.h"
 #include "qccl/transport/transport.h"

@@ -9,21 +9,9 @@
 #include <cstdint>
 #include <mutex>
 
+#include "qccl/algo/route.h"
+
 namespace qccl::algo {
-
-// How one tensor of an allreduce is reduced, and for exact ones, why.
-enum class Route : uint8_t {
-  Compressed,
-  ExactCodecNone,  // the group's codec is "none"
-  ExactForced,     // inside qccl.exact()
-  ExactDtype,      // not float32, float16 or bfloat16
-  ExactReduceOp,   // not SUM or AVG
-  ExactSmall,      // fewer bytes than min_bytes
-  ExactNoSaving,   // encoded, it would not send fewer bytes than exact
-  kCount,
-};
-
-const char* routeName(Route route);
 
 struct StatsSnapshot {
   int64_t calls = 0;              // allreduce calls (a coalesced call counts once)
