@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 python -m pip --version >/dev/null
 python -c "import torch" 2>/dev/null || python -m pip install torch
-python -c "import pytest, ninja, matplotlib" 2>/dev/null || python -m pip install pytest ninja matplotlib
+python -c "import pytest, ninja, matplotlib, numpy" 2>/dev/null || python -m pip install pytest ninja matplotlib numpy
 if ! command -v cmake >/dev/null || ! ls /usr/include/gtest/gtest.h >/dev/null 2>&1; then
   echo "qccl tests need cmake and GoogleTest (Debian: apt-get install cmake libgtest-dev)" >&2
   exit 1
