@@ -8,7 +8,8 @@ torch.backends entry point does the same at `import torch`, so the import is opt
     dist.init_process_group("cpu:qccl,cuda:nccl")
 
 Compression is configured with QCCL_* variables or qccl.Options (pg_options), and
-observed with qccl.stats(); see the README.
+observed with qccl.stats(); see the README. Code that builds its process groups itself
+(torchft) gets one from qccl.create_backend or qccl.create_process_group.
 """
 
 import os as _os
@@ -17,6 +18,7 @@ from ._registration import BACKEND_NAME, register_backend
 from ._version import __version__
 from .checkpoint import CompressionStateful, load_state_dict, state_dict
 from .compression import exact, reset_stats, stats
+from .factory import create_backend, create_process_group
 from .options import Options
 
 register_backend()
@@ -39,6 +41,8 @@ __all__ = [
     "Options",
     "__version__",
     "cmake_prefix_path",
+    "create_backend",
+    "create_process_group",
     "exact",
     "has_cuda",
     "load_state_dict",

@@ -10,18 +10,37 @@ from ._extension import load
 
 
 def _backend(group):
-    """The qccl backend that serves `group`'s CPU tensors."""
-    group = group if group is not None else dist.group.WORLD
-    if group is None:
+    """The qccl backend behind `group`: a process group (None: the default one), a qccl
+    backend itself (qccl.create_backend), or a wrapper around either: torch's
+    _ProcessGroupWrapper (TORCH_DISTRIBUTED_DEBUG=DETAIL) and torchft's process groups."""
+    found = group if group is not None else dist.group.WORLD
+    if found is None:
         raise RuntimeError("qccl: no default process group; call init_process_group first")
-    backend = group._get_backend(torch.device("cpu"))
-    if not isinstance(backend, load().ProcessGroupQCCL):
-        raise ValueError(
-            f"qccl: this group reduces CPU tensors with {type(backend).__name__}, not qccl "
-            "(with TORCH_DISTRIBUTED_DEBUG=DETAIL torch wraps backends; unset it to use "
-            "qccl's own API)"
-        )
-    return backend
+    qccl_backend = load().ProcessGroupQCCL
+    for _ in range(8):  # wrappers of wrappers, never a cycle
+        if isinstance(found, qccl_backend):
+            return found
+        inner = _unwrapped(found)
+        if inner is None:
+            break
+        found = inner
+    raise ValueError(
+        f"qccl: {type(group).__name__} reduces CPU tensors with {type(found).__name__}, not qccl"
+    )
+
+
+def _unwrapped(group):
+    """What `group` wraps or delegates CPU tensors to, or None."""
+    for attribute in ("wrapped_pg", "parent", "_pg"):  # torch's wrapper; torchft's
+        inner = getattr(group, attribute, None)
+        if inner is not None and inner is not group:
+            return inner
+    if isinstance(group, dist.ProcessGroup):
+        try:
+            return group._get_backend(torch.device("cpu"))
+        except RuntimeError:
+            return None
+    return None
 
 
 def stats(group=None) -> dict:
