@@ -141,7 +141,7 @@ TEST(ProcessGroup, AStuckCollectiveTimesOut) {
       c10::make_intrusive<qccl::testing::StuckBackend>(), 0, 1, 300ms);
   std::vector<at::Tensor> tensors{at::ones({2})};
   auto work = pg->allreduce(tensors);
-  expectQcclError<c10::DistBackendError>([&] { work->wait(); }, "timed out after 300 ms");
+  expectQcclError<c10::DistBackendError>([&] { work->wait(); }, ": Timed out after 300 ms");
   EXPECT_TRUE(work->getFuture()->hasError());
 }
 

@@ -75,9 +75,8 @@ void OpQueue::watch() {
     auto next = now + std::chrono::hours(1);
     for (auto it = inFlight_->entries.begin(); it != inFlight_->entries.end();) {
       if (it->deadline <= now) {
-        it->work->markFailed(makeCommError(
-            it->work->name() + " on rank " + std::to_string(rank_) + " timed out after " +
-            std::to_string(it->timeout.count()) + " ms (a peer died, hangs, or did not call it)"));
+        it->work->markFailed(makeCommError(timedOutMessage(
+            it->work->name(), rank_, it->timeout.count(), "a peer died, hangs, or did not call it")));
         it = inFlight_->entries.erase(it);
         inFlight_->cv.notify_all();
       } else {

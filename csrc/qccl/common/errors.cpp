@@ -18,6 +18,11 @@ std::string failureMessage(const std::string& what, int rank, const std::excepti
   return what + " failed on rank " + std::to_string(rank) + ": " + describeException(cause);
 }
 
+std::string timedOutMessage(const std::string& what, int rank, int64_t milliseconds, const std::string& why) {
+  return what + " on rank " + std::to_string(rank) + ": Timed out after " + std::to_string(milliseconds) + " ms (" +
+      why + ")";
+}
+
 std::string describeException(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);

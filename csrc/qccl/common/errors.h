@@ -7,6 +7,7 @@
 //   QCCL_CHECK_SUPPORTED -> NotImplementedError (valid request this build cannot serve)
 //   throwCommError   -> torch.distributed.DistBackendError (the network or a peer failed)
 
+#include <cstdint>
 #include <string>
 
 #include <c10/util/Exception.h>
@@ -26,6 +27,10 @@ std::exception_ptr makeCommError(const std::string& message);
 
 // "<what> failed on rank <rank>: <the cause's message>".
 std::string failureMessage(const std::string& what, int rank, const std::exception_ptr& cause);
+
+// "<what> on rank <rank>: Timed out after <ms> ms (<why>)": worded with Gloo's " Timed
+// out " (tools and tests match it), after the "qccl: " prefix as always.
+std::string timedOutMessage(const std::string& what, int rank, int64_t milliseconds, const std::string& why);
 
 // The message of an exception without the C++ backtrace c10 appends.
 std::string describeException(const std::exception_ptr& error);

@@ -31,8 +31,7 @@ bool P2PWork::wait(std::chrono::milliseconds timeout) {
   if (!done) {
     // Settles the work: a message that comes later is no longer matched to it.
     markFailed(makeCommError(
-        name() + " on rank " + std::to_string(rank_) + " timed out after " +
-        std::to_string(limit.count()) + " ms (the peer died, hangs, or did not post the matching call)"));
+        timedOutMessage(name(), rank_, limit.count(), "the peer died, hangs, or did not post the matching call")));
   }
   if (auto error = exception()) {
     std::rethrow_exception(error);

@@ -36,9 +36,7 @@ void GlooTransport::waitFor(const c10::intrusive_ptr<c10d::Work>& work, const st
       if (wakeUp_->aborted) {
         throwCommError(what + " on rank " + std::to_string(rank()) + " was aborted");
       }
-      throwCommError(
-          what + " on rank " + std::to_string(rank()) + " timed out after " +
-          std::to_string(limit.count()) + " ms (a peer died, hangs, or did not call it)");
+      throwCommError(timedOutMessage(what, rank(), limit.count(), "a peer died, hangs, or did not call it"));
     }
   }
   if (future->hasError()) {
