@@ -7,6 +7,7 @@
 #include "qccl/backend/nccl_capabilities.h"
 #include "qccl/backend/op_signatures.h"
 #include "qccl/backend/process_group_qccl.h"
+#include "qccl/common/errors.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl {
@@ -340,6 +341,21 @@ WorkPtr ProcessGroupQCCL::alltoall(
 
 WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
   return track(place("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this] { return algo::barrier(transport_); }));
+}
+
+void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {
+  auto work = place("monitored_barrier", OpSignature{OpType::BARRIER}, {}, {}, [this, opts, waitAllRanks] {
+    try {
+      transport_.gloo().monitoredBarrier(opts, waitAllRanks);
+    } catch (...) {
+      // The ranks that called it have used Gloo tags the others have not: no later call
+      // of this group would pair up, so each raises at once instead of hanging.
+      outOfStep_ = "a monitored_barrier that not every rank called";
+      throwCommError(failureMessage("monitored_barrier", rank_, std::current_exception()));  // keeps Gloo's words
+    }
+    return std::optional<StartedTransfer>();
+  }, nullptr, nullptr, /*checked=*/false);
+  work->wait();
 }
 
 } // namespace qccl

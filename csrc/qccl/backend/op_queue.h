@@ -55,6 +55,9 @@ struct QueuedOp {
   std::shared_ptr<algo::LocalAllreduce> local;
   // Set when the call can run together with its neighbours; null otherwise.
   std::shared_ptr<Joinable> joinable;
+  // False for a call the cross-rank check leaves out (monitored_barrier: it must name a
+  // rank that never arrives, where the check would wait for that rank itself).
+  bool checked = true;
 };
 
 class OpQueue {

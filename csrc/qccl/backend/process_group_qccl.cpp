@@ -1,5 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
+#include <algorithm>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "qccl/backend/check_exchange.h"
@@ -80,19 +82,28 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     std::vector<at::Tensor> inputs,
     OpBody body,
     std::shared_ptr<algo::LocalAllreduce> local,
-    std::shared_ptr<Joinable> joinable) {
+    std::shared_ptr<Joinable> joinable,
+    bool checked) {
   signature.settings = settingsFingerprint_;
   auto touches = outputs;
   touches.insert(touches.end(), inputs.begin(), inputs.end());
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
   queue_.enqueue(
-      {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable)});
+      {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable),
+       checked});
   return work;
 }
 
-std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const QueuedOp*>& batch) {
+std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const QueuedOp*>& queued) {
   std::vector<std::exception_ptr> verdicts;
+  // An unchecked call runs alone, and a checked batch stops before one, so that every
+  // rank checks the same calls before and after it.
+  if (!queued[0]->checked) {
+    return {outOfStep_.empty() ? nullptr : outOfStepError(queued[0]->name)};
+  }
+  const std::vector<const QueuedOp*> batch(
+      queued.begin(), std::find_if(queued.begin(), queued.end(), [](const QueuedOp* op) { return !op->checked; }));
   if (!outOfStep_.empty()) {
     for (const auto* op : batch) {
       verdicts.push_back(outOfStepError(op->name));
@@ -131,7 +142,7 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
       continue;
     }
     if (disagreement->kind == Disagreement::Kind::Call) {
-      outOfStep_ = disagreement->message;
+      outOfStep_ = "an earlier collective whose arguments did not match across ranks (" + disagreement->message + ")";
     }
     try {
       QCCL_CHECK_VALUE(false, disagreement->message);
@@ -144,10 +155,9 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
 
 std::exception_ptr ProcessGroupQCCL::outOfStepError(const std::string& name) const {
   return makeCommError(
-      name + " on rank " + std::to_string(rank_) + ": the group is out of step since an earlier collective whose "
-      "arguments did not match across ranks (" + outOfStep_ + "). A rank may have skipped a collective (an error "
-      "raised before the call reached qccl), so no later collective of this group would pair with the right one; "
-      "create a new group");
+      name + " on rank " + std::to_string(rank_) + ": the group is out of step since " + outOfStep_ +
+      ". A rank may have skipped a call (an error raised before the call reached qccl), so no later collective "
+      "of this group would pair with the right one; create a new group");
 }
 
 // --- splitting ----------------------------------------------------------------------------

@@ -114,6 +114,10 @@ class ProcessGroupQCCL : public c10d::Backend {
       const c10d::AllToAllOptions& opts = c10d::AllToAllOptions()) override;
   c10::intrusive_ptr<c10d::Work> barrier(
       const c10d::BarrierOptions& opts = c10d::BarrierOptions()) override;
+  // Gloo's monitored barrier (same semantics and messages: rank 0 names the ranks that
+  // did not arrive within opts.timeout), run by the worker in order with the group's
+  // other calls, outside the cross-rank check.
+  void monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks = false) override;
 
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
@@ -212,7 +216,8 @@ class ProcessGroupQCCL : public c10d::Backend {
       std::vector<at::Tensor> inputs,
       OpBody body,
       std::shared_ptr<algo::LocalAllreduce> local = nullptr,
-      std::shared_ptr<Joinable> joinable = nullptr);
+      std::shared_ptr<Joinable> joinable = nullptr,
+      bool checked = true);
   // On the worker, for each batch of queued collectives: fails them all if the group is
   // out of step, otherwise compares them across ranks (unless QCCL_VERIFY=0) and fails
   // those the ranks disagree on (OpQueue::Admit).
@@ -271,8 +276,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   c10::intrusive_ptr<c10d::Backend> nccl_;
   p2p::InnerBackendP2P ncclP2P_;  // CUDA point-to-point through nccl_
   std::atomic<uint64_t> seq_{0};
-  // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call:
-  // from then on every collective of the group raises with this message. Worker only.
+  // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call, or
+  // a monitored_barrier that some rank did not call: why the group is out of step. From
+  // then on every collective of the group raises with it. Worker only.
   std::string outOfStep_;
   ArgumentCheck check_;  // worker only
 
