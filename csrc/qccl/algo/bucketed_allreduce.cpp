@@ -3,6 +3,7 @@
 #include <ATen/ops/empty.h>
 
 #include "qccl/algo/compressed_allreduce.h"
+#include "qccl/algo/phase.h"
 #include "qccl/bucket/bucket_plan.h"
 #include "qccl/codec/codec_on_device.h"
 #include "qccl/common/tensor_bytes.h"
@@ -129,9 +130,10 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
         jobMembers.push_back(std::move(members));
         continue;
       }
-      auto clock = CompressionStats::Clock::now();
-      exact(members, call.op);
-      delta.communicateSeconds += lap(clock);
+      {
+        Phase transfer("qccl:transfer", delta.communicateSeconds);
+        exact(members, call.op);
+      }
       delta.wireBytes += exactWireBytes(b.bytes, net.size());
     }
   }
@@ -139,20 +141,20 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
   if (!jobs.empty()) {
     auto onDevice = codec::makeCodecOn(jobs[0].buffer.device(), codec_->kind(), codec_->block());
     compressedAllreduce(net, *onDevice, jobs, delta);
-    auto clock = CompressionStats::Clock::now();
+    Phase unpacking("qccl:decode", delta.decodeSeconds);
     for (size_t j = 0; j < jobs.size(); ++j) {
       unpackFloat32(jobs[j].buffer, jobMembers[j]);
     }
-    delta.decodeSeconds += lap(clock);
   }
   stats_.add(delta);
 }
 
 CompressedJob BucketedAllreduce::compressedJob(const std::vector<at::Tensor>& tensors, bool average, StatsSnapshot& stats) {
-  auto clock = CompressionStats::Clock::now();
   CompressedJob job;
-  job.buffer = packFloat32(tensors);
-  stats.encodeSeconds += lap(clock);
+  {
+    Phase packing("qccl:encode", stats.encodeSeconds);
+    job.buffer = packFloat32(tensors);
+  }
   job.options.average = average;
   job.options.stochastic = config_.stochastic;
   job.options.seed = static_cast<uint64_t>(calls_.fetch_add(1));

@@ -6,10 +6,10 @@
 #include <ATen/ops/sub.h>
 #include <ATen/ops/zeros.h>
 
+#include "qccl/algo/phase.h"
+
 namespace qccl::algo {
 namespace {
-
-using Clock = CompressionStats::Clock;
 
 // Shard r of a chunk: elements [begin(r), begin(r) + length(r)). Every shard but the last
 // non-empty one holds `shardElements`, a whole number of blocks.
@@ -80,25 +80,26 @@ class ChunkPipeline {
 
   // Steps 1-2: encode the shards this rank does not own, post the all-to-all.
   void sendContributions(Chunk& c) {
-    auto clock = Clock::now();
     std::vector<int64_t> sendSplits(ranks_, 0);
     std::vector<int64_t> recvSplits(ranks_, 0);
-    for (int r = 0; r < ranks_; ++r) {
-      if (r != rank_) {
-        sendSplits[r] = codec_.encodedBytes(c.shards.length(r));
-        recvSplits[r] = codec_.encodedBytes(c.shards.length(rank_));
+    {
+      Phase encoding("qccl:encode", stats_.encodeSeconds);
+      for (int r = 0; r < ranks_; ++r) {
+        if (r != rank_) {
+          sendSplits[r] = codec_.encodedBytes(c.shards.length(r));
+          recvSplits[r] = codec_.encodedBytes(c.shards.length(rank_));
+        }
       }
-    }
-    c.sent = emptyBytes(totalOf(sendSplits), c.values);
-    int64_t offset = 0;
-    for (int r = 0; r < ranks_; ++r) {
-      if (r != rank_) {
-        encodeShard(c, r, c.sent.data_ptr<uint8_t>() + offset, /*stage=*/0);
-        offset += sendSplits[r];
+      c.sent = emptyBytes(totalOf(sendSplits), c.values);
+      int64_t offset = 0;
+      for (int r = 0; r < ranks_; ++r) {
+        if (r != rank_) {
+          encodeShard(c, r, c.sent.data_ptr<uint8_t>() + offset, /*stage=*/0);
+          offset += sendSplits[r];
+        }
       }
+      c.received = emptyBytes(totalOf(recvSplits), c.values);
     }
-    c.received = emptyBytes(totalOf(recvSplits), c.values);
-    stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.sent.numel();
     if (ranks_ > 1) {
       c.exchange = net_.backend().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions());
@@ -107,38 +108,39 @@ class ChunkPipeline {
 
   // Step 3: sum the contributions to this rank's shard, re-encode it, post the allgather.
   void reduceOwnShard(Chunk& c) {
-    auto clock = Clock::now();
     awaitTransfer(c.exchange, c.sent, "all_reduce (compressed, all-to-all)");
-    stats_.communicateSeconds += lap(clock);
 
     const int64_t begin = c.shards.begin(rank_);
     const int64_t length = c.shards.length(rank_);
     auto own = c.values.narrow(0, begin, length);
     auto sum = at::zeros({length}, own.options());
-    const uint8_t* received = c.received.data_ptr<uint8_t>();
-    for (int r = 0; r < ranks_; ++r) {  // rank order: the same sum on every run
-      if (r == rank_) {
-        sum.add_(own);
-      } else {
-        codec_.decodeAdd(received, length, sum.data_ptr<float>());
-        received += codec_.encodedBytes(length);
+    {
+      Phase decoding("qccl:decode", stats_.decodeSeconds);
+      const uint8_t* received = c.received.data_ptr<uint8_t>();
+      for (int r = 0; r < ranks_; ++r) {  // rank order: the same sum on every run
+        if (r == rank_) {
+          sum.add_(own);
+        } else {
+          codec_.decodeAdd(received, length, sum.data_ptr<float>());
+          received += codec_.encodedBytes(length);
+        }
+      }
+      c.received.reset();
+      if (c.options->average) {
+        sum.div_(ranks_);
       }
     }
-    c.received.reset();
-    if (c.options->average) {
-      sum.div_(ranks_);
+    {
+      Phase encoding("qccl:encode", stats_.encodeSeconds);
+      if (c.residual.defined()) {
+        sum.add_(c.residual.narrow(0, begin, length));
+      }
+      c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
+      c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
+      encode(c, sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
+             c.mine.data_ptr<uint8_t>(), /*stage=*/1);
+      c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
     }
-    stats_.decodeSeconds += lap(clock);
-
-    if (c.residual.defined()) {
-      sum.add_(c.residual.narrow(0, begin, length));
-    }
-    c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
-    c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
-    encode(c, sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
-           c.mine.data_ptr<uint8_t>(), /*stage=*/1);
-    c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
-    stats_.encodeSeconds += lap(clock);
     stats_.wireBytes += c.segmentBytes * (ranks_ - 1);
     if (ranks_ > 1) {
       c.gather = net_.backend()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions());
@@ -149,21 +151,20 @@ class ChunkPipeline {
 
   // Step 4: every rank decodes every shard from the same gathered bytes.
   void decodeResult(Chunk& c) {
-    auto clock = Clock::now();
     awaitTransfer(c.gather, c.mine, "all_reduce (compressed, allgather)");
-    stats_.communicateSeconds += lap(clock);
+    Phase decoding("qccl:decode", stats_.decodeSeconds);
     const uint8_t* gathered = c.gathered.data_ptr<uint8_t>();
     float* values = c.values.data_ptr<float>();
     for (int r = 0; r < ranks_; ++r) {
       codec_.decode(gathered + r * c.segmentBytes, c.shards.length(r), values + c.shards.begin(r));
     }
     c.gathered.reset();
-    stats_.decodeSeconds += lap(clock);
   }
 
  private:
   // Waits for `work` (none with one rank), then lets go of it and of the bytes it sent.
   void awaitTransfer(c10::intrusive_ptr<c10d::Work>& work, at::Tensor& sent, const char* what) {
+    Phase transfer("qccl:transfer", stats_.communicateSeconds);
     if (work) {
       net_.waitFor(work, what);
       work.reset();

@@ -28,11 +28,4 @@ void CompressionStats::reset() {
   totals_ = StatsSnapshot{};
 }
 
-double lap(CompressionStats::Clock::time_point& start) {
-  const auto now = CompressionStats::Clock::now();
-  const double seconds = std::chrono::duration<double>(now - start).count();
-  start = now;
-  return seconds;
-}
-
 } // namespace qccl::algo

@@ -28,8 +28,6 @@ struct StatsSnapshot {
 
 class CompressionStats {
  public:
-  using Clock = std::chrono::steady_clock;
-
   void add(const StatsSnapshot& delta);
   StatsSnapshot snapshot() const;
   void reset();
@@ -38,8 +36,5 @@ class CompressionStats {
   mutable std::mutex mutex_;
   StatsSnapshot totals_;
 };
-
-// Seconds since `start`, and restarts it: for timing consecutive phases.
-double lap(CompressionStats::Clock::time_point& start);
 
 } // namespace qccl::algo

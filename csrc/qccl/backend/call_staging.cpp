@@ -69,7 +69,7 @@ c10::intrusive_ptr<c10d::Work> CallStaging::finish(const c10::intrusive_ptr<c10d
   if (written_.empty()) {
     return inner;
   }
-  auto outer = c10::make_intrusive<FutureWork>(rank_, inner->retrieveOpType(), "run on copies", written_);
+  auto outer = c10::make_intrusive<FutureWork>(rank_, inner->retrieveOpType(), "staged copies", written_);
   // Runs on the thread that completes the call on the copies (qccl's worker or a p2p
   // listener).
   inner->getFuture()->addCallback([outer, written = written_, copies = copies_](c10::ivalue::Future& done) {

@@ -150,6 +150,10 @@ void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
     return;
   }
   try {
+    std::optional<at::ThreadLocalStateGuard> asTheCaller;
+    if (op.callersState) {
+      asTheCaller.emplace(*op.callersState);
+    }
     awaitTransfersTouching(op.touches);
     auto started = op.body();
     if (started) {
@@ -168,6 +172,10 @@ void OpQueue::runJointly(std::vector<QueuedOp>& ops) {
     pointers.push_back(&op);
   }
   try {
+    std::optional<at::ThreadLocalStateGuard> asTheCaller;
+    if (ops.front().callersState) {
+      asTheCaller.emplace(*ops.front().callersState);
+    }
     for (auto& op : ops) {
       awaitTransfersTouching(op.touches);
     }

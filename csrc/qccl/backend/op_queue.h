@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include <ATen/ThreadLocalState.h>
+
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/local_allreduce.h"
 #include "qccl/work/work.h"
@@ -55,6 +57,10 @@ struct QueuedOp {
   std::shared_ptr<algo::LocalAllreduce> local;
   // Set when the call can run together with its neighbours; null otherwise.
   std::shared_ptr<Joinable> joinable;
+  // The caller's thread-local state, captured while torch.profiler records on the
+  // caller's thread (null otherwise): the worker runs the op under it, so the op's phases
+  // (algo/phase.h) land in the caller's profile, as autograd's threads do.
+  std::shared_ptr<at::ThreadLocalState> callersState;
   // False for a call the cross-rank check leaves out (monitored_barrier: it must name a
   // rank that never arrives, where the check would wait for that rank itself).
   bool checked = true;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <ATen/record_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "qccl/backend/check_exchange.h"
@@ -91,7 +92,7 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
   ++callsPlacedByThisThread;
   queue_.enqueue(
       {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable),
-       checked});
+       at::hasThreadLocalCallbacks() ? std::make_shared<at::ThreadLocalState>() : nullptr, checked});
   return work;
 }
 

@@ -176,7 +176,7 @@ c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, 
     }
   }
   auto transfer = c10::make_intrusive<WaitingWork>(
-      rank_, c10d::OpType::SEND, "qccl point-to-point transfer", std::move(parts), std::vector<at::Tensor>{},
+      rank_, c10d::OpType::SEND, "transfer of a point-to-point message", std::move(parts), std::vector<at::Tensor>{},
       transport_.timeout());
   glooSends_.post(transfer);
   return transfer;

@@ -1,5 +1,8 @@
 #include "qccl/work/work.h"
 
+#include <mutex>
+#include <unordered_set>
+
 #include <ATen/core/jit_type.h>
 
 #include "qccl/common/errors.h"
@@ -11,6 +14,17 @@ c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture(std::vector<c10::De
   return c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()), std::move(devices));
 }
 
+// The title torch.profiler shows for a Work, as Gloo's "gloo:all_reduce": "qccl:" and the
+// first word of its name ("all_reduce", "send to rank 1" -> "qccl:send"). Kept for the
+// life of the process, as the profiler reads it when the Work completes; there are as
+// many as op names.
+const char* profilingTitle(const std::string& name) {
+  static std::mutex mutex;
+  static std::unordered_set<std::string> titles;  // node-based: the pointers stay valid
+  std::lock_guard<std::mutex> lock(mutex);
+  return titles.insert("qccl:" + name.substr(0, name.find(' '))).first->c_str();
+}
+
 } // namespace
 
 FutureWork::FutureWork(
@@ -20,7 +34,7 @@ FutureWork::FutureWork(
     std::vector<at::Tensor> outputs,
     uint64_t seq,
     std::vector<c10::Device> devices)
-    : Work(rank, type),
+    : Work(rank, type, profilingTitle(name), outputs),
       name_(std::move(name)),
       outputs_(std::move(outputs)),
       seq_(seq),
