@@ -52,6 +52,10 @@ StartedTransfer barrier(GlooTransport& net);
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op);
 // The same, returning once Gloo has the transfer: `then` completes it into `tensor`.
 StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op);
+// A sparse COO tensor, SUM: Gloo's own sparse all-reduce (every rank's indices and values
+// gathered, then summed), so the result is Gloo's to the bit. `tensor` is replaced by
+// the coalesced sum in place.
+void sparseAllreduce(GlooTransport& net, at::Tensor& tensor);
 // Fuses the tensors (per dtype) into one buffer, so n small tensors cost one collective.
 void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op);
 // Leaves `tensor` unchanged on every rank but the root.

@@ -32,6 +32,11 @@ StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, con
           net.timeout()};
 }
 
+void sparseAllreduce(GlooTransport& net, at::Tensor& tensor) {
+  std::vector<at::Tensor> tensors{tensor};
+  net.waitFor(net.gloo().allreduce(tensors, c10d::AllreduceOptions()), "all_reduce (sparse)");
+}
+
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {
   auto started = startAllreduce(net, tensor, op);
   net.waitFor(started.work, "all_reduce");

@@ -9,7 +9,9 @@
 
 #include "qccl/algo/exact_allreduce.h"
 #include "qccl/backend/op_signatures.h"
+#include "qccl/algo/collectives.h"
 #include "qccl/backend/process_group_qccl.h"
+#include "qccl/common/errors.h"
 
 namespace qccl {
 
@@ -18,6 +20,9 @@ using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
 WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d::AllreduceOptions& opts) {
   return collective("all_reduce", OpType::ALLREDUCE, [&]() -> WorkPtr {
+    if (tensors.size() == 1 && tensors[0].defined() && tensors[0].is_sparse()) {
+      return sparseAllreduce(tensors[0], opts);
+    }
     OpChecker check("all_reduce", rank_, size_);
     auto tensor = check.single(tensors);
     check.reducible(opts.reduceOp, tensor.scalar_type());
@@ -50,6 +55,29 @@ WorkPtr ProcessGroupQCCL::allreduce_coalesced(
     return allreduceList(
         "all_reduce_coalesced", std::move(signature), tensors, opts.reduceOp, CallStaging::modeFor(false, check.strided()));
   });
+}
+
+// Sparse gradients (DDP with nn.Embedding(sparse=True)): exact, through Gloo's own sparse
+// all-reduce, which is what Gloo serves; never compressed.
+WorkPtr ProcessGroupQCCL::sparseAllreduce(const at::Tensor& tensor, const c10d::AllreduceOptions& opts) {
+  const std::string where = "all_reduce on rank " + std::to_string(rank_) + ": ";
+  QCCL_CHECK_VALUE(
+      tensor.is_cpu() && tensor.layout() == at::kSparse, where, "a sparse tensor must be a CPU tensor in COO layout, got ",
+      tensor.device().str(), " ", tensor.layout());
+  QCCL_CHECK_TYPE(
+      opts.reduceOp == c10d::ReduceOp::SUM, where, "a sparse tensor can only be reduced with ReduceOp.SUM, as with Gloo");
+  // The shape and dtype must match across ranks (the number of entries may differ), and a
+  // sparse call must meet a sparse call: dense all_reduces have no layout hash.
+  auto signature = signatureOf(OpType::ALLREDUCE, tensor, redOp(opts.reduceOp));
+  size_t layout = static_cast<size_t>(tensor.sparse_dim());
+  for (int64_t size : tensor.sizes()) {
+    layout = c10::hash_combine(layout, static_cast<size_t>(size));
+  }
+  signature.layoutHash = static_cast<int64_t>(layout | 1);  // never 0
+  return track(place("all_reduce", std::move(signature), {tensor}, {}, [this, t = tensor]() mutable {
+    algo::sparseAllreduce(transport_, t);
+    return std::optional<StartedTransfer>();
+  }));
 }
 
 std::vector<algo::Route> ProcessGroupQCCL::routeAll(

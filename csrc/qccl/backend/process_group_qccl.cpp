@@ -1,6 +1,7 @@
 #include "qccl/backend/process_group_qccl.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include <ATen/record_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -86,8 +87,14 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     std::shared_ptr<Joinable> joinable,
     bool checked) {
   signature.settings = settingsFingerprint_;
-  auto touches = outputs;
-  touches.insert(touches.end(), inputs.begin(), inputs.end());
+  // Tensors with storage: a sparse all-reduce blocks the worker until its sum is in place,
+  // so no later call can overlap it anyway.
+  std::vector<at::Tensor> touches;
+  for (const auto* list : {&outputs, &inputs}) {
+    std::copy_if(list->begin(), list->end(), std::back_inserter(touches), [](const at::Tensor& t) {
+      return t.layout() == at::kStrided;
+    });
+  }
   auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
   ++callsPlacedByThisThread;
   queue_.enqueue(

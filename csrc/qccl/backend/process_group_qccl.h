@@ -246,6 +246,8 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::vector<at::Tensor>& tensors,
       const c10d::ReduceOp& op,
       CallStaging::Mode mode);
+  // all_reduce of a sparse COO tensor (SUM only): Gloo's sparse all-reduce, exact.
+  c10::intrusive_ptr<c10d::Work> sparseAllreduce(const at::Tensor& tensor, const c10d::AllreduceOptions& opts);
   // On the worker: consecutive joinable all_reduces in one run (OpQueue::RunJointly).
   void allreduceJointly(const std::vector<QueuedOp*>& ops);
   // The same on CUDA tensors. Compressed routes run the GPU kernels over NCCL (on the
