@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole qccl test suite on a fresh machine (the README's test command):
-#   1. installs torch and the test tools if they are missing, and checks that the
+#   1. installs torch, the test tools and torchft if they are missing, and checks that the
 #      sources keep their layers (tools/check_layers.py),
 #   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
 #      building libqccl and the GoogleTest suite once, in build/cmake,
@@ -13,6 +13,12 @@ cd "$(dirname "$0")/.."
 python -m pip --version >/dev/null
 python -c "import torch" 2>/dev/null || python -m pip install torch
 python -c "import pytest, ninja, matplotlib, numpy" 2>/dev/null || python -m pip install pytest ninja matplotlib numpy
+# torchft, for the optional integration's tests (without it they skip, saying why). Its own
+# requirement on torch is met by the torch above, so it is installed without dependencies.
+python -c "import torchft" 2>/dev/null || {
+  python -m pip install --no-deps "torchft==0.2.0" &&
+    python -m pip install "opentelemetry-sdk>=1.39" "opentelemetry-api>=1.39" "opentelemetry-exporter-otlp-proto-http>=1.39"
+} || echo "torchft could not be installed: tests/python/test_torchft.py will skip" >&2
 if ! command -v cmake >/dev/null || ! ls /usr/include/gtest/gtest.h >/dev/null 2>&1; then
   echo "qccl tests need cmake and GoogleTest (Debian: apt-get install cmake libgtest-dev)" >&2
   exit 1
