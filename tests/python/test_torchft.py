@@ -1,9 +1,15 @@
-"""qccl.torchft.ProcessGroupQCCL under torchft's own process-group API: configure on a
-store address (again on a new quorum), every collective torchft uses against Gloo's result,
-abort from another thread waking a blocked call, errored() reporting it. Skipped where
+"""qccl.torchft.ProcessGroupQCCL under torchft's own process-group API (configure on a
+store address, again on a new quorum, every collective torchft uses against Gloo's result,
+abort from another thread waking a blocked call, errored() reporting it), and the
+example's torchft Manager with two replica groups, one killed and healed. Skipped where
 torchft is not installed."""
 
 import datetime
+import os
+import pathlib
+import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -81,3 +87,36 @@ def test_torchft_process_group(world2):
         if rank == 0:
             assert r["aborted"].startswith("qccl:") and "abort" in r["aborted"], r
             assert r["errored"], r
+
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "train_torchft.py"
+
+
+def test_manager_heals_a_killed_replica_and_syncs_compressed(tmp_path):
+    """Two replica groups sync int8 gradients through qccl; replica 1 dies at step 4 and is
+    started again: it heals from replica 0, and both end with the same parameters."""
+    from torchft.coordination import LighthouseServer
+
+    lighthouse = LighthouseServer(bind="[::]:0", min_replicas=2)
+    env = {**os.environ, "QCCL_CODEC": "int8", "QCCL_MIN_BYTES": "0"}
+
+    def replica(i, *extra):
+        command = [sys.executable, str(EXAMPLE), "--replica-id", str(i), "--lighthouse", lighthouse.address(),
+                   "--steps", "12", "--save", str(tmp_path / f"replica{i}.pt"), *extra]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    try:
+        first = replica(0)
+        doomed = replica(1, "--fail-at", "4")
+        doomed_output, _ = doomed.communicate(timeout=180)
+        assert doomed.returncode == 1 and "failing on purpose at step 4" in doomed_output, doomed_output[-3000:]
+        second = replica(1)
+        outputs = [first.communicate(timeout=180)[0], second.communicate(timeout=180)[0]]
+    finally:
+        lighthouse.shutdown()
+    for process, output in zip((first, second), outputs):
+        assert process.returncode == 0, output[-3000:]
+        match = re.search(r"step 12, .*codec int8, compressed tensors since the last quorum (\d+)", output)
+        assert match and int(match.group(1)) > 0, output[-3000:]
+    assert "healing is required" in outputs[1], outputs[1][-3000:]
+    assert torch.equal(torch.load(tmp_path / "replica0.pt"), torch.load(tmp_path / "replica1.pt"))
