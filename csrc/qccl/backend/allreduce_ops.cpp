@@ -7,9 +7,9 @@
 
 #include <c10/util/hash.h>
 
+#include "qccl/algo/collectives.h"
 #include "qccl/algo/exact_allreduce.h"
 #include "qccl/backend/op_signatures.h"
-#include "qccl/algo/collectives.h"
 #include "qccl/backend/process_group_qccl.h"
 #include "qccl/common/errors.h"
 
@@ -32,7 +32,8 @@ WorkPtr ProcessGroupQCCL::allreduce(std::vector<at::Tensor>& tensors, const c10d
         return nccl.allreduce(tensors, opts);
       });
     }
-    return allreduceList("all_reduce", std::move(signature), {tensor}, opts.reduceOp, CallStaging::modeFor(false, check.strided()));
+    return allreduceList(
+        "all_reduce", std::move(signature), {tensor}, opts.reduceOp, CallStaging::modeFor(false, check.strided()));
   });
 }
 
