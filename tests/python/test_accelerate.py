@@ -1,0 +1,34 @@
+"""Accelerate on qccl, as the README says: init_process_group("qccl") first, then
+Accelerator(). DDP's gradients go through qccl, and the parameters end as on Gloo, to the
+bit. Skipped where Accelerate is not installed."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from world import free_port
+
+pytest.importorskip("accelerate", reason="Accelerate is not installed (pip install accelerate)")
+
+WORKER = pathlib.Path(__file__).resolve().parent / "accelerate_worker.py"
+
+
+def _run(backend, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), str(WORKER), backend]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    match = re.search(r"DistributedDataParallel parameters (\w+) qccl all_reduces (\d+)", done.stdout)
+    assert match, done.stdout[-3000:]
+    return match.group(1), int(match.group(2))
+
+
+def test_accelerate_after_init_process_group_matches_gloo(tmp_path):
+    qccl_digest, qccl_calls = _run("qccl", tmp_path)
+    gloo_digest, _ = _run("gloo", tmp_path)
+    assert qccl_digest == gloo_digest
+    assert qccl_calls >= 10, "the gradients did not go through qccl"
