@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole qccl test suite on a fresh machine (the README's test command):
-#   1. installs torch, the test tools, torchft, Lightning and Accelerate if they are
+#   1. installs torch, the test tools, torchft, Lightning, Accelerate and Transformers if
 #      missing, and checks that the sources keep their layers (tools/check_layers.py),
 #   2. builds and installs qccl against that torch (pip install --no-build-isolation .),
 #      building libqccl and the GoogleTest suite once, in build/cmake,
@@ -19,10 +19,11 @@ python -c "import torchft" 2>/dev/null || {
   python -m pip install --no-deps "torchft==0.2.0" &&
     python -m pip install "opentelemetry-sdk>=1.39" "opentelemetry-api>=1.39" "opentelemetry-exporter-otlp-proto-http>=1.39"
 } || echo "torchft could not be installed: tests/python/test_torchft.py will skip" >&2
-# Lightning and Accelerate, for their recipes' tests (skipped without them); both keep the
-# torch above.
-python -c "import lightning, accelerate" 2>/dev/null || python -m pip install "lightning==2.6.6" "accelerate==1.15.0" ||
-  echo "Lightning or Accelerate could not be installed: their tests will skip" >&2
+# Lightning, Accelerate and Transformers, for their recipes' tests (skipped without them);
+# they keep the torch above.
+python -c "import lightning, accelerate, transformers" 2>/dev/null ||
+  python -m pip install "lightning==2.6.6" "accelerate==1.15.0" "transformers==5.24.0" ||
+  echo "Lightning, Accelerate or Transformers could not be installed: their tests will skip" >&2
 if ! command -v cmake >/dev/null || ! ls /usr/include/gtest/gtest.h >/dev/null 2>&1; then
   echo "qccl tests need cmake and GoogleTest (Debian: apt-get install cmake libgtest-dev)" >&2
   exit 1

@@ -2,15 +2,12 @@
 Accelerator(). DDP's gradients go through qccl, and the parameters end as on Gloo, to the
 bit. Skipped where Accelerate is not installed."""
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
-from world import free_port
+from world import run_torchrun
 
 pytest.importorskip("accelerate", reason="Accelerate is not installed (pip install accelerate)")
 
@@ -18,12 +15,9 @@ WORKER = pathlib.Path(__file__).resolve().parent / "accelerate_worker.py"
 
 
 def _run(backend, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), str(WORKER), backend]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    match = re.search(r"DistributedDataParallel parameters (\w+) qccl all_reduces (\d+)", done.stdout)
-    assert match, done.stdout[-3000:]
+    output = run_torchrun(WORKER, backend, cwd=tmp_path)
+    match = re.search(r"DistributedDataParallel parameters (\w+) qccl all_reduces (\d+)", output)
+    assert match, output[-3000:]
     return match.group(1), int(match.group(2))
 
 

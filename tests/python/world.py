@@ -13,6 +13,8 @@ import multiprocessing as mp
 import os
 import queue
 import socket
+import subprocess
+import sys
 import time
 import traceback
 
@@ -185,3 +187,14 @@ def run_in_fresh_world(size, fn, *args, env=None):
         return world.run(fn, *args)
     finally:
         world.close()
+
+
+def run_torchrun(script, *args, cwd, nproc=2, env=None):
+    """Runs `script` under torchrun with `nproc` ranks, as a user would; returns its output
+    (stdout), or fails the test with the end of both outputs."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-port", str(free_port()), str(script), *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
