@@ -44,7 +44,8 @@ def rank_profiled(ctx):
     qccl_counts = {name[len("qccl:"):]: len(s) for name, s in _events(prof, "qccl:").items()}
     qccl_counts = {op: n for op, n in qccl_counts.items() if op not in PHASES}
     gloo_counts = {name[len("gloo:"):]: len(s) for name, s in _events(reference, "gloo:").items()}
-    return qccl_counts, gloo_counts, _events(prof, "qccl:all_reduce")["qccl:all_reduce"]
+    shapes = {op: _events(prof, f"qccl:{op}")[f"qccl:{op}"] for op in ("all_reduce", "all_gather_into_tensor")}
+    return qccl_counts, gloo_counts, shapes
 
 
 def test_every_call_is_one_profiler_event(world):
@@ -54,7 +55,8 @@ def test_every_call_is_one_profiler_event(world):
                           **point_to_point}, counts
         # Gloo's events for the same calls (its all_gather_into_tensor is "all_gather").
         assert gloo_counts.get("all_reduce") == 2 and gloo_counts.get("broadcast") == 1, gloo_counts
-        assert shapes == [[[1000]], [[1000]]], shapes
+        # The call's input shapes, as Gloo's events record them.
+        assert shapes == {"all_reduce": [[[1000]], [[1000]]], "all_gather_into_tensor": [[[1000]]]}, shapes
 
 
 def rank_compressed_phases(ctx):

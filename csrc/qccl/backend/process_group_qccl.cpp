@@ -95,7 +95,8 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
       return t.layout() == at::kStrided;
     });
   }
-  auto work = c10::make_intrusive<FutureWork>(rank_, signature.op, name, std::move(outputs), ++seq_);
+  auto work = c10::make_intrusive<FutureWork>(
+      rank_, signature.op, name, std::move(outputs), ++seq_, std::vector<c10::Device>{}, inputs);
   ++callsPlacedByThisThread;
   queue_.enqueue(
       {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable),

@@ -33,8 +33,9 @@ FutureWork::FutureWork(
     std::string name,
     std::vector<at::Tensor> outputs,
     uint64_t seq,
-    std::vector<c10::Device> devices)
-    : Work(rank, type, profilingTitle(name), outputs),
+    std::vector<c10::Device> devices,
+    const std::vector<at::Tensor>& inputs)
+    : Work(rank, type, profilingTitle(name), inputs.empty() ? outputs : inputs),
       name_(std::move(name)),
       outputs_(std::move(outputs)),
       seq_(seq),

@@ -37,7 +37,10 @@ class FutureWork : public c10d::Work {
       std::string name,
       std::vector<at::Tensor> outputs,
       uint64_t seq = 0,
-      std::vector<c10::Device> devices = {});  // CUDA devices: a stream-aware future
+      std::vector<c10::Device> devices = {},  // CUDA devices: a stream-aware future
+      // What the call reads besides its outputs: torch.profiler records these shapes for
+      // its event, as for Gloo's (the outputs' when there are none).
+      const std::vector<at::Tensor>& inputs = {});
 
   const std::string& name() const {
     return name_;
