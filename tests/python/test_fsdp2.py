@@ -1,6 +1,8 @@
 """FSDP2 (fully_shard) on qccl trains exactly as on Gloo: same seed, same data, bit-identical
-parameters after training, and a DCP save of the sharded state loads back unchanged."""
+parameters after training, and a DCP save of the sharded state loads back unchanged. HSDP
+(a 2-D mesh: replicate x shard) likewise at 4 ranks."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -16,18 +18,19 @@ def _model():
     return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
 
 
-def _sharded(group):
-    """The model, each Linear and the whole sharded over `group` (FSDP2's usual wrapping)."""
+def _sharded(group_or_mesh):
+    """The model, each Linear and the whole sharded over a group or a mesh (FSDP2's usual
+    wrapping; a 2-D mesh gives HSDP)."""
     model = _model()
-    mesh = DeviceMesh.from_group(group, "cpu")
+    mesh = group_or_mesh if isinstance(group_or_mesh, DeviceMesh) else DeviceMesh.from_group(group_or_mesh, "cpu")
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
     return fully_shard(model, mesh=mesh)
 
 
-def _train(group, rank):
-    model = _sharded(group)
+def _train(group_or_mesh, rank):
+    model = _sharded(group_or_mesh)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     data = torch.Generator().manual_seed(10 + rank)
     for _ in range(STEPS):
@@ -63,3 +66,30 @@ def test_fsdp2_matches_gloo_and_round_trips_through_dcp(world, tmp_path):
         assert trained, "nothing trained"
         assert same, "FSDP2 on qccl differs from FSDP2 on Gloo"
         assert round_trip, "the DCP checkpoint did not load back"
+
+
+def _hsdp_mesh(backend):
+    """A 2 x 2 mesh over 4 ranks (dim 0 replicates, dim 1 shards) on `backend`'s groups."""
+    layout = torch.arange(4).view(2, 2)
+    rank = dist.get_rank()
+    groups = {}
+    for dim, lines in (("replicate", layout.t()), ("shard", layout)):
+        for line in lines.tolist():
+            group = dist.new_group(line, backend=backend)  # every rank creates every group
+            if rank in line:
+                groups[dim] = group
+    return DeviceMesh.from_group([groups["replicate"], groups["shard"]], "cpu", mesh=layout,
+                                 mesh_dim_names=("replicate", "shard"))
+
+
+def rank_hsdp(ctx):
+    qccl_model = _train(_hsdp_mesh("qccl"), ctx.rank)
+    gloo_model = _train(_hsdp_mesh("gloo"), ctx.rank)
+    return all(torch.equal(q.full_tensor(), g.full_tensor())
+               for q, g in zip(qccl_model.parameters(), gloo_model.parameters()))
+
+
+def test_hsdp_matches_gloo(world):
+    if world.size != 4:
+        pytest.skip("HSDP here is a 2 x 2 mesh")
+    assert all(world.run(rank_hsdp))
