@@ -10,7 +10,7 @@ namespace qccl {
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
 bool ProcessGroupQCCL::travelsOnNccl(const at::Tensor& tensor) const {
-  return tensor.is_cuda() && nccl_ && config_.cudaTransport == Config::CudaTransport::Nccl;
+  return tensor.is_cuda() && nccl_ && cudaGoesToNccl(/*needsHost=*/false);
 }
 
 void ProcessGroupQCCL::checkPeer(const OpChecker& check, const at::Tensor& tensor, int peer) {

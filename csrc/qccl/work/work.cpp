@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include <ATen/core/jit_type.h>
+#include <ATen/record_function.h>
 
 #include "qccl/common/errors.h"
 
@@ -17,8 +18,12 @@ c10::intrusive_ptr<c10::ivalue::Future> makeTensorListFuture(std::vector<c10::De
 // The title torch.profiler shows for a Work, as Gloo's "gloo:all_reduce": "qccl:" and the
 // first word of its name ("all_reduce", "send to rank 1" -> "qccl:send"). Kept for the
 // life of the process, as the profiler reads it when the Work completes; there are as
-// many as op names.
+// many as op names. Null while nothing records (no RecordFunction callbacks): c10d's Work
+// then skips its profiling, and every call skips this lookup.
 const char* profilingTitle(const std::string& name) {
+  if (!at::hasCallbacks()) {
+    return nullptr;
+  }
   static std::mutex mutex;
   static std::unordered_set<std::string> titles;  // node-based: the pointers stay valid
   std::lock_guard<std::mutex> lock(mutex);
