@@ -1,0 +1,36 @@
+"""Accelerate and the Transformers Trainer on qccl, as the README says: init_process_group
+("qccl") first, then Accelerator() / the Trainer. The gradients go through qccl, and the
+parameters end as on Gloo, to the bit. Each case is skipped where its package is missing."""
+
+import pathlib
+import re
+
+import pytest
+
+from world import run_torchrun
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# package, worker, and the model type its line starts with (Accelerate wraps the model in DDP).
+RECIPES = {
+    "accelerate": ("accelerate", HERE / "accelerate_worker.py", "DistributedDataParallel "),
+    "transformers": ("transformers", HERE / "transformers_worker.py", ""),
+}
+
+
+def _run(worker, model_type, backend, tmp_path):
+    # The output folder is the Trainer's; the Accelerate worker ignores it.
+    output = run_torchrun(worker, backend, tmp_path / f"out-{backend}", cwd=tmp_path)
+    match = re.search(rf"{model_type}parameters (\w+) qccl all_reduces (\d+)", output)
+    assert match, output[-3000:]
+    return match.group(1), int(match.group(2))
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_after_init_process_group_matches_gloo(recipe, tmp_path):
+    package, worker, model_type = RECIPES[recipe]
+    pytest.importorskip(package, reason=f"{package} is not installed (pip install {package})")
+    qccl_digest, qccl_calls = _run(worker, model_type, "qccl", tmp_path)
+    gloo_digest, _ = _run(worker, model_type, "gloo", tmp_path)
+    assert qccl_digest == gloo_digest
+    assert qccl_calls >= 10, "the gradients did not go through qccl"
