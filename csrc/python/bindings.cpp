@@ -161,6 +161,8 @@ void bindBackend(py::module_& m) {
           "their point-to-point settings through `store`, the group's.")
       .def("settings", [](const ProcessGroupQCCL& pg) { return pg.config().describe(); })
       .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
+      .def("reduce_scatter_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.shardedCompression().reduceScatterStats()); })
+      .def("all_gather_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.shardedCompression().allgatherStats()); })
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
       .def("abandon_coalescing", &ProcessGroupQCCL::abandonCoalescing, py::call_guard<py::gil_scoped_release>())
       .def("enter_exact", &ProcessGroupQCCL::enterExactRegion)
@@ -173,13 +175,23 @@ void bindBackend(py::module_& m) {
               py::gil_scoped_release release;  // waits for the group's queued work
               state = pg.saveCompressionState();
             }
-            return py::make_tuple(state.calls, state.residuals);
+            py::dict d;
+            d["calls"] = state.calls;
+            d["residuals"] = state.residuals;
+            d["sharded_calls"] = state.shardedCalls;
+            d["reduce_scatter_places"] = state.reduceScatterPlaces;
+            d["reduce_scatter_residuals"] = state.reduceScatterResiduals;
+            return d;
           })
       .def(
           "load_compression_state",
-          [](ProcessGroupQCCL& pg, int64_t calls, const std::vector<at::Tensor>& residuals) {
-            pg.loadCompressionState({calls, residuals});
+          [](ProcessGroupQCCL& pg, int64_t calls, const std::vector<at::Tensor>& residuals, int64_t shardedCalls,
+             const std::vector<int64_t>& reduceScatterPlaces, const std::vector<at::Tensor>& reduceScatterResiduals) {
+            pg.loadCompressionState({calls, residuals, shardedCalls, reduceScatterPlaces, reduceScatterResiduals});
           },
+          py::arg("calls"), py::arg("residuals"), py::arg("sharded_calls") = 0,
+          py::arg("reduce_scatter_places") = std::vector<int64_t>{},
+          py::arg("reduce_scatter_residuals") = std::vector<at::Tensor>{},
           py::call_guard<py::gil_scoped_release>());
 }
 
@@ -193,6 +205,9 @@ PYBIND11_MODULE(_C, m) {
 
   bindBackend(m);
   bindCodecs(m);
+  m.def("mark_step", &qccl::algo::markStep,
+        "Starts a new training step for every qccl group of the process: the reduce-scatters "
+        "that follow find the error-feedback residuals of the same places in the last step.");
   m.def("resolve_settings", [](const Settings& settings) { return configWith(settings).describe(); },
         "The settings a group created now would use: the QCCL_* environment overridden by "
         "`settings`. Raises ValueError for unknown keys or invalid values.");

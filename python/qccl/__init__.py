@@ -17,7 +17,7 @@ import os as _os
 from ._registration import BACKEND_NAME, register_backend
 from ._version import __version__
 from .checkpoint import CompressionStateful, load_state_dict, state_dict
-from .compression import exact, reset_stats, stats
+from .compression import exact, mark_step, reset_stats, stats
 from .factory import create_backend, create_process_group
 from .options import Options
 
@@ -46,6 +46,7 @@ __all__ = [
     "exact",
     "has_cuda",
     "load_state_dict",
+    "mark_step",
     "register_backend",
     "reset_stats",
     "state_dict",

@@ -10,7 +10,8 @@ import torch.distributed as dist
 from .compression import _backend
 
 # 1: settings, calls, residuals. 2: also the owner (rank, world size, the group's ranks).
-STATE_VERSION = 2
+# 3: also the reduce-scatters' state (sharded_calls, reduce_scatter_places/_residuals).
+STATE_VERSION = 3
 
 
 def _owner(group) -> dict:
@@ -25,17 +26,15 @@ def _owner(group) -> dict:
 def state_dict(group=None) -> dict:
     """This rank's compression state: save it with the rest of the rank's checkpoint.
 
-    Holds the error-feedback residuals, the call counter that seeds stochastic rounding,
-    the group's settings and the owner: this rank, the group's size and its global ranks.
-    Waits for the group's queued work first."""
+    Holds the error-feedback residuals (all-reduce and reduce-scatter), the call counters
+    that seed stochastic rounding, the group's settings and the owner: this rank, the
+    group's size and its global ranks. Waits for the group's queued work first."""
     backend = _backend(group)
-    calls, residuals = backend.compression_state()
     return {
         "version": STATE_VERSION,
         **_owner(group),
         "settings": backend.settings(),
-        "calls": calls,
-        "residuals": residuals,
+        **backend.compression_state(),
     }
 
 
@@ -53,7 +52,7 @@ def load_state_dict(group, state: dict) -> None:
             "checking that it is this rank's; save a new one with qccl.state_dict()",
             stacklevel=2,
         )
-    elif state["version"] == STATE_VERSION:
+    elif state["version"] in (2, STATE_VERSION):
         saved = {key: state[key] for key in owner}
         if saved != owner:
             raise ValueError(
@@ -68,12 +67,20 @@ def load_state_dict(group, state: dict) -> None:
             f"{where}: the state has version {state['version']!r}; this qccl reads versions 1 "
             f"to {STATE_VERSION} (was it saved by a newer qccl?)"
         )
-    if state["settings"] != backend.settings():
+    # A state saved before a setting existed does not record it.
+    current = {key: value for key, value in backend.settings().items() if key in state["settings"]}
+    if state["settings"] != current:
         raise ValueError(
             f"{where}: the state was saved with settings {state['settings']} but this group "
             f"uses {backend.settings()}"
         )
-    backend.load_compression_state(int(state["calls"]), list(state["residuals"]))
+    backend.load_compression_state(
+        int(state["calls"]),
+        list(state["residuals"]),
+        int(state.get("sharded_calls", 0)),
+        [int(place) for place in state.get("reduce_scatter_places", [])],
+        list(state.get("reduce_scatter_residuals", [])),
+    )
 
 
 class CompressionStateful:

@@ -43,20 +43,50 @@ def _unwrapped(group):
     return None
 
 
+def _with_ratio(counters: dict) -> dict:
+    wire = counters["wire_bytes"]
+    counters["compression_ratio"] = counters["exact_wire_bytes"] / wire if wire else 1.0
+    return counters
+
+
 def stats(group=None) -> dict:
     """Counters of the group's allreduces since it was created (or reset_stats()).
 
     calls, tensors, compressed_tensors, exact_tensors (per reason), logical_bytes (of the
     tensors), wire_bytes (this rank sent), exact_wire_bytes (it would have sent
     uncompressed), compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent
-    encoding, communicating and decoding, plus the group's settings.
+    encoding, communicating and decoding, plus the group's settings. The same counters
+    of its reduce-scatters and all-gathers (every form of each) are under
+    "reduce_scatter" and "all_gather" (logical_bytes: the full tensor, every rank's shard).
     """
     backend = _backend(group)
-    counters = backend.compression_stats()
-    wire = counters["wire_bytes"]
-    counters["compression_ratio"] = counters["exact_wire_bytes"] / wire if wire else 1.0
+    counters = _with_ratio(backend.compression_stats())
+    counters["reduce_scatter"] = _with_ratio(backend.reduce_scatter_stats())
+    counters["all_gather"] = _with_ratio(backend.all_gather_stats())
     counters["settings"] = backend.settings()
     return counters
+
+
+def mark_step() -> None:
+    """Starts a new training step for every qccl group of this process.
+
+    Compressed reduce-scatters (FSDP2's gradients) keep their error-feedback residual by
+    their place in the step: the k-th reduce-scatter of a step continues from the k-th of
+    the step before. qccl calls this after every torch.optim optimizer step; a training
+    loop that updates its parameters otherwise calls it once per step."""
+    load().mark_step()
+
+
+_step_hook = None
+
+
+def watch_optimizer_steps() -> None:
+    """Calls mark_step() after every torch.optim optimizer step (once per process)."""
+    global _step_hook
+    if _step_hook is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _step_hook = register_optimizer_step_post_hook(lambda *_: mark_step())
 
 
 def reset_stats(group=None) -> None:

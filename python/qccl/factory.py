@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from ._extension import load
+from .compression import watch_optimizer_steps
 
 
 def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.default_pg_timeout, options=None):
@@ -32,6 +33,7 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
     if not 0 <= rank < world_size:
         raise ValueError(f"qccl: rank {rank} is not in a group of {world_size}")
     extension = load()
+    watch_optimizer_steps()  # steps key the reduce-scatters' error feedback
     prefix = extension.fresh_store_prefix(store, rank, world_size, timeout)
     store = dist.PrefixStore(prefix, store)
     gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, world_size, _gloo_options(timeout))

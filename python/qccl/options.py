@@ -27,6 +27,7 @@ class Options:
     force_network: bool | None = None  # never bypass the network (benchmarks/netlab)
     p2p_codec: str | None = None  # send/recv payloads: "none" | "fp16" | "bf16" | "int8"
     cuda_transport: str | None = None  # CUDA tensors: "nccl" | "gloo" (staged through host)
+    allgather_codec: str | None = None  # all-gather (FSDP's weights): "none" (default) | a codec
 
     def __post_init__(self):
         for field in fields(self):

@@ -11,10 +11,6 @@
 namespace qccl::algo {
 namespace {
 
-bool compressibleDtype(at::ScalarType type) {
-  return type == at::kFloat || type == at::kHalf || type == at::kBFloat16;
-}
-
 // Bytes a ring allreduce (reduce-scatter + allgather) sends per rank, uncompressed.
 int64_t exactWireBytes(int64_t bytes, int ranks) {
   return ranks > 1 ? 2 * bytes * (ranks - 1) / ranks : 0;
@@ -164,11 +160,12 @@ CompressedJob BucketedAllreduce::compressedJob(const std::vector<at::Tensor>& te
   return job;
 }
 
-CompressionState BucketedAllreduce::saveState() const {
-  return {calls_.load(), residuals_.save()};
+void BucketedAllreduce::saveInto(CompressionState& state) const {
+  state.calls = calls_.load();
+  state.residuals = residuals_.save();
 }
 
-void BucketedAllreduce::loadState(const CompressionState& state) {
+void BucketedAllreduce::loadFrom(const CompressionState& state) {
   calls_.store(state.calls);
   residuals_.load(state.residuals);
 }

@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
 #include "qccl/algo/compressed_allreduce.h"
+#include "qccl/algo/compression_state.h"
 #include "qccl/algo/compression_stats.h"
 #include "qccl/algo/residual_store.h"
 #include "qccl/algo/route.h"
@@ -24,12 +25,6 @@
 #include "qccl/transport/transport.h"
 
 namespace qccl::algo {
-
-// What a checkpoint of the compression state holds.
-struct CompressionState {
-  int64_t calls = 0;                 // compressed buckets so far (seeds stochastic rounding)
-  std::vector<at::Tensor> residuals;  // error feedback, see ResidualStore
-};
 
 // One all_reduce call: its tensors, how each is routed (BucketedAllreduce::route), its op.
 struct AllreduceCall {
@@ -73,8 +68,8 @@ class BucketedAllreduce {
   void resetStats() {
     stats_.reset();
   }
-  CompressionState saveState() const;
-  void loadState(const CompressionState& state);
+  void saveInto(CompressionState& state) const;
+  void loadFrom(const CompressionState& state);
 
  private:
   // A compressed bucket's float32 buffer, with its seed and error-feedback residual.

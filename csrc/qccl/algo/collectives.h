@@ -22,7 +22,6 @@ namespace qccl::algo {
 
 // --- data movement -------------------------------------------------------------------
 StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root);
-StartedTransfer allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input);
 StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input);
 // outputs[i] receives every rank's inputs[i] (i.e. outputs[i] = all ranks' copies).
 StartedTransfer allgatherIntoTensorCoalesced(
@@ -60,12 +59,6 @@ void sparseAllreduce(GlooTransport& net, at::Tensor& tensor);
 void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op);
 // Leaves `tensor` unchanged on every rank but the root.
 StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
-// `inputs` holds one tensor per rank, each shaped like `output`.
-void reduceScatter(
-    GlooTransport& net,
-    at::Tensor& output,
-    const std::vector<at::Tensor>& inputs,
-    const c10d::ReduceOp& op);
 void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op);
 
 } // namespace qccl::algo

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include <ATen/ops/empty.h>
-#include <ATen/ops/sub.h>
 #include <ATen/ops/zeros.h>
 
+#include "qccl/algo/chunk_steps.h"
 #include "qccl/algo/phase.h"
 
 namespace qccl::algo {
@@ -41,20 +41,6 @@ int64_t chunkWireBytes(const codec::Codec& codec, int64_t n, int ranks) {
     bytes += codec.encodedBytes(shards.length(r));
   }
   return bytes;
-}
-
-// A different random stream for every (call, chunk, rank, stage).
-uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage) {
-  uint64_t s = seed;
-  for (uint64_t part : {static_cast<uint64_t>(chunk), static_cast<uint64_t>(rank), static_cast<uint64_t>(stage)}) {
-    s = (s ^ part) * 0x100000001B3ull + 0x9E3779B97F4A7C15ull;
-  }
-  return s;
-}
-
-// Wire bytes on the buffer's device.
-at::Tensor emptyBytes(int64_t n, const at::Tensor& like) {
-  return at::empty({n}, like.options().dtype(at::kByte));
 }
 
 // One chunk's buffers and transport works while it is in flight.
@@ -108,7 +94,7 @@ class ChunkPipeline {
 
   // Step 3: sum the contributions to this rank's shard, re-encode it, post the allgather.
   void reduceOwnShard(Chunk& c) {
-    awaitTransfer(c.exchange, c.sent, "all_reduce (compressed, all-to-all)");
+    awaitTransfer(net_, c.exchange, c.sent, "all_reduce (compressed, all-to-all)", stats_.communicateSeconds);
 
     const int64_t begin = c.shards.begin(rank_);
     const int64_t length = c.shards.length(rank_);
@@ -132,9 +118,6 @@ class ChunkPipeline {
     }
     {
       Phase encoding("qccl:encode", stats_.encodeSeconds);
-      if (c.residual.defined()) {
-        sum.add_(c.residual.narrow(0, begin, length));
-      }
       c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
       c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
       encode(c, sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
@@ -151,7 +134,7 @@ class ChunkPipeline {
 
   // Step 4: every rank decodes every shard from the same gathered bytes.
   void decodeResult(Chunk& c) {
-    awaitTransfer(c.gather, c.mine, "all_reduce (compressed, allgather)");
+    awaitTransfer(net_, c.gather, c.mine, "all_reduce (compressed, allgather)", stats_.communicateSeconds);
     Phase decoding("qccl:decode", stats_.decodeSeconds);
     const uint8_t* gathered = c.gathered.data_ptr<uint8_t>();
     float* values = c.values.data_ptr<float>();
@@ -162,16 +145,6 @@ class ChunkPipeline {
   }
 
  private:
-  // Waits for `work` (none with one rank), then lets go of it and of the bytes it sent.
-  void awaitTransfer(c10::intrusive_ptr<c10d::Work>& work, at::Tensor& sent, const char* what) {
-    Phase transfer("qccl:transfer", stats_.communicateSeconds);
-    if (work) {
-      net_.waitFor(work, what);
-      work.reset();
-    }
-    sent.reset();
-  }
-
   static int64_t totalOf(const std::vector<int64_t>& v) {
     int64_t total = 0;
     for (auto x : v) {
@@ -181,27 +154,17 @@ class ChunkPipeline {
   }
 
   void encodeShard(Chunk& c, int r, uint8_t* out, int stage) {
-    auto values = c.values.narrow(0, c.shards.begin(r), c.shards.length(r));
-    at::Tensor residual;
-    if (c.residual.defined()) {
-      residual = c.residual.narrow(0, c.shards.begin(r), c.shards.length(r));
-      values.add_(residual);  // the buffer is overwritten by the result anyway
-    }
-    encode(c, values, residual, out, stage);
+    auto values = c.values.narrow(0, c.shards.begin(r), c.shards.length(r));  // overwritten by the result anyway
+    encode(c, values, c.residual.defined() ? c.residual.narrow(0, c.shards.begin(r), c.shards.length(r)) : at::Tensor(),
+           out, stage);
   }
 
-  // Encodes `values` of chunk `c` to `out`; with error feedback, `residual` becomes what
-  // was dropped.
-  void encode(const Chunk& c, const at::Tensor& values, at::Tensor residual, uint8_t* out, int stage) {
+  // Encodes `values` of chunk `c` to `out`, with error feedback through `residual`.
+  void encode(const Chunk& c, const at::Tensor& values, const at::Tensor& residual, uint8_t* out, int stage) {
     codec::EncodeOptions encodeOptions;
     encodeOptions.stochastic = c.options->stochastic;
     encodeOptions.seed = streamSeed(c.options->seed, c.index, rank_, stage);
-    const int64_t n = values.numel();
-    codec_.encode(values.data_ptr<float>(), n, out, encodeOptions);
-    if (residual.defined()) {
-      codec_.decode(out, n, residual.data_ptr<float>());
-      at::sub_out(residual, values, residual);
-    }
+    encodeWithFeedback(codec_, values, residual, out, encodeOptions);
   }
 
   Transport& net_;
@@ -259,23 +222,15 @@ void compressedAllreduce(Transport& net, const codec::Codec& codec, std::vector<
   // Small chunks (a burst of small calls) get more of them in flight. The depth depends
   // only on the chunk sizes, so every rank picks the same.
   ChunkPipeline pipeline(net, codec, stats);
-  const int64_t count = static_cast<int64_t>(chunks.size());
   int64_t largest = 1;
   for (const auto& c : chunks) {
     largest = std::max(largest, c.values.numel());
   }
-  const int64_t depth = std::clamp(kElementsInFlight / largest, kMinChunksInFlight, kMaxChunksInFlight);
-  for (int64_t step = 0; step < count + 2 * depth; ++step) {
-    if (step < count) {
-      pipeline.sendContributions(chunks[step]);
-    }
-    if (step - depth >= 0 && step - depth < count) {
-      pipeline.reduceOwnShard(chunks[step - depth]);
-    }
-    if (step - 2 * depth >= 0 && step - 2 * depth < count) {
-      pipeline.decodeResult(chunks[step - 2 * depth]);
-    }
-  }
+  runStaggered(static_cast<int64_t>(chunks.size()), chunksInFlight(largest), {
+      [&](int64_t i) { pipeline.sendContributions(chunks[i]); },
+      [&](int64_t i) { pipeline.reduceOwnShard(chunks[i]); },
+      [&](int64_t i) { pipeline.decodeResult(chunks[i]); },
+  });
 }
 
 } // namespace qccl::algo

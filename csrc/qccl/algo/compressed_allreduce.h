@@ -39,13 +39,6 @@ struct CompressedAllreduceOptions {
   int64_t chunkElements = int64_t{1} << 20;
 };
 
-// Chunks whose all-to-all (and as many whose allgather) are on the wire at once: enough
-// for kElementsInFlight elements, within these bounds (each transfer holds one of the
-// inner Gloo's threads, transport/gloo_factory.h, while it is on the wire).
-constexpr int64_t kElementsInFlight = int64_t{6} << 20;
-constexpr int64_t kMinChunksInFlight = 6;
-constexpr int64_t kMaxChunksInFlight = 15;
-
 // Reduces `buffer` (contiguous float32, on the device `codec` and `net` serve) in place
 // across the ranks of `net`; adds what it sent, and its timings, to `stats`.
 void compressedAllreduce(

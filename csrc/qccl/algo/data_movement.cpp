@@ -34,11 +34,6 @@ StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root) 
   return started(net, net.gloo().broadcast(bytes, opts));
 }
 
-StartedTransfer allgather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input) {
-  auto flat = emptyBytes(byteSize(input) * net.size());
-  return allgatherIntoTensor(net, flat, input).andThen([flat, outputs]() mutable { splitBytesInto(flat, outputs); });
-}
-
 StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input) {
   auto out = asBytes(output);
   auto in = asBytes(input.contiguous());

@@ -96,19 +96,6 @@ StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::Reduc
           net.timeout()};
 }
 
-void reduceScatter(
-    GlooTransport& net,
-    at::Tensor& output,
-    const std::vector<at::Tensor>& inputs,
-    const c10d::ReduceOp& op) {
-  std::vector<at::Tensor> rows;
-  for (const auto& t : inputs) {
-    rows.push_back(t.reshape({-1}));
-  }
-  auto flat = at::cat(rows);
-  reduceScatterTensor(net, output, flat, op);
-}
-
 void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
   // Gloo reduces the input in place as scratch: keep the caller's input intact.

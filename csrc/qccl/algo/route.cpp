@@ -24,4 +24,8 @@ const char* routeName(Route route) {
   return "unknown";
 }
 
+bool compressibleDtype(c10::ScalarType type) {
+  return type == c10::kFloat || type == c10::kHalf || type == c10::kBFloat16;
+}
+
 } // namespace qccl::algo

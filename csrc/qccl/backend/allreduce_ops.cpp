@@ -88,12 +88,10 @@ std::vector<algo::Route> ProcessGroupQCCL::routeAll(
   // Decided now, on the caller's thread: qccl.exact() applies to the calls made inside
   // it, whenever they run.
   std::vector<algo::Route> routes;
-  size_t plan = 0;
   for (const auto& t : tensors) {
     routes.push_back(allreduce_.route(t, op, exactDepth_.load() > 0));
-    plan = c10::hash_combine(plan, static_cast<size_t>(routes.back()) + 1);
   }
-  signature.plan = static_cast<int64_t>(plan & 0x7fffffffffffffffULL);
+  signature.plan = routePlan(routes);
   return routes;
 }
 

@@ -3,6 +3,9 @@
 // tensors the call's staging gives. Each op's CPU body is one algorithm of
 // algo/collectives.h.
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+
 #include "qccl/algo/collectives.h"
 #include "qccl/backend/nccl_capabilities.h"
 #include "qccl/backend/op_signatures.h"
@@ -58,13 +61,30 @@ WorkPtr ProcessGroupQCCL::allgather(
     OpChecker check("all_gather", rank_, size_);
     auto input = check.single(inputs);
     auto outs = check.onePerRank(outputs, input, "output");
+    auto signature = signatureOf(OpType::ALLGATHER, input);
+    const auto route = sharded_.allgatherRoute(input, exactDepth_.load() > 0);
+    signature.plan = routePlan({route});
     return issue("all_gather", check, {
-        signatureOf(OpType::ALLGATHER, input),
+        std::move(signature),
         [&](c10d::Backend& nccl) { return nccl.allgather(outputs, inputs, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto os = s.writes(outs);
           auto in = s.reads(input);
-          return {os, {in}, [this, os, in]() mutable { return algo::allgather(transport_, os, in); }};
+          return {os, {in}, [this, os, in, route]() mutable -> std::optional<StartedTransfer> {
+            // Gathered into one tensor, as all_gather_into_tensor, then split.
+            auto gathered = at::empty({in.numel() * size_}, in.options());
+            auto split = [gathered, os, n = in.numel()]() mutable {
+              for (size_t r = 0; r < os.size(); ++r) {
+                os[r].copy_(gathered.narrow(0, static_cast<int64_t>(r) * n, n).view(os[r].sizes()));
+              }
+            };
+            auto started = sharded_.allgather(transport_, gathered, in, route);
+            if (!started) {
+              split();
+              return std::nullopt;
+            }
+            return std::move(*started).andThen(split);
+          }};
         }});
   });
 }
@@ -75,13 +95,16 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
     check.tensor(input, "the input");
     check.tensor(output, "the output");
     check.sizedLike(output, input, size_, "the output");
+    auto signature = signatureOf(OpType::_ALLGATHER_BASE, input);
+    const auto route = sharded_.allgatherRoute(input, exactDepth_.load() > 0);
+    signature.plan = routePlan({route});
     return issue("all_gather_into_tensor", check, {
-        signatureOf(OpType::_ALLGATHER_BASE, input),
+        std::move(signature),
         [&](c10d::Backend& nccl) { return nccl._allgather_base(output, input, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto in = s.reads(input);
-          return {{out}, {in}, [this, out, in]() mutable { return algo::allgatherIntoTensor(transport_, out, in); }};
+          return {{out}, {in}, [this, out, in, route]() mutable { return sharded_.allgather(transport_, out, in, route); }};
         }});
   });
 }
@@ -203,14 +226,22 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     auto ins = check.onePerRank(inputs, output, "input");
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
+    auto signature = signatureOf(OpType::REDUCE_SCATTER, output, redOp(op));
+    const auto route = sharded_.reduceScatterRoute(output, op, exactDepth_.load() > 0);
+    signature.plan = routePlan({route});
+    const int64_t place = sharded_.nextPlaceInStep();
     return issue("reduce_scatter", check, {
-        signatureOf(OpType::REDUCE_SCATTER, output, redOp(op)),
+        std::move(signature),
         [&](c10d::Backend& nccl) { return nccl.reduce_scatter(outputs, inputs, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto is = s.reads(ins);
-          return {{out}, is, [this, out, is, op]() mutable -> std::optional<StartedTransfer> {
-            algo::reduceScatter(transport_, out, is, op);
+          return {{out}, is, [this, out, is, op, route, place]() mutable -> std::optional<StartedTransfer> {
+            std::vector<at::Tensor> rows;
+            for (const auto& t : is) {
+              rows.push_back(t.reshape({-1}));
+            }
+            sharded_.reduceScatter(transport_, out, at::cat(rows), op, route, place);
             return std::nullopt;
           }};
         },
@@ -229,14 +260,18 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     check.sizedLike(input, output, size_, "the input");
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
+    auto signature = signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op));
+    const auto route = sharded_.reduceScatterRoute(output, op, exactDepth_.load() > 0);
+    signature.plan = routePlan({route});
+    const int64_t place = sharded_.nextPlaceInStep();
     return issue("reduce_scatter_tensor", check, {
-        signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op)),
+        std::move(signature),
         [&](c10d::Backend& nccl) { return nccl._reduce_scatter_base(output, input, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto in = s.reads(input);
-          return {{out}, {in}, [this, out, in, op]() mutable -> std::optional<StartedTransfer> {
-            algo::reduceScatterTensor(transport_, out, in, op);
+          return {{out}, {in}, [this, out, in, op, route, place]() mutable -> std::optional<StartedTransfer> {
+            sharded_.reduceScatter(transport_, out, in, op, route, place);
             return std::nullopt;
           }};
         },
@@ -259,15 +294,23 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
       check.reducible(opts.reduceOp, outputs[i].scalar_type());
     }
     auto op = opts.reduceOp;
+    auto signature = signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outputs, redOp(op));
+    std::vector<algo::Route> routes;
+    std::vector<int64_t> places;
+    for (const auto& out : outputs) {
+      routes.push_back(sharded_.reduceScatterRoute(out, op, exactDepth_.load() > 0));
+      places.push_back(sharded_.nextPlaceInStep());
+    }
+    signature.plan = routePlan(routes);
     return issue("reduce_scatter_tensor_coalesced", check, {
-        signatureOfList(OpType::REDUCE_SCATTER_TENSOR_COALESCED, outputs, redOp(op)),
+        std::move(signature),
         [&](c10d::Backend& nccl) { return nccl.reduce_scatter_tensor_coalesced(outputs, inputs, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto outs = s.writes(outputs);
           auto ins = s.reads(inputs);
-          return {outs, ins, [this, outs, ins, op]() mutable -> std::optional<StartedTransfer> {
+          return {outs, ins, [this, outs, ins, op, routes, places]() mutable -> std::optional<StartedTransfer> {
             for (size_t i = 0; i < ins.size(); ++i) {
-              algo::reduceScatterTensor(transport_, outs[i], ins[i], op);
+              sharded_.reduceScatter(transport_, outs[i], ins[i], op, routes[i], places[i]);
             }
             return std::nullopt;
           }};

@@ -50,6 +50,7 @@ std::map<std::string, std::string> Options::settings() const {
   setFlag(out, "verify", verify);
   setFlag(out, "force_network", forceNetwork);
   setText(out, "p2p_codec", p2pCodec);
+  setText(out, "allgather_codec", allgatherCodec);
   setText(out, "cuda_transport", cudaTransport);
   return out;
 }

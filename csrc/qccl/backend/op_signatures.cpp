@@ -1,5 +1,7 @@
 #include "qccl/backend/op_signatures.h"
 
+#include <c10/util/hash.h>
+
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl {
@@ -27,6 +29,14 @@ OpSignature signatureOfList(c10d::OpType op, const std::vector<at::Tensor>& ts, 
 
 int64_t redOp(const c10d::ReduceOp& op) {
   return static_cast<int64_t>(op.op_);
+}
+
+int64_t routePlan(const std::vector<algo::Route>& routes) {
+  size_t plan = 0;
+  for (auto route : routes) {
+    plan = c10::hash_combine(plan, static_cast<size_t>(route) + 1);
+  }
+  return static_cast<int64_t>(plan & 0x7fffffffffffffffULL);
 }
 
 } // namespace qccl

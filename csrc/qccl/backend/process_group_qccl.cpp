@@ -27,6 +27,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
       allreduce_(config, size),
+      sharded_(config, size),
       p2p_(transport_, config, rank, size),
       nccl_(std::move(nccl)),
       ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
@@ -209,12 +210,16 @@ void ProcessGroupQCCL::exitExactRegion() {
 
 algo::CompressionState ProcessGroupQCCL::saveCompressionState() {
   queue_.drain();
-  return allreduce_.saveState();
+  algo::CompressionState state;
+  allreduce_.saveInto(state);
+  sharded_.saveInto(state);
+  return state;
 }
 
 void ProcessGroupQCCL::loadCompressionState(const algo::CompressionState& state) {
   queue_.drain();
-  allreduce_.loadState(state);
+  allreduce_.loadFrom(state);
+  sharded_.loadFrom(state);
 }
 
 // --- group state ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
+#include "qccl/algo/sharded_compression.h"
 #include "qccl/backend/call_staging.h"
 #include "qccl/backend/joint_allreduce.h"
 #include "qccl/backend/op_queue.h"
@@ -156,10 +157,14 @@ class ProcessGroupQCCL : public c10d::Backend {
   algo::StatsSnapshot compressionStats() const {
     return allreduce_.stats();
   }
+  const algo::ShardedCompression& shardedCompression() const {
+    return sharded_;
+  }
   void resetCompressionStats() {
     allreduce_.resetStats();
+    sharded_.resetStats();
   }
-  // Allreduces issued while the count is above zero are exact (qccl.exact()).
+  // Compressible calls issued while the count is above zero are exact (qccl.exact()).
   void enterExactRegion();
   void exitExactRegion();
   // Waits for queued work, so that the state includes every call issued before.
@@ -273,6 +278,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   const int64_t settingsFingerprint_;  // config_.fingerprint(), sent with every collective
   GlooTransport transport_;
   algo::BucketedAllreduce allreduce_;
+  algo::ShardedCompression sharded_;  // reduce-scatter and all-gather
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;

@@ -105,6 +105,13 @@ const std::vector<Setting>& settings() {
          c.errorFeedbackMaxBytes = parseInteger(v, s, 0, kMaxBytes);
        },
        [](const Config& c) { return std::to_string(c.errorFeedbackMaxBytes); }},
+      {"allgather_codec",
+       [](Config& c, const std::string& v, const std::string& s) {
+         auto kind = parseCodecName(v);
+         QCCL_CHECK_VALUE(kind.has_value(), s, "=", v, " is not a codec; use one of ", joinedCodecNames());
+         c.allgatherCodec = *kind;
+       },
+       [](const Config& c) { return std::string(codecName(c.allgatherCodec)); }},
       {"p2p_codec",
        [](Config& c, const std::string& v, const std::string& s) {
          auto kind = parseCodecName(v);

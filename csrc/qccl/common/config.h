@@ -30,6 +30,11 @@ struct Config {
   int64_t bucketBytes = 25 << 20;      // fusion cap for lists of tensors
   int64_t errorFeedbackMaxBytes = int64_t{1} << 30;  // residuals kept, least recent dropped
 
+  // --- sharded data parallel (FSDP2, ZeRO; docs/algorithms.md) ---
+  // reduce-scatter takes `codec`, as all-reduce does. all-gather carries weights, so it is
+  // compressed only when this says so.
+  CodecKind allgatherCodec = CodecKind::None;
+
   // --- point-to-point (docs/p2p.md) ---
   // Codec for floating-point send/recv payloads; sender and receiver must agree. Only
   // none, fp16, bf16 and int8: int4 is too coarse for activations.

@@ -1,0 +1,140 @@
+#include "qccl/algo/sharded_compression.h"
+
+#include "qccl/algo/collectives.h"
+#include "qccl/algo/compressed_sharded.h"
+#include "qccl/algo/reduce_lowering.h"
+#include "qccl/common/tensor_bytes.h"
+
+namespace qccl::algo {
+namespace {
+
+// Bytes one rank sends in an exact reduce-scatter or all-gather of a `bytes` tensor (all
+// ranks' shards): the other ranks' shards, once.
+int64_t exactShardedWireBytes(int64_t bytes, int ranks) {
+  return bytes * (ranks - 1) / ranks;
+}
+
+// The route of one rank's float `shard` that `codec` would carry; the caller has ruled out
+// everything else.
+Route routeBySize(const codec::Codec& codec, const at::Tensor& shard, int64_t minBytes, int ranks) {
+  const int64_t bytes = byteSize(shard) * ranks;
+  if (bytes < minBytes || shard.numel() == 0) {
+    return Route::ExactSmall;
+  }
+  if (ranks > 1 && shardedWireBytes(codec, shard.numel(), ranks) >= exactShardedWireBytes(bytes, ranks)) {
+    return Route::ExactNoSaving;
+  }
+  return Route::Compressed;
+}
+
+} // namespace
+
+ShardedCompression::ShardedCompression(const Config& config, int ranks)
+    : config_(config),
+      ranks_(ranks),
+      gradientCodec_(codec::makeCodec(config.codec, config.block)),
+      weightCodec_(codec::makeCodec(config.allgatherCodec, config.block)),
+      residuals_(config.errorFeedbackMaxBytes) {}
+
+Route ShardedCompression::reduceScatterRoute(const at::Tensor& shard, const c10d::ReduceOp& op, bool forcedExact) const {
+  if (!gradientCodec_) {
+    return Route::ExactCodecNone;
+  }
+  if (forcedExact) {
+    return Route::ExactForced;
+  }
+  if (!compressibleDtype(shard.scalar_type())) {
+    return Route::ExactDtype;
+  }
+  if (op.op_ != c10d::ReduceOp::SUM && op.op_ != c10d::ReduceOp::AVG && op.op_ != c10d::ReduceOp::PREMUL_SUM) {
+    return Route::ExactReduceOp;
+  }
+  return routeBySize(*gradientCodec_, shard, config_.minBytes, ranks_);
+}
+
+Route ShardedCompression::allgatherRoute(const at::Tensor& shard, bool forcedExact) const {
+  if (!weightCodec_) {
+    return Route::ExactCodecNone;
+  }
+  if (forcedExact) {
+    return Route::ExactForced;
+  }
+  if (!compressibleDtype(shard.scalar_type())) {
+    return Route::ExactDtype;
+  }
+  return routeBySize(*weightCodec_, shard, config_.minBytes, ranks_);
+}
+
+StatsSnapshot ShardedCompression::countCall(int64_t bytes, Route route, int ranks) const {
+  StatsSnapshot delta;
+  delta.calls = 1;
+  delta.tensors = 1;
+  delta.compressedTensors = route == Route::Compressed ? 1 : 0;
+  delta.tensorsByRoute[static_cast<size_t>(route)] = 1;
+  delta.logicalBytes = bytes;
+  delta.exactWireBytes = exactShardedWireBytes(bytes, ranks);
+  if (route != Route::Compressed) {
+    delta.wireBytes = delta.exactWireBytes;
+  }
+  return delta;
+}
+
+void ShardedCompression::reduceScatter(
+    GlooTransport& net,
+    at::Tensor& output,
+    const at::Tensor& input,
+    const c10d::ReduceOp& op,
+    Route route,
+    int64_t place) {
+  auto delta = countCall(byteSize(input), route, net.size());
+  if (route != Route::Compressed) {
+    reduceScatterTensor(net, output, input, op);
+  } else {
+    const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
+    ShardedOptions options;
+    options.premulFactor = lowered.premulFactor ? lowered.premulFactor->item<double>() : 1.0;
+    options.average = lowered.divideByWorldSize;
+    options.stochastic = config_.stochastic;
+    options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
+    if (config_.errorFeedback) {
+      options.residual = residuals_.lookup(place, input.numel(), input.device());
+    }
+    compressedReduceScatter(net, *gradientCodec_, output, input, options, delta);
+  }
+  reduceScatterStats_.add(delta);
+}
+
+std::optional<StartedTransfer> ShardedCompression::allgather(
+    GlooTransport& net,
+    at::Tensor& output,
+    const at::Tensor& input,
+    Route route) {
+  auto delta = countCall(byteSize(output), route, net.size());
+  if (route != Route::Compressed) {
+    allgatherStats_.add(delta);
+    return allgatherIntoTensor(net, output, input);
+  }
+  ShardedOptions options;
+  options.stochastic = config_.stochastic;
+  options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
+  compressedAllgather(net, *weightCodec_, output, input, options, delta);
+  allgatherStats_.add(delta);
+  return std::nullopt;
+}
+
+void ShardedCompression::resetStats() {
+  reduceScatterStats_.reset();
+  allgatherStats_.reset();
+}
+
+void ShardedCompression::saveInto(CompressionState& state) const {
+  state.shardedCalls = calls_.load();
+  residuals_.save(state.reduceScatterPlaces, state.reduceScatterResiduals);
+}
+
+void ShardedCompression::loadFrom(const CompressionState& state) {
+  calls_.store(state.shardedCalls);
+  residuals_.load(state.reduceScatterPlaces, state.reduceScatterResiduals);
+}
+
+} // namespace qccl::algo
