@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
 #include <ATen/ops/zeros.h>
 
 #include "qccl/algo/chunk_steps.h"
@@ -80,11 +81,12 @@ void compressedReduceScatter(
     const int64_t bytes = codec.encodedBytes(c.length);
     {
       Phase encoding("qccl:encode", stats.encodeSeconds);
-      c.values = at::empty({ranks, c.length}, input.options().dtype(at::kFloat));
-      c.values.copy_(shards.narrow(1, c.offset, c.length));
-      if (options.premulFactor != 1.0) {
-        c.values.mul_(options.premulFactor);
+      auto contributions = shards.narrow(1, c.offset, c.length);
+      if (options.premulFactor.defined()) {
+        contributions = at::mul(contributions, options.premulFactor.to(input.scalar_type()));
       }
+      c.values = at::empty({ranks, c.length}, input.options().dtype(at::kFloat));
+      c.values.copy_(contributions);
       // The residual of chunk c: its rows, one per rank, follow the earlier chunks' rows.
       at::Tensor residual;
       if (options.residual.defined()) {

@@ -25,7 +25,9 @@
 namespace qccl::algo {
 
 struct ShardedOptions {
-  double premulFactor = 1.0;  // reduce-scatter: multiplies every contribution (PREMUL_SUM)
+  // Reduce-scatter: multiplies every contribution (PREMUL_SUM), in the input's dtype as
+  // NCCL does (and the exact path, reduce_lowering.h); undefined: none.
+  at::Tensor premulFactor;
   bool average = false;       // reduce-scatter: divides the sum by the world size (AVG)
   // Reduce-scatter error feedback: float32, as many elements as the input, in the order
   // the chunks encode them (compressedReduceScatter's business); undefined: none.

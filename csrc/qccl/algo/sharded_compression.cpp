@@ -92,7 +92,7 @@ void ShardedCompression::reduceScatter(
   } else {
     const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
     ShardedOptions options;
-    options.premulFactor = lowered.premulFactor ? lowered.premulFactor->item<double>() : 1.0;
+    options.premulFactor = lowered.premulFactor.value_or(at::Tensor());
     options.average = lowered.divideByWorldSize;
     options.stochastic = config_.stochastic;
     options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
