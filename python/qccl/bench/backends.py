@@ -74,9 +74,11 @@ def create_groups(backends: list[Backend], log) -> list[Backend]:
             torch.cuda.set_device(backend.device)
             backend.group = dist.new_group(backend="nccl")
         elif backend.is_qccl:
-            # The codec applies to send/recv too, where qccl has it (int4 is allreduce-only).
+            # The codec applies to every collective qccl compresses: all-gather too (which
+            # takes it only on request, allgather_codec) and send/recv where qccl has it
+            # (not int4).
             p2p_codec = backend.codec if backend.codec in ("none", "fp16", "bf16", "int8") else "none"
-            options = qccl.Options(codec=backend.codec, p2p_codec=p2p_codec)
+            options = qccl.Options(codec=backend.codec, p2p_codec=p2p_codec, allgather_codec=backend.codec)
             backend.group = dist.new_group(backend="qccl", pg_options=options)
         else:
             backend.group = dist.new_group(backend="gloo")

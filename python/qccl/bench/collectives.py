@@ -84,12 +84,12 @@ COLLECTIVES = {
             lambda rank, world, count, dtype: torch.stack(_all_inputs(world, count, dtype)).sum(0),
         ),
         Collective(
-            "allgather", lambda n: (n - 1) / n, False, _allgather_buffers,
+            "allgather", lambda n: (n - 1) / n, True, _allgather_buffers,
             lambda inp, out, group, rank, world: dist.all_gather_into_tensor(out, inp, group=group),
             lambda rank, world, count, dtype: torch.cat(_all_inputs(world, count // world, dtype)),
         ),
         Collective(
-            "reduce_scatter", lambda n: (n - 1) / n, False, _reduce_scatter_buffers,
+            "reduce_scatter", lambda n: (n - 1) / n, True, _reduce_scatter_buffers,
             lambda inp, out, group, rank, world: dist.reduce_scatter_tensor(out, inp, group=group),
             lambda rank, world, count, dtype:
                 torch.stack(_all_inputs(world, count, dtype)).sum(0).chunk(world)[rank],

@@ -15,6 +15,10 @@ from .backends import Backend
 from .collectives import COLLECTIVES, relative_error
 
 
+# Where qccl.stats() counts each compressible collective (None: the top level).
+_COUNTERS = {"allreduce": None, "reduce_scatter": "reduce_scatter", "allgather": "all_gather"}
+
+
 def iterations_per_round(nbytes: int, requested: int | None) -> int:
     """Enough calls to take a stable median of small sizes without hours at large ones."""
     if requested:
@@ -75,8 +79,10 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
         seconds = statistics.median(slowest_rank(samples[b.name]))
         algbw = count * element / seconds / 1e9
         wire = None
-        if b.is_qccl and collective_name == "allreduce":
+        if b.is_qccl and collective_name in _COUNTERS:
             counters = qccl.stats(b.group)
+            if _COUNTERS[collective_name]:
+                counters = counters[_COUNTERS[collective_name]]
             wire = counters["wire_bytes"] / max(1, counters["calls"])
         elif b.is_qccl and collective_name == "sendrecv":
             wire = _p2p_wire_bytes(b.group, buffers[b.name][0])
