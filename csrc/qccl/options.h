@@ -30,6 +30,7 @@ struct Options {
   std::optional<std::string> p2pCodec;        // send/recv payloads: none, fp16, bf16 or int8
   std::optional<std::string> cudaTransport;   // CUDA tensors: "nccl" or "gloo" (staged through host)
   std::optional<std::string> allgatherCodec;  // all-gather (FSDP's weights) codec; default none
+  std::optional<int64_t> ranksPerNode;        // consecutive ranks per node: exact inside, compressed across
 
   // How long any operation may wait for peers before it fails (torch's default too).
   std::chrono::milliseconds timeout = ::kBackendDefaultTimeout;

@@ -15,6 +15,7 @@ def _create_backend(backend_opts, pg_options):
         backend_opts.group_size,
         timeout=backend_opts.timeout,
         options=pg_options,
+        global_ranks=backend_opts.global_ranks_in_group,
     )
 
 

@@ -9,10 +9,12 @@ import torch
 import torch.distributed as dist
 
 from ._extension import load
+from ._nodes import agree_on_ranks_per_node, with_group_layout
 from .compression import watch_optimizer_steps
 
 
-def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.default_pg_timeout, options=None):
+def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.default_pg_timeout, options=None,
+                   global_ranks=None):
     """A qccl backend (a c10d Backend, like ProcessGroupGloo) over `store`.
 
     qccl's CPU transport is Gloo: a ProcessGroupGloo on the same store, rank and size,
@@ -21,6 +23,8 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
     under a prefix of this creation's own, agreed by all ranks, so creating a group again
     on the same store (a restart, a new quorum) never meets the previous one's keys
     (docs/design.md, "Restarts"). `options` is a qccl.Options (None: the environment's).
+    `global_ranks` (the group's members' global ranks, None: 0 to world_size - 1) place
+    the ranks on nodes for hierarchical compression (_nodes.py).
     """
     from .options import Options
 
@@ -32,10 +36,12 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
         raise TypeError(f"qccl: timeout must be a datetime.timedelta, not {type(timeout).__name__}")
     if not 0 <= rank < world_size:
         raise ValueError(f"qccl: rank {rank} is not in a group of {world_size}")
+    options = with_group_layout(options, world_size, global_ranks or [])
     extension = load()
     watch_optimizer_steps()  # steps key the reduce-scatters' error feedback
     prefix = extension.fresh_store_prefix(store, rank, world_size, timeout)
     store = dist.PrefixStore(prefix, store)
+    agree_on_ranks_per_node(store, rank, world_size, int(options.resolved()["ranks_per_node"]))
     gloo = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", store), rank, world_size, _gloo_options(timeout))
     nccl = _nccl_transport(store, rank, world_size, timeout, options)
     return extension.ProcessGroupQCCL(gloo, rank, world_size, timeout, options.settings(), nccl, store)

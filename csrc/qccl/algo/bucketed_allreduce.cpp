@@ -87,12 +87,17 @@ void BucketedAllreduce::run(
     std::vector<at::Tensor>& tensors,
     const std::vector<Route>& routes,
     const c10d::ReduceOp& op,
-    const ExactReduce& exact) {
+    const ExactReduce& exact,
+    const NodeTransports* nodes) {
   std::vector<AllreduceCall> calls{{tensors, routes, op}};
-  run(net, calls, exact);
+  run(net, calls, exact, nodes);
 }
 
-void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, const ExactReduce& exact) {
+void BucketedAllreduce::run(
+    Transport& net,
+    std::vector<AllreduceCall>& calls,
+    const ExactReduce& exact,
+    const NodeTransports* nodes) {
   StatsSnapshot delta;
   delta.calls = static_cast<int64_t>(calls.size());
   // Every compressed bucket of every call, reduced together at the end.
@@ -122,7 +127,7 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
         members.push_back(tensors[i]);
       }
       if (b.group == kCompressedGroup) {
-        jobs.push_back(compressedJob(members, call.op.op_ == c10d::ReduceOp::AVG, delta));
+        jobs.push_back(compressedJob(members, call.op.op_ == c10d::ReduceOp::AVG, nodes, delta));
         jobMembers.push_back(std::move(members));
         continue;
       }
@@ -136,7 +141,11 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
 
   if (!jobs.empty()) {
     auto onDevice = codec::makeCodecOn(jobs[0].buffer.device(), codec_->kind(), codec_->block());
-    compressedAllreduce(net, *onDevice, jobs, delta);
+    if (nodes) {
+      hierarchicalAllreduce(*nodes, *onDevice, jobs, delta);
+    } else {
+      compressedAllreduce(net, *onDevice, jobs, delta);
+    }
     Phase unpacking("qccl:decode", delta.decodeSeconds);
     for (size_t j = 0; j < jobs.size(); ++j) {
       unpackFloat32(jobs[j].buffer, jobMembers[j]);
@@ -145,7 +154,11 @@ void BucketedAllreduce::run(Transport& net, std::vector<AllreduceCall>& calls, c
   stats_.add(delta);
 }
 
-CompressedJob BucketedAllreduce::compressedJob(const std::vector<at::Tensor>& tensors, bool average, StatsSnapshot& stats) {
+CompressedJob BucketedAllreduce::compressedJob(
+    const std::vector<at::Tensor>& tensors,
+    bool average,
+    const NodeTransports* nodes,
+    StatsSnapshot& stats) {
   CompressedJob job;
   {
     Phase packing("qccl:encode", stats.encodeSeconds);
@@ -155,7 +168,9 @@ CompressedJob BucketedAllreduce::compressedJob(const std::vector<at::Tensor>& te
   job.options.stochastic = config_.stochastic;
   job.options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
-    job.options.residual = residuals_.lookup(tensors, job.buffer.numel(), job.buffer.device());
+    const int64_t n = job.buffer.numel();
+    job.options.residual = residuals_.lookup(tensors, nodes ? nodePieceElements(n, nodes->node.size()) : n,
+                                             job.buffer.device());
   }
   return job;
 }

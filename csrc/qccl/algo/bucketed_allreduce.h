@@ -18,6 +18,7 @@
 #include "qccl/algo/compressed_allreduce.h"
 #include "qccl/algo/compression_state.h"
 #include "qccl/algo/compression_stats.h"
+#include "qccl/algo/hierarchical.h"
 #include "qccl/algo/residual_store.h"
 #include "qccl/algo/route.h"
 #include "qccl/codec/codec.h"
@@ -49,18 +50,21 @@ class BucketedAllreduce {
 
   // Reduces `tensors` (all on one device, which `net` serves) in place; routes[i] is
   // route(tensors[i], ...). Compressed buckets run on that device: on CUDA, kernels go
-  // to the current stream.
+  // to the current stream. With `nodes` (CPU groups on several nodes) they run
+  // hierarchically (hierarchical.h).
   void run(
       Transport& net,
       std::vector<at::Tensor>& tensors,
       const std::vector<Route>& routes,
       const c10d::ReduceOp& op,
-      const ExactReduce& exact);
+      const ExactReduce& exact,
+      const NodeTransports* nodes = nullptr);
 
   // Reduces several calls' tensors, as run() would one call after the other, bit for bit
   // (the same buckets, seeds and residuals), but with every compressed bucket in one chunk
   // pipeline (compressedAllreduce of several jobs), after the exact buckets.
-  void run(Transport& net, std::vector<AllreduceCall>& calls, const ExactReduce& exact);
+  void run(Transport& net, std::vector<AllreduceCall>& calls, const ExactReduce& exact,
+           const NodeTransports* nodes = nullptr);
 
   StatsSnapshot stats() const {
     return stats_.snapshot();
@@ -72,8 +76,13 @@ class BucketedAllreduce {
   void loadFrom(const CompressionState& state);
 
  private:
-  // A compressed bucket's float32 buffer, with its seed and error-feedback residual.
-  CompressedJob compressedJob(const std::vector<at::Tensor>& tensors, bool average, StatsSnapshot& stats);
+  // A compressed bucket's float32 buffer, with its seed and error-feedback residual (of
+  // this rank's piece of the bucket when it runs hierarchically across `nodes`).
+  CompressedJob compressedJob(
+      const std::vector<at::Tensor>& tensors,
+      bool average,
+      const NodeTransports* nodes,
+      StatsSnapshot& stats);
 
   const Config config_;
   const int ranks_;

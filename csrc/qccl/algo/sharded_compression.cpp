@@ -85,7 +85,8 @@ void ShardedCompression::reduceScatter(
     const at::Tensor& input,
     const c10d::ReduceOp& op,
     Route route,
-    int64_t place) {
+    int64_t place,
+    const NodeTransports* nodes) {
   auto delta = countCall(byteSize(input), route, net.size());
   if (route != Route::Compressed) {
     reduceScatterTensor(net, output, input, op);
@@ -97,9 +98,14 @@ void ShardedCompression::reduceScatter(
     options.stochastic = config_.stochastic;
     options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
     if (config_.errorFeedback) {
-      options.residual = residuals_.lookup(place, input.numel(), input.device());
+      const int64_t n = nodes ? input.numel() / nodes->node.size() : input.numel();
+      options.residual = residuals_.lookup(place, n, input.device());
     }
-    compressedReduceScatter(net, *gradientCodec_, output, input, options, delta);
+    if (nodes) {
+      hierarchicalReduceScatter(*nodes, *gradientCodec_, output, input, options, delta);
+    } else {
+      compressedReduceScatter(net, *gradientCodec_, output, input, options, delta);
+    }
   }
   reduceScatterStats_.add(delta);
 }

@@ -18,6 +18,7 @@
 
 #include "qccl/algo/compression_state.h"
 #include "qccl/algo/compression_stats.h"
+#include "qccl/algo/hierarchical.h"
 #include "qccl/algo/route.h"
 #include "qccl/algo/step_residuals.h"
 #include "qccl/codec/codec.h"
@@ -42,14 +43,16 @@ class ShardedCompression {
   }
 
   // output (n elements) = the reduction of every rank's input (ranks * n), contiguous CPU
-  // tensors of one dtype; `route` and `place` as decided when the call was issued.
+  // tensors of one dtype; `route` and `place` as decided when the call was issued. With
+  // `nodes` (a group on several nodes) a compressed one runs hierarchically.
   void reduceScatter(
       GlooTransport& net,
       at::Tensor& output,
       const at::Tensor& input,
       const c10d::ReduceOp& op,
       Route route,
-      int64_t place);
+      int64_t place,
+      const NodeTransports* nodes);
   // output (ranks * n) = every rank's input (n). An exact one returns with its transfer
   // running (algo/collectives.h).
   std::optional<StartedTransfer> allgather(GlooTransport& net, at::Tensor& output, const at::Tensor& input, Route route);

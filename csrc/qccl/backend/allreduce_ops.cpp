@@ -123,7 +123,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
         // the wire, and its end completes the call.
         started = algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/tensors.size() == 1);
       }
-    });
+    }, acrossNodes());
     return started;
   }, local, std::move(joinable));
   return track(staging.finish(work));
@@ -136,7 +136,7 @@ void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
   }
   allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
     algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/false);  // not reached: joinable calls have no exact bucket
-  });
+  }, acrossNodes());
 }
 
 } // namespace qccl

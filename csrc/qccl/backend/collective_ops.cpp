@@ -241,7 +241,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
             for (const auto& t : is) {
               rows.push_back(t.reshape({-1}));
             }
-            sharded_.reduceScatter(transport_, out, at::cat(rows), op, route, place);
+            sharded_.reduceScatter(transport_, out, at::cat(rows), op, route, place, acrossNodes());
             return std::nullopt;
           }};
         },
@@ -271,7 +271,7 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
           auto out = s.writes(output);
           auto in = s.reads(input);
           return {{out}, {in}, [this, out, in, op, route, place]() mutable -> std::optional<StartedTransfer> {
-            sharded_.reduceScatter(transport_, out, in, op, route, place);
+            sharded_.reduceScatter(transport_, out, in, op, route, place, acrossNodes());
             return std::nullopt;
           }};
         },
@@ -310,7 +310,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
           auto ins = s.reads(inputs);
           return {outs, ins, [this, outs, ins, op, routes, places]() mutable -> std::optional<StartedTransfer> {
             for (size_t i = 0; i < ins.size(); ++i) {
-              sharded_.reduceScatter(transport_, outs[i], ins[i], op, routes[i], places[i]);
+              sharded_.reduceScatter(transport_, outs[i], ins[i], op, routes[i], places[i], acrossNodes());
             }
             return std::nullopt;
           }};

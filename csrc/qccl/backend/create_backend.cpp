@@ -51,6 +51,7 @@ std::map<std::string, std::string> Options::settings() const {
   setFlag(out, "force_network", forceNetwork);
   setText(out, "p2p_codec", p2pCodec);
   setText(out, "allgather_codec", allgatherCodec);
+  setNumber(out, "ranks_per_node", ranksPerNode);
   setText(out, "cuda_transport", cudaTransport);
   return out;
 }

@@ -26,6 +26,10 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       config_(config),
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
+      nodeGroups_(
+          config.ranksPerNode > 1 && config.ranksPerNode < size
+              ? std::make_unique<NodeGroups>(store, rank, size, static_cast<int>(config.ranksPerNode), timeout)
+              : nullptr),
       allreduce_(config, size),
       sharded_(config, size),
       p2p_(transport_, config, rank, size),
@@ -39,6 +43,9 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       !nccl_ || (nccl_->getRank() == rank && nccl_->getSize() == size),
       "the NCCL transport is rank ", nccl_ ? nccl_->getRank() : -1, " of ", nccl_ ? nccl_->getSize() : -1,
       " but the group is rank ", rank, " of ", size);
+  if (nodeGroups_) {
+    nodes_.emplace(algo::NodeTransports{nodeGroups_->node(), nodeGroups_->cross()});
+  }
   init();
 }
 
@@ -234,6 +241,9 @@ void ProcessGroupQCCL::setSequenceNumberForGroup() {
 
 void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
   transport_.setTimeout(timeout);
+  if (nodeGroups_) {
+    nodeGroups_->setTimeout(timeout);
+  }
 }
 
 void ProcessGroupQCCL::stop(const std::string& why) {
@@ -246,6 +256,9 @@ void ProcessGroupQCCL::abort() {
     nccl_->abort();
   }
   transport_.abort();
+  if (nodeGroups_) {
+    nodeGroups_->abort();
+  }
   stop("the process group was aborted");
 }
 

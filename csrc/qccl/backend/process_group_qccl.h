@@ -31,6 +31,7 @@
 #include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/p2p/p2p_engine.h"
 #include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/node_groups.h"
 
 namespace qccl {
 
@@ -265,6 +266,10 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::vector<at::Tensor>& tensors,
       const c10d::ReduceOp& op,
       const NcclCall& nccl);
+  // The node sub-groups compressed CPU calls run across (null: one node, or no hierarchy).
+  const algo::NodeTransports* acrossNodes() const {
+    return nodes_ ? &*nodes_ : nullptr;
+  }
   // Whether `tensor` travels through NCCL (and not staged through host memory).
   bool travelsOnNccl(const at::Tensor& tensor) const;
   // Raises unless `peer` is another rank of the group, or this one inside a coalescing
@@ -277,6 +282,8 @@ class ProcessGroupQCCL : public c10d::Backend {
   const Config config_;
   const int64_t settingsFingerprint_;  // config_.fingerprint(), sent with every collective
   GlooTransport transport_;
+  std::unique_ptr<NodeGroups> nodeGroups_;  // on several nodes (ranks_per_node), else null
+  std::optional<algo::NodeTransports> nodes_;  // nodeGroups_'s, for the algorithms
   algo::BucketedAllreduce allreduce_;
   algo::ShardedCompression sharded_;  // reduce-scatter and all-gather
   std::atomic<int> exactDepth_{0};

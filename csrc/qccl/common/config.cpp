@@ -112,6 +112,9 @@ const std::vector<Setting>& settings() {
          c.allgatherCodec = *kind;
        },
        [](const Config& c) { return std::string(codecName(c.allgatherCodec)); }},
+      {"ranks_per_node",
+       [](Config& c, const std::string& v, const std::string& s) { c.ranksPerNode = parseInteger(v, s, 1, 1 << 20); },
+       [](const Config& c) { return std::to_string(c.ranksPerNode); }},
       {"p2p_codec",
        [](Config& c, const std::string& v, const std::string& s) {
          auto kind = parseCodecName(v);

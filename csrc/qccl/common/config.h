@@ -35,6 +35,13 @@ struct Config {
   // compressed only when this says so.
   CodecKind allgatherCodec = CodecKind::None;
 
+  // --- hierarchical compression (docs/algorithms.md) ---
+  // The group's ranks sit on nodes of this many consecutive ranks: compressed all-reduces
+  // and reduce-scatters run exact inside a node, compressed across nodes. 1 (or the
+  // group's size: one node) = off. Python's default comes from torchrun's
+  // LOCAL_WORLD_SIZE (qccl/factory.py).
+  int64_t ranksPerNode = 1;
+
   // --- point-to-point (docs/p2p.md) ---
   // Codec for floating-point send/recv payloads; sender and receiver must agree. Only
   // none, fp16, bf16 and int8: int4 is too coarse for activations.

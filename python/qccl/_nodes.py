@@ -1,0 +1,57 @@
+"""Which ranks of a group share a node, for hierarchical compression (exact inside a node,
+compressed across nodes; docs/algorithms.md).
+
+`ranks_per_node` (QCCL_RANKS_PER_NODE, qccl.Options) counts consecutive *global* ranks,
+as torchrun places them; without it, torchrun's LOCAL_WORLD_SIZE gives it. Each group
+gets its own count from its members' global ranks: the C++ side only knows the group's
+own ranks, and treats them as nodes of that many consecutive ranks.
+"""
+
+import collections
+import dataclasses
+import os
+
+
+def with_group_layout(options, world_size: int, global_ranks):
+    """`options` with ranks_per_node as this group's own count of members per node.
+
+    A layout that puts the group's members on nodes unevenly (or out of order) raises a
+    ValueError when ranks_per_node was set explicitly, and turns the hierarchy off when it
+    came from LOCAL_WORLD_SIZE."""
+    explicit = options.ranks_per_node is not None or bool(os.environ.get("QCCL_RANKS_PER_NODE"))
+    if explicit:
+        per_node = int(options.resolved()["ranks_per_node"])  # validated, environment included
+    else:
+        local = os.environ.get("LOCAL_WORLD_SIZE", "")
+        if not local.isdigit():
+            return options
+        per_node = int(local)
+    if per_node <= 1:
+        return options
+    ranks = list(global_ranks) or list(range(world_size))
+    nodes = [rank // per_node for rank in ranks]
+    counts = collections.Counter(nodes)
+    members = counts[nodes[0]]
+    if nodes != sorted(nodes) or any(count != members for count in counts.values()):
+        if explicit:
+            raise ValueError(
+                f"qccl: ranks_per_node={per_node} puts the group's global ranks {ranks} on nodes unevenly "
+                f"({dict(counts)} ranks per node); hierarchical compression needs as many consecutive "
+                "ranks of the group on every node (ranks_per_node=1 turns it off)"
+            )
+        per_node = 1
+    else:
+        per_node = members
+    return dataclasses.replace(options, ranks_per_node=per_node)
+
+
+def agree_on_ranks_per_node(store, rank: int, world_size: int, per_node: int) -> None:
+    """Raises ValueError on every rank unless all ranks of the group use the same count:
+    otherwise some would wait for node sub-groups that the others never join."""
+    store.set(f"ranks_per_node/{rank}", str(per_node))
+    values = [int(v) for v in store.multi_get([f"ranks_per_node/{r}" for r in range(world_size)])]
+    if len(set(values)) > 1:
+        raise ValueError(
+            f"qccl: the ranks of a group disagree on ranks_per_node (rank r's at position r: {values}); "
+            "every rank must use the same QCCL_RANKS_PER_NODE / Options(ranks_per_node=...)"
+        )

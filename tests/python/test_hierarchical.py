@@ -1,0 +1,117 @@
+"""Hierarchical compression: 4 ranks as 2 nodes x 2 (ranks_per_node=2). All-reduces stay
+bit-identical across all four ranks and within the codec's bound of float64; reduce-scatters
+within theirs; the node layout comes from LOCAL_WORLD_SIZE and each group's members; ranks
+that disagree on it, or a layout that is not uniform, get a clear error at group creation."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import qccl
+from test_compression import CODEC_BOUND, DTYPE_BOUND, assert_identical_on_all_ranks, gaussian, group_for, \
+    relative_error
+from test_sharded import SHARDED_BOUND, reduced_reference
+
+
+@pytest.fixture
+def world4(world):
+    if world.size != 4:
+        pytest.skip("2 nodes x 2 ranks")
+    return world
+
+
+def rank_allreduce(ctx):
+    flat = group_for(codec="int8", min_bytes=0)
+    worst = {}
+    for codec in ["bf16", "int8", "int4"]:
+        nodes = group_for("nodes", codec=codec, ranks_per_node=2, min_bytes=0)
+        assert qccl.stats(nodes)["settings"]["ranks_per_node"] == "2"
+        for dtype in [torch.float32, torch.bfloat16]:
+            for n in [1, 7, 257, 3001, 40_003]:
+                for op in ["SUM", "AVG"]:
+                    inputs = [gaussian(r, n, dtype, seed=11) for r in range(ctx.size)]
+                    tensor = inputs[ctx.rank].clone()
+                    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op), group=nodes)
+                    what = f"{codec} {dtype} n={n} {op}"
+                    assert_identical_on_all_ranks(ctx, tensor, what)
+                    reference = reduced_reference(inputs, op, ctx.size)
+                    error = relative_error(tensor, reference)
+                    assert error <= CODEC_BOUND[codec] + DTYPE_BOUND[dtype], f"{what}: error {error:.2e}"
+                    worst[codec] = max(worst.get(codec, 0.0), error)
+    # Exact inside the nodes: not what the flat group computes.
+    inputs = [gaussian(r, 40_003, seed=12) for r in range(ctx.size)]
+    across, everywhere = inputs[ctx.rank].clone(), inputs[ctx.rank].clone()
+    dist.all_reduce(across, group=group_for("nodes", codec="int8", ranks_per_node=2, min_bytes=0))
+    dist.all_reduce(everywhere, group=flat)
+    assert not torch.equal(across, everywhere), "the hierarchical all-reduce computed the flat one"
+    return worst
+
+
+def test_allreduce_across_nodes_is_bit_identical_and_within_bounds(world4):
+    print("hierarchical all_reduce worst error per codec:", world4.run(rank_allreduce)[0])
+
+
+def rank_reduce_scatter(ctx):
+    worst = {}
+    for codec in ["bf16", "int8", "int4"]:
+        nodes = group_for("nodes", codec=codec, ranks_per_node=2, min_bytes=0, error_feedback=True)
+        for n in [5, 300, 20_011]:
+            for op in ["SUM", "AVG", "PREMUL_SUM"]:
+                inputs = [gaussian(r, n * ctx.size, seed=13) for r in range(ctx.size)]
+                output = torch.empty(n)
+                reduce_op = dist._make_nccl_premul_sum(0.37) if op == "PREMUL_SUM" else getattr(dist.ReduceOp, op)
+                dist.reduce_scatter_tensor(output, inputs[ctx.rank].clone(), op=reduce_op, group=nodes)
+                reference = reduced_reference(inputs, op, ctx.size)[ctx.rank * n:(ctx.rank + 1) * n]
+                error = relative_error(output, reference)
+                assert error <= SHARDED_BOUND[codec], f"{codec} n={n} {op}: error {error:.2e}"
+                worst[codec] = max(worst.get(codec, 0.0), error)
+    return worst
+
+
+def test_reduce_scatter_across_nodes_within_bounds(world4):
+    print("hierarchical reduce_scatter worst error per codec:", world4.run(rank_reduce_scatter)[0])
+
+
+def rank_layout_from_local_world_size(ctx):
+    os.environ["LOCAL_WORLD_SIZE"] = "2"  # as torchrun sets it for 2 ranks per node
+    try:
+        every = dist.new_group(backend="qccl")
+        crossing = dist.new_group([0, 2], backend="qccl")  # one member per node
+        within = dist.new_group([2, 3], backend="qccl")    # one node
+    finally:
+        del os.environ["LOCAL_WORLD_SIZE"]
+    layout = [qccl.stats(every)["settings"]["ranks_per_node"]]
+    for group, members in ((crossing, [0, 2]), (within, [2, 3])):
+        if ctx.rank in members:
+            layout.append(qccl.stats(group)["settings"]["ranks_per_node"])
+    return layout
+
+
+def test_node_layout_comes_from_local_world_size_and_the_members(world4):
+    layouts = world4.run(rank_layout_from_local_world_size)
+    assert layouts == [["2", "1"], ["2"], ["2", "1", "2"], ["2", "2"]], layouts
+
+
+def rank_bad_layouts(ctx):
+    messages = []
+    uneven = qccl.Options(codec="int8", ranks_per_node=3)
+    with pytest.raises(ValueError) as caught:
+        dist.new_group(backend="qccl", pg_options=uneven)
+    messages.append(str(caught.value))
+    mine = qccl.Options(codec="int8", ranks_per_node=2 if ctx.rank < 2 else 4)
+    with pytest.raises(ValueError) as caught:
+        dist.new_group(backend="qccl", pg_options=mine)
+    messages.append(str(caught.value))
+    tensor = torch.ones(3)
+    dist.all_reduce(tensor)  # the default group stays usable
+    assert tensor.tolist() == [4.0] * 3
+    return messages
+
+
+def test_uneven_or_mismatched_layouts_raise_at_group_creation(world4):
+    for uneven, mismatched in world4.run(rank_bad_layouts):
+        assert uneven.startswith("qccl: ranks_per_node=3 puts the group's global ranks [0, 1, 2, 3] on nodes unevenly")
+        assert mismatched.startswith("qccl: the ranks of a group disagree on ranks_per_node (rank r's at position r: "
+                                     "[2, 2, 4, 4])"), mismatched
