@@ -56,7 +56,10 @@ def rank_torchft(ctx):
     expected = torch.empty(3)
     dist.reduce_scatter_tensor(expected, shards.clone(), group=ctx.gloo)
     pg.reduce_scatter_tensor_coalesced([out], [shards], dist.ReduceScatterOptions()).wait()
-    results["reduce_scatter"] = torch.equal(out, expected)  # torchft's Gloo group refuses this
+    # torchft's Gloo group refuses this; qccl compresses it (int8: one quantization of
+    # each rank's contribution, at most half a step of its block's scale).
+    largest = (3 * ctx.size - 1) * ctx.size
+    results["reduce_scatter"] = 0 < (out - expected).abs().max().item() <= ctx.size * largest / 127 / 2 + 1e-4
     results["stats"] = qccl.stats(pg)["compressed_tensors"]
     results["name"] = pg.getBackendName()
 

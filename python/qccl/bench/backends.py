@@ -19,6 +19,7 @@ class Backend:
     codec: str  # "none" except for compressing qccl groups
     device: torch.device
     group: object = None
+    flat: bool = False  # qccl: ranks_per_node=1, no hierarchy whatever the node layout
 
     @property
     def is_qccl(self) -> bool:
@@ -34,15 +35,18 @@ def parse_backends(spec: str) -> list[Backend]:
     backends = []
     for name in (part.strip() for part in spec.split(",") if part.strip()):
         base, _, codec = name.partition(":")
-        if base == "qccl":
+        codec, _, layout = codec.partition(":")
+        if base == "qccl" and layout in ("", "flat"):
             from qccl.options import Options
 
             Options(codec=codec or "none")  # raises ValueError naming the valid codecs
-            backends.append(Backend(f"qccl:{codec or 'none'}", codec or "none", torch.device("cpu")))
+            suffix = ":flat" if layout else ""
+            backends.append(Backend(f"qccl:{codec or 'none'}{suffix}", codec or "none", torch.device("cpu"),
+                                    flat=bool(layout)))
         elif base in ("gloo", "nccl") and not codec:
             backends.append(Backend(base, "none", torch.device("cpu")))
         else:
-            raise ValueError(f"qccl.bench: unknown backend {name!r} (gloo, nccl, qccl:CODEC)")
+            raise ValueError(f"qccl.bench: unknown backend {name!r} (gloo, nccl, qccl:CODEC, qccl:CODEC:flat)")
     return backends
 
 
@@ -78,7 +82,8 @@ def create_groups(backends: list[Backend], log) -> list[Backend]:
             # takes it only on request, allgather_codec) and send/recv where qccl has it
             # (not int4).
             p2p_codec = backend.codec if backend.codec in ("none", "fp16", "bf16", "int8") else "none"
-            options = qccl.Options(codec=backend.codec, p2p_codec=p2p_codec, allgather_codec=backend.codec)
+            options = qccl.Options(codec=backend.codec, p2p_codec=p2p_codec, allgather_codec=backend.codec,
+                                   ranks_per_node=1 if backend.flat else None)
             backend.group = dist.new_group(backend="qccl", pg_options=options)
         else:
             backend.group = dist.new_group(backend="gloo")
