@@ -43,6 +43,7 @@ py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
   d["exact_tensors"] = exact;
   d["logical_bytes"] = s.logicalBytes;
   d["wire_bytes"] = s.wireBytes;
+  d["node_wire_bytes"] = s.nodeWireBytes;
   d["exact_wire_bytes"] = s.exactWireBytes;
   d["encode_seconds"] = s.encodeSeconds;
   d["communicate_seconds"] = s.communicateSeconds;

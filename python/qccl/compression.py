@@ -53,8 +53,9 @@ def stats(group=None) -> dict:
     """Counters of the group's allreduces since it was created (or reset_stats()).
 
     calls, tensors, compressed_tensors, exact_tensors (per reason), logical_bytes (of the
-    tensors), wire_bytes (this rank sent), exact_wire_bytes (it would have sent
-    uncompressed), compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent
+    tensors), wire_bytes (this rank sent; node_wire_bytes of them to its own node, with
+    hierarchical compression), exact_wire_bytes (it would have sent uncompressed),
+    compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent
     encoding, communicating and decoding, plus the group's settings. The same counters
     of its reduce-scatters and all-gathers (every form of each) are under
     "reduce_scatter" and "all_gather" (logical_bytes: the full tensor, every rank's shard).

@@ -43,9 +43,13 @@ def rank_allreduce(ctx):
     # Exact inside the nodes: not what the flat group computes.
     inputs = [gaussian(r, 40_003, seed=12) for r in range(ctx.size)]
     across, everywhere = inputs[ctx.rank].clone(), inputs[ctx.rank].clone()
-    dist.all_reduce(across, group=group_for("nodes", codec="int8", ranks_per_node=2, min_bytes=0))
+    nodes = group_for("nodes", codec="int8", ranks_per_node=2, min_bytes=0)
+    qccl.reset_stats(nodes)
+    dist.all_reduce(across, group=nodes)
     dist.all_reduce(everywhere, group=flat)
     assert not torch.equal(across, everywhere), "the hierarchical all-reduce computed the flat one"
+    # In the node: an exact reduce-scatter and all-gather of float32 pieces.
+    assert qccl.stats(nodes)["node_wire_bytes"] == 2 * 4 * ((40_003 + 1) // 2)
     return worst
 
 

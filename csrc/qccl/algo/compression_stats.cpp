@@ -9,6 +9,7 @@ void CompressionStats::add(const StatsSnapshot& d) {
   totals_.compressedTensors += d.compressedTensors;
   totals_.logicalBytes += d.logicalBytes;
   totals_.wireBytes += d.wireBytes;
+  totals_.nodeWireBytes += d.nodeWireBytes;
   totals_.exactWireBytes += d.exactWireBytes;
   totals_.encodeSeconds += d.encodeSeconds;
   totals_.communicateSeconds += d.communicateSeconds;

@@ -19,6 +19,7 @@ struct StatsSnapshot {
   int64_t compressedTensors = 0;
   int64_t logicalBytes = 0;       // bytes of the tensors reduced
   int64_t wireBytes = 0;          // bytes this rank sent
+  int64_t nodeWireBytes = 0;      // of which to ranks of its own node (hierarchical only)
   int64_t exactWireBytes = 0;     // what it would have sent with every tensor exact
   double encodeSeconds = 0;
   double communicateSeconds = 0;  // waiting for the network

@@ -17,6 +17,12 @@ c10d::ReduceScatterOptions sumOptions() {
   return options;
 }
 
+// Counts bytes sent to ranks of this rank's own node.
+void sentInNode(StatsSnapshot& stats, int64_t bytes) {
+  stats.wireBytes += bytes;
+  stats.nodeWireBytes += bytes;
+}
+
 } // namespace
 
 int64_t nodePieceElements(int64_t n, int ranksPerNode) {
@@ -47,7 +53,7 @@ void hierarchicalAllreduce(
       CompressedJob piece{at::empty({m}, job.buffer.options()), job.options};
       piece.options.average = false;  // by the whole group's size, below
       works.push_back(nets.node.backend()._reduce_scatter_base(piece.buffer, whole, sumOptions()));
-      stats.wireBytes += (perNode - 1) * m * kFloatBytes;
+      sentInNode(stats, (perNode - 1) * m * kFloatBytes);
       padded.push_back(whole);
       pieces.push_back(std::move(piece));
     }
@@ -65,7 +71,7 @@ void hierarchicalAllreduce(
       pieces[j].buffer.div_(ranks);
     }
     works.push_back(nets.node.backend()._allgather_base(padded[j], pieces[j].buffer, c10d::AllgatherOptions()));
-    stats.wireBytes += (perNode - 1) * pieces[j].buffer.numel() * kFloatBytes;
+    sentInNode(stats, (perNode - 1) * pieces[j].buffer.numel() * kFloatBytes);
   }
   for (size_t j = 0; j < jobs.size(); ++j) {
     nets.node.waitFor(works[j], "all_reduce (hierarchical, exact all-gather in the node)");
@@ -103,7 +109,7 @@ void hierarchicalReduceScatter(
     auto flat = byPlace.view({-1});
     nets.node.waitFor(nets.node.backend()._reduce_scatter_base(nodeSums, flat, sumOptions()),
                       "reduce_scatter (hierarchical, exact reduce-scatter in the node)");
-    stats.wireBytes += (perNode - 1) * nodes * n * kFloatBytes;
+    sentInNode(stats, (perNode - 1) * nodes * n * kFloatBytes);
   }
 
   ShardedOptions across = options;

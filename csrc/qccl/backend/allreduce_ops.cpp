@@ -85,11 +85,9 @@ std::vector<algo::Route> ProcessGroupQCCL::routeAll(
     const std::vector<at::Tensor>& tensors,
     const c10d::ReduceOp& op,
     OpSignature& signature) const {
-  // Decided now, on the caller's thread: qccl.exact() applies to the calls made inside
-  // it, whenever they run.
   std::vector<algo::Route> routes;
   for (const auto& t : tensors) {
-    routes.push_back(allreduce_.route(t, op, exactDepth_.load() > 0));
+    routes.push_back(allreduce_.route(t, op, insideExact()));
   }
   signature.plan = routePlan(routes);
   return routes;

@@ -1,7 +1,8 @@
 // Every collective but all_reduce (allreduce_ops.cpp): validate on the caller's thread,
 // then issue() routes it: CUDA tensors to NCCL, everything else to the worker, on the
 // tensors the call's staging gives. Each op's CPU body is one algorithm of
-// algo/collectives.h.
+// algo/collectives.h, or for reduce-scatters and all-gathers, compressed or exact as
+// algo/sharded_compression.h routes them.
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
@@ -62,7 +63,7 @@ WorkPtr ProcessGroupQCCL::allgather(
     auto input = check.single(inputs);
     auto outs = check.onePerRank(outputs, input, "output");
     auto signature = signatureOf(OpType::ALLGATHER, input);
-    const auto route = sharded_.allgatherRoute(input, exactDepth_.load() > 0);
+    const auto route = sharded_.allgatherRoute(input, insideExact());
     signature.plan = routePlan({route});
     return issue("all_gather", check, {
         std::move(signature),
@@ -96,7 +97,7 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
     check.tensor(output, "the output");
     check.sizedLike(output, input, size_, "the output");
     auto signature = signatureOf(OpType::_ALLGATHER_BASE, input);
-    const auto route = sharded_.allgatherRoute(input, exactDepth_.load() > 0);
+    const auto route = sharded_.allgatherRoute(input, insideExact());
     signature.plan = routePlan({route});
     return issue("all_gather_into_tensor", check, {
         std::move(signature),
@@ -227,7 +228,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
     auto signature = signatureOf(OpType::REDUCE_SCATTER, output, redOp(op));
-    const auto route = sharded_.reduceScatterRoute(output, op, exactDepth_.load() > 0);
+    const auto route = sharded_.reduceScatterRoute(output, op, insideExact());
     signature.plan = routePlan({route});
     const int64_t place = sharded_.nextPlaceInStep();
     return issue("reduce_scatter", check, {
@@ -261,7 +262,7 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
     check.reducible(opts.reduceOp, output.scalar_type());
     auto op = opts.reduceOp;
     auto signature = signatureOf(OpType::_REDUCE_SCATTER_BASE, output, redOp(op));
-    const auto route = sharded_.reduceScatterRoute(output, op, exactDepth_.load() > 0);
+    const auto route = sharded_.reduceScatterRoute(output, op, insideExact());
     signature.plan = routePlan({route});
     const int64_t place = sharded_.nextPlaceInStep();
     return issue("reduce_scatter_tensor", check, {
@@ -298,7 +299,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
     std::vector<algo::Route> routes;
     std::vector<int64_t> places;
     for (const auto& out : outputs) {
-      routes.push_back(sharded_.reduceScatterRoute(out, op, exactDepth_.load() > 0));
+      routes.push_back(sharded_.reduceScatterRoute(out, op, insideExact()));
       places.push_back(sharded_.nextPlaceInStep());
     }
     signature.plan = routePlan(routes);

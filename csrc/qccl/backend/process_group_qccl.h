@@ -266,6 +266,11 @@ class ProcessGroupQCCL : public c10d::Backend {
       const std::vector<at::Tensor>& tensors,
       const c10d::ReduceOp& op,
       const NcclCall& nccl);
+  // Whether calls issued now are inside qccl.exact(): decided on the caller's thread, so
+  // it applies to the calls made inside the block, whenever they run.
+  bool insideExact() const {
+    return exactDepth_.load() > 0;
+  }
   // The node sub-groups compressed CPU calls run across (null: one node, or no hierarchy).
   const algo::NodeTransports* acrossNodes() const {
     return nodes_ ? &*nodes_ : nullptr;

@@ -83,7 +83,8 @@ def measure(collective_name, nbytes, backends: list[Backend], args, link_bits_pe
             counters = qccl.stats(b.group)
             if _COUNTERS[collective_name]:
                 counters = counters[_COUNTERS[collective_name]]
-            wire = counters["wire_bytes"] / max(1, counters["calls"])
+            # A hierarchical group's exact traffic inside its node stays off the slow links.
+            wire = (counters["wire_bytes"] - counters["node_wire_bytes"]) / max(1, counters["calls"])
         elif b.is_qccl and collective_name == "sendrecv":
             wire = _p2p_wire_bytes(b.group, buffers[b.name][0])
         rows.append({
