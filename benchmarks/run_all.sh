@@ -37,10 +37,25 @@ fi
 lab=(benchmarks/netlab --ranks "$ranks" --rate "$rate" --)
 step "allreduce and sendrecv on $rate links"
 "${lab[@]}" python -m qccl.bench --collectives allreduce,sendrecv --out "$out/$rate" | tee "$out/$rate.txt"
+step "reduce_scatter and allgather (FSDP's collectives) on $rate links"
+"${lab[@]}" python -m qccl.bench --collectives reduce_scatter,allgather --sizes 1M,16M,64M \
+  --backends gloo,qccl:none,qccl:bf16,qccl:int8,qccl:int4 --out "$out/sharded_$rate" | tee "$out/sharded_$rate.txt"
 step "1000 small tensors on $rate links"
 "${lab[@]}" python benchmarks/fusion_bench.py | tee "$out/fusion_$rate.txt"
 step "DDP training on $rate links"
 "${lab[@]}" python benchmarks/train_bench.py --json "$out/train_$rate.json" | tee "$out/train_$rate.txt"
+step "FSDP2 training on $rate links, without and with 20 ms RTT"
+"${lab[@]}" python benchmarks/fsdp_bench.py --json "$out/fsdp_$rate.json" | tee "$out/fsdp_$rate.txt"
+benchmarks/netlab --ranks "$ranks" --rate "$rate" --delay 10 -- python benchmarks/fsdp_bench.py --steps 10 \
+  --configs gloo,qccl:none/none,qccl:int8/bf16,qccl:int8/int8 --json "$out/fsdp_${rate}_delay10.json" |
+  tee "$out/fsdp_${rate}_delay10.txt"
+step "hierarchical compression: 2 nodes x 2 ranks, $rate and 100mbit between nodes"
+benchmarks/netlab --ranks 4 --ranks-per-node 2 --rate "$rate" -- python -m qccl.bench \
+  --collectives allreduce,reduce_scatter --backends gloo,qccl:none,qccl:int8:flat,qccl:int8 --sizes 1M,16M,64M \
+  --out "$out/hierarchical_$rate" | tee "$out/hierarchical_$rate.txt"
+benchmarks/netlab --ranks 4 --ranks-per-node 2 --rate 100mbit -- python -m qccl.bench \
+  --collectives allreduce,reduce_scatter --backends gloo,qccl:int8:flat,qccl:int8 --sizes 4M,16M \
+  --out "$out/hierarchical_100mbit" | tee "$out/hierarchical_100mbit.txt"
 step "point to point on $rate links"
 "${lab[@]}" python -m qccl.bench "${p2p[@]}" --out "$out/p2p_$rate" | tee "$out/p2p_$rate.txt"
 step "pipeline training on $rate and 100mbit links"

@@ -200,7 +200,7 @@ TEST(Options, EveryFieldIsASettingAndEverySettingAField) {
   const qccl::Options all{
       .codec = "none", .block = 64, .minBytes = 0, .errorFeedback = false, .stochastic = false,
       .bucketBytes = 1 << 20, .errorFeedbackMaxBytes = 0, .verify = true, .forceNetwork = false,
-      .p2pCodec = "none", .cudaTransport = "gloo"};
+      .p2pCodec = "none", .cudaTransport = "gloo", .allgatherCodec = "none", .ranksPerNode = 1};
   std::set<std::string> fields, settings;
   for (const auto& [key, value] : all.settings()) {
     fields.insert(key);

@@ -14,14 +14,33 @@ int64_t exactShardedWireBytes(int64_t bytes, int ranks) {
   return bytes * (ranks - 1) / ranks;
 }
 
-// The route of one rank's float `shard` that `codec` would carry; the caller has ruled out
-// everything else.
-Route routeBySize(const codec::Codec& codec, const at::Tensor& shard, int64_t minBytes, int ranks) {
+// The route of a call on one rank's `shard` that `codec` (null: codec none) would carry;
+// `linearOp`: the call's reduce op (if any) is one a codec can carry. In the all-reduce's
+// order of reasons (BucketedAllreduce::route).
+Route routeOf(
+    const codec::Codec* codec,
+    const at::Tensor& shard,
+    bool linearOp,
+    bool forcedExact,
+    int64_t minBytes,
+    int ranks) {
+  if (!codec) {
+    return Route::ExactCodecNone;
+  }
+  if (forcedExact) {
+    return Route::ExactForced;
+  }
+  if (!compressibleDtype(shard.scalar_type())) {
+    return Route::ExactDtype;
+  }
+  if (!linearOp) {
+    return Route::ExactReduceOp;
+  }
   const int64_t bytes = byteSize(shard) * ranks;
   if (bytes < minBytes || shard.numel() == 0) {
     return Route::ExactSmall;
   }
-  if (ranks > 1 && shardedWireBytes(codec, shard.numel(), ranks) >= exactShardedWireBytes(bytes, ranks)) {
+  if (ranks > 1 && shardedWireBytes(*codec, shard.numel(), ranks) >= exactShardedWireBytes(bytes, ranks)) {
     return Route::ExactNoSaving;
   }
   return Route::Compressed;
@@ -37,42 +56,22 @@ ShardedCompression::ShardedCompression(const Config& config, int ranks)
       residuals_(config.errorFeedbackMaxBytes) {}
 
 Route ShardedCompression::reduceScatterRoute(const at::Tensor& shard, const c10d::ReduceOp& op, bool forcedExact) const {
-  if (!gradientCodec_) {
-    return Route::ExactCodecNone;
-  }
-  if (forcedExact) {
-    return Route::ExactForced;
-  }
-  if (!compressibleDtype(shard.scalar_type())) {
-    return Route::ExactDtype;
-  }
-  if (op.op_ != c10d::ReduceOp::SUM && op.op_ != c10d::ReduceOp::AVG && op.op_ != c10d::ReduceOp::PREMUL_SUM) {
-    return Route::ExactReduceOp;
-  }
-  return routeBySize(*gradientCodec_, shard, config_.minBytes, ranks_);
+  const bool linear = op.op_ == c10d::ReduceOp::SUM || op.op_ == c10d::ReduceOp::AVG || op.op_ == c10d::ReduceOp::PREMUL_SUM;
+  return routeOf(gradientCodec_.get(), shard, linear, forcedExact, config_.minBytes, ranks_);
 }
 
 Route ShardedCompression::allgatherRoute(const at::Tensor& shard, bool forcedExact) const {
-  if (!weightCodec_) {
-    return Route::ExactCodecNone;
-  }
-  if (forcedExact) {
-    return Route::ExactForced;
-  }
-  if (!compressibleDtype(shard.scalar_type())) {
-    return Route::ExactDtype;
-  }
-  return routeBySize(*weightCodec_, shard, config_.minBytes, ranks_);
+  return routeOf(weightCodec_.get(), shard, /*linearOp=*/true, forcedExact, config_.minBytes, ranks_);
 }
 
-StatsSnapshot ShardedCompression::countCall(int64_t bytes, Route route, int ranks) const {
+StatsSnapshot ShardedCompression::countCall(int64_t bytes, Route route) const {
   StatsSnapshot delta;
   delta.calls = 1;
   delta.tensors = 1;
   delta.compressedTensors = route == Route::Compressed ? 1 : 0;
   delta.tensorsByRoute[static_cast<size_t>(route)] = 1;
   delta.logicalBytes = bytes;
-  delta.exactWireBytes = exactShardedWireBytes(bytes, ranks);
+  delta.exactWireBytes = exactShardedWireBytes(bytes, ranks_);
   if (route != Route::Compressed) {
     delta.wireBytes = delta.exactWireBytes;
   }
@@ -87,7 +86,7 @@ void ShardedCompression::reduceScatter(
     Route route,
     int64_t place,
     const NodeTransports* nodes) {
-  auto delta = countCall(byteSize(input), route, net.size());
+  auto delta = countCall(byteSize(input), route);
   if (route != Route::Compressed) {
     reduceScatterTensor(net, output, input, op);
   } else {
@@ -115,7 +114,7 @@ std::optional<StartedTransfer> ShardedCompression::allgather(
     at::Tensor& output,
     const at::Tensor& input,
     Route route) {
-  auto delta = countCall(byteSize(output), route, net.size());
+  auto delta = countCall(byteSize(output), route);
   if (route != Route::Compressed) {
     allgatherStats_.add(delta);
     return allgatherIntoTensor(net, output, input);

@@ -69,7 +69,7 @@ class ShardedCompression {
 
  private:
   // The counters of one call of `bytes` (the full, all ranks' tensor) on `route`.
-  StatsSnapshot countCall(int64_t bytes, Route route, int ranks) const;
+  StatsSnapshot countCall(int64_t bytes, Route route) const;
 
   const Config config_;
   const int ranks_;
