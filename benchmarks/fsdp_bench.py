@@ -13,7 +13,6 @@ each it reports samples/s, the bytes a rank sent per step (qccl.stats) and the l
 
 import argparse
 import datetime
-import json
 import pathlib
 import statistics
 import sys
@@ -27,6 +26,7 @@ from torch.distributed.fsdp import fully_shard
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+from train_bench import add_run_arguments, write_json  # noqa: E402  (this folder)
 from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
 
 from qccl.bench.launch import network_description, run_or_spawn, threads_per_rank  # noqa: E402
@@ -123,29 +123,14 @@ def report(args, results, params, world):
         print(f"{r['config']:>16} {r['samples_per_s']:>10.2f} {r['step_s'] * 1e3:>8.0f} {sent} {r['loss']:>7.4f} "
               f"{r['vs_gloo']:>8.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"network": network, "ranks": world, "parameters": params,
-                       "args": {k: v for k, v in vars(args).items() if k != "json"},
-                       "results": results}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args, network, world, params, results)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ranks", type=int, default=2, help="local ranks to start (ignored under torchrun/netlab)")
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help="comma-separated gloo or qccl:GRADIENT_CODEC/WEIGHT_CODEC: %(default)s")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=2, help="sequences per rank and step")
-    p.add_argument("--context", type=int, default=64)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--loss-window", type=int, default=10, help="last steps averaged into the loss")
-    p.add_argument("--json", help="also write the results to this file")
+    add_run_arguments(p, steps=20, warmup=2)
     args = p.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for config in args.configs:

@@ -157,19 +157,14 @@ def report(args, results, params, world):
         print(f"{r['config']:>16} {r['samples_per_s']:>10.2f} {r['step_s'] * 1e3:>8.0f} "
               f"{r['compute_s'] * 1e3:>10.0f} {comm * 1e3:>8.0f} {r['loss']:>7.4f} {ratio:>8.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"network": network, "ranks": world, "parameters": params,
-                       "args": {k: v for k, v in vars(args).items() if k != "json"},
-                       "results": results}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args, network, world, params, results)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(p, steps, warmup):
+    """The options every training benchmark takes: ranks, steps, the model and the data."""
     p.add_argument("--ranks", type=int, default=2, help="local ranks to start (ignored under torchrun/netlab)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: %(default)s")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--batch-size", type=int, default=2, help="sequences per rank and step")
     p.add_argument("--context", type=int, default=64)
     p.add_argument("--width", type=int, default=512)
@@ -179,6 +174,20 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss-window", type=int, default=10, help="last steps averaged into the loss")
     p.add_argument("--json", help="also write the results to this file")
+
+
+def write_json(args, network, world, params, results):
+    with open(args.json, "w") as f:
+        json.dump({"network": network, "ranks": world, "parameters": params,
+                   "args": {k: v for k, v in vars(args).items() if k != "json"},
+                   "results": results}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: %(default)s")
+    add_run_arguments(p, steps=30, warmup=3)
     args = p.parse_args(argv)
     args.configs = parse_configs(p, args.configs, CONFIGS)
     return args
