@@ -15,20 +15,23 @@ import os
 def with_group_layout(options, world_size: int, global_ranks):
     """`options` with ranks_per_node as this group's own count of members per node.
 
-    A layout that puts the group's members on nodes unevenly (or out of order) raises a
-    ValueError when ranks_per_node was set explicitly, and turns the hierarchy off when it
-    came from LOCAL_WORLD_SIZE."""
+    `global_ranks`: the members' global ranks (torch's creator knows them; an empty list
+    means the whole world); None (a group made with qccl.create_backend, such as torchft's
+    replica groups, whose ranks are not torchrun's) takes its ranks as they are and gets
+    no LOCAL_WORLD_SIZE default. A layout that puts the group's members on nodes unevenly
+    (or out of order) raises a ValueError when ranks_per_node was set explicitly, and
+    turns the hierarchy off when it came from LOCAL_WORLD_SIZE."""
     explicit = options.ranks_per_node is not None or bool(os.environ.get("QCCL_RANKS_PER_NODE"))
     if explicit:
         per_node = int(options.resolved()["ranks_per_node"])  # validated, environment included
     else:
         local = os.environ.get("LOCAL_WORLD_SIZE", "")
-        if not local.isdigit():
+        if global_ranks is None or not local.isdigit():
             return options
         per_node = int(local)
     if per_node <= 1:
         return options
-    ranks = list(global_ranks) or list(range(world_size))
+    ranks = list(global_ranks or []) or list(range(world_size))
     nodes = [rank // per_node for rank in ranks]
     counts = collections.Counter(nodes)
     members = counts[nodes[0]]

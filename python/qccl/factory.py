@@ -23,8 +23,9 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
     under a prefix of this creation's own, agreed by all ranks, so creating a group again
     on the same store (a restart, a new quorum) never meets the previous one's keys
     (docs/design.md, "Restarts"). `options` is a qccl.Options (None: the environment's).
-    `global_ranks` (the group's members' global ranks, None: 0 to world_size - 1) place
-    the ranks on nodes for hierarchical compression (_nodes.py).
+    `global_ranks` (the group's members' global ranks, as torch's creator passes them)
+    place the ranks on nodes for hierarchical compression (_nodes.py); without them only
+    an explicit ranks_per_node does, counting this group's own ranks.
     """
     from .options import Options
 
@@ -36,7 +37,7 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
         raise TypeError(f"qccl: timeout must be a datetime.timedelta, not {type(timeout).__name__}")
     if not 0 <= rank < world_size:
         raise ValueError(f"qccl: rank {rank} is not in a group of {world_size}")
-    options = with_group_layout(options, world_size, global_ranks or [])
+    options = with_group_layout(options, world_size, global_ranks)
     extension = load()
     watch_optimizer_steps()  # steps key the reduce-scatters' error feedback
     prefix = extension.fresh_store_prefix(store, rank, world_size, timeout)
