@@ -44,6 +44,7 @@ def make_stepper(args, model):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algorithm", default="diloco", choices=["ddp", "localsgd", "diloco"])
+    parser.add_argument("--backend", default="qccl", help="qccl, or gloo for DDP on plain Gloo")
     parser.add_argument("--steps", type=int, default=200, help="inner steps")
     parser.add_argument("--sync-every", type=int, default=50, help="inner steps between syncs (H)")
     parser.add_argument("--fragments", type=int, default=1, help="DiLoCo: fragments synced in turn")
@@ -55,8 +56,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    dist.init_process_group("qccl")
+    # The ranks of a machine share its cores (OMP_NUM_THREADS, when a launcher sets it).
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0)
+                          or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    dist.init_process_group(args.backend)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(args.seed)
     model = CharTransformer(context=args.context)
@@ -76,13 +79,21 @@ def main():
     elapsed = time.perf_counter() - start
 
     final = torch.tensor([sum(recent) / len(recent)])
-    dist.all_reduce(final, op=dist.ReduceOp.AVG)  # exact: a 1-element tensor
-    stats = qccl.stats()
+    dist.all_reduce(final)  # exact: a 1-element tensor
+    final = final.item() / world_size
     tokens = args.steps * args.batch_size * args.context * world_size
+    if args.backend == "qccl":
+        stats = qccl.stats()
+        sent = f"{stats['wire_bytes'] / (tokens / world_size):.2f} bytes sent per token per rank"
+        how = f"qccl codec {stats['settings']['codec']}"
+    else:  # DDP's buckets: a ring all-reduce sends 2 (n - 1) / n of them per step
+        gradient_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        sent = f"{2 * (world_size - 1) / world_size * gradient_bytes * args.steps / (tokens / world_size):.2f} " \
+               "bytes sent per token per rank"
+        how = args.backend
     if rank == 0:
-        print(f"{args.algorithm}: final loss {final.item():.4f} (perplexity {math.exp(final.item()):.2f}), "
-              f"{tokens / elapsed:.0f} tokens/s, {stats['wire_bytes'] / (tokens / world_size):.2f} bytes sent per "
-              f"token per rank (codec {stats['settings']['codec']})")
+        print(f"{args.algorithm} ({how}): final loss {final:.4f} (perplexity {math.exp(final):.2f}), "
+              f"{tokens / elapsed:.0f} tokens/s, {sent}")
     dist.destroy_process_group()
 
 
