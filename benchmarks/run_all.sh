@@ -56,6 +56,8 @@ benchmarks/netlab --ranks 4 --ranks-per-node 2 --rate "$rate" -- python -m qccl.
 benchmarks/netlab --ranks 4 --ranks-per-node 2 --rate 100mbit -- python -m qccl.bench \
   --collectives allreduce,reduce_scatter --backends gloo,qccl:int8:flat,qccl:int8 --sizes 4M,16M \
   --out "$out/hierarchical_100mbit" | tee "$out/hierarchical_100mbit.txt"
+step "DDP, LocalSGD and DiLoCo across 100mbit links with 25 ms delay"
+bash benchmarks/diloco_bench.sh "$out/diloco_100mbit_delay25.txt"
 step "point to point on $rate links"
 "${lab[@]}" python -m qccl.bench "${p2p[@]}" --out "$out/p2p_$rate" | tee "$out/p2p_$rate.txt"
 step "pipeline training on $rate and 100mbit links"
