@@ -1,6 +1,8 @@
 #include "qccl/algo/compressed_sharded.h"
 
 #include <algorithm>
+#include <functional>
+#include <vector>
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mul.h>
@@ -30,7 +32,18 @@ struct ShardChunk {
   c10::intrusive_ptr<c10d::Work> transfer;
 };
 
-std::vector<ShardChunk> chunksOf(int64_t n, int64_t chunk) {
+using ChunkStage = std::function<void(ShardChunk&)>;
+
+// Cuts every rank's shard of `n` elements into chunks and runs each through `send`, then
+// through `finish` as many pipeline steps later as chunks stay on the wire (runStaggered).
+void pipelineChunks(
+    const codec::Codec& codec,
+    int ranks,
+    int64_t n,
+    int64_t chunkElements,
+    const ChunkStage& send,
+    const ChunkStage& finish) {
+  const int64_t chunk = shardChunkElements(codec, ranks, chunkElements);
   std::vector<ShardChunk> chunks;
   for (int64_t offset = 0; offset < n; offset += chunk) {
     ShardChunk c;
@@ -39,7 +52,10 @@ std::vector<ShardChunk> chunksOf(int64_t n, int64_t chunk) {
     c.length = std::min(chunk, n - offset);
     chunks.push_back(std::move(c));
   }
-  return chunks;
+  runStaggered(static_cast<int64_t>(chunks.size()), chunksInFlight(ranks * std::min(chunk, n)), {
+      [&](int64_t i) { send(chunks[i]); },
+      [&](int64_t i) { finish(chunks[i]); },
+  });
 }
 
 codec::EncodeOptions encodeOptions(const ShardedOptions& options, int64_t chunk, int rank) {
@@ -70,14 +86,9 @@ void compressedReduceScatter(
   const int64_t n = output.numel();
   auto shards = input.view({ranks, n});
   auto result = output.view({-1});
-  auto chunks = chunksOf(n, shardChunkElements(codec, ranks, options.chunkElements));
-  if (chunks.empty()) {
-    return;
-  }
 
   // Encodes chunk c of the shards this rank does not own; sends each to its owner.
-  auto sendContributions = [&](int64_t i) {
-    auto& c = chunks[i];
+  auto sendContributions = [&](ShardChunk& c) {
     const int64_t bytes = codec.encodedBytes(c.length);
     {
       Phase encoding("qccl:encode", stats.encodeSeconds);
@@ -113,8 +124,7 @@ void compressedReduceScatter(
   };
 
   // Sums the contributions to this rank's shard of chunk c, in rank order.
-  auto reduceOwnShard = [&](int64_t i) {
-    auto& c = chunks[i];
+  auto reduceOwnShard = [&](ShardChunk& c) {
     awaitTransfer(net, c.transfer, c.sent, "reduce_scatter (compressed, all-to-all)", stats.communicateSeconds);
     Phase decoding("qccl:decode", stats.decodeSeconds);
     auto sum = at::zeros({c.length}, c.values.options());
@@ -135,8 +145,7 @@ void compressedReduceScatter(
     c.received.reset();
   };
 
-  runStaggered(static_cast<int64_t>(chunks.size()), chunksInFlight(ranks * chunks.front().length),
-               {sendContributions, reduceOwnShard});
+  pipelineChunks(codec, ranks, n, options.chunkElements, sendContributions, reduceOwnShard);
 }
 
 void compressedAllgather(
@@ -151,14 +160,9 @@ void compressedAllgather(
   const int64_t n = input.numel();
   auto shard = input.view({-1});
   auto gathered = output.view({-1});
-  auto chunks = chunksOf(n, shardChunkElements(codec, ranks, options.chunkElements));
-  if (chunks.empty()) {
-    return;
-  }
 
   // Encodes this rank's chunk c; gathers every rank's.
-  auto sendShard = [&](int64_t i) {
-    auto& c = chunks[i];
+  auto sendShard = [&](ShardChunk& c) {
     const int64_t bytes = codec.encodedBytes(c.length);
     {
       Phase encoding("qccl:encode", stats.encodeSeconds);
@@ -176,8 +180,7 @@ void compressedAllgather(
   };
 
   // Every rank decodes every rank's chunk c from the same gathered bytes.
-  auto decodeShards = [&](int64_t i) {
-    auto& c = chunks[i];
+  auto decodeShards = [&](ShardChunk& c) {
     awaitTransfer(net, c.transfer, c.sent, "all_gather (compressed)", stats.communicateSeconds);
     Phase decoding("qccl:decode", stats.decodeSeconds);
     const int64_t bytes = codec.encodedBytes(c.length);
@@ -194,8 +197,7 @@ void compressedAllgather(
     c.received.reset();
   };
 
-  runStaggered(static_cast<int64_t>(chunks.size()), chunksInFlight(ranks * chunks.front().length),
-               {sendShard, decodeShards});
+  pipelineChunks(codec, ranks, n, options.chunkElements, sendShard, decodeShards);
 }
 
 } // namespace qccl::algo

@@ -117,7 +117,7 @@ class DiLoCo:
     @torch.no_grad()
     def _apply(self, f):
         pending = self._pending.pop(f)
-        if pending.work is not None and self.sync_delay > 0:
+        if pending.work is not None:  # an async all-reduce (sync_delay > 0) not yet waited for
             pending.work.wait()
         fragment = self.fragments[f]
         progress = [p - posted for p, posted in zip(fragment, pending.posted)] if pending.posted else None
