@@ -107,3 +107,39 @@ def test_abort_wakes_a_waiter_at_once():
     assert kind == "DistBackendError", (kind, message)
     assert "abort" in message, message
     assert seconds < SLACK_S, seconds
+
+
+LAST_WORDS = [4, 20_000, 200_000]  # float32 elements: inline, staged, and with a receive of its own
+
+
+def last_words_rank(rank, size, port, report):
+    """Rank 1 sends three messages and closes the group; rank 0 receives them afterwards."""
+    init_loopback_rank(rank, size, port, TIMEOUT_S)
+    if rank == 1:
+        for tag, n in enumerate(LAST_WORDS, start=1):
+            dist.send(torch.arange(n, dtype=torch.float32) * tag, dst=0, tag=tag)
+        dist.destroy_process_group()
+        return
+    # Pending on a message that never comes: fails once rank 1 has closed the group.
+    report_outcome(report, rank, lambda: dist.recv(torch.zeros(1), src=1, tag=99))
+    received = []
+    for tag, n in enumerate(LAST_WORDS, start=1):
+        tensor = torch.zeros(n)
+        dist.recv(tensor, src=1, tag=tag)
+        received.append(torch.equal(tensor, torch.arange(n, dtype=torch.float32) * tag))
+    report.put(("received", received))
+    report_outcome(report, rank, lambda: dist.recv(torch.zeros(1), src=1, tag=4))
+    dist.destroy_process_group()
+
+
+def test_messages_sent_before_a_peer_closed_are_still_received():
+    """A worker's last report arrives even if it closed the group before the receive was
+    posted; a receive that nothing serves then fails at once."""
+    report = mp.get_context("spawn").Queue()
+    codes = spawn_ranks(2, last_words_rank, (report,))
+    assert codes == [0, 0], codes
+    pending, received, after = collect(report, 3)
+    assert pending[1] == "DistBackendError" and "unreachable" in pending[2], pending
+    assert received == ("received", [True, True, True])
+    assert after[1] == "DistBackendError" and "unreachable" in after[2], after
+    assert after[3] < SLACK_S

@@ -111,15 +111,13 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
 
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
   const std::string from = src == -1 ? "any source" : "rank " + std::to_string(src);
-  if (src != -1) {
-    raiseIfBroken(src, "recv from " + from);
-  }
   auto work = c10::make_intrusive<P2PWork>(
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
 
   std::vector<std::string> reported;
   std::shared_ptr<Inbound> arrived;
+  std::string peerGone;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     QCCL_CHECK_VALUE(!stopping_, "recv on rank ", rank_, ": the process group was shut down");
@@ -130,7 +128,17 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
     }
     if (reported.empty()) {
       arrived = matching_.postReceive({work, tensor, src, tag});
+      // A peer that died or closed the group may have sent messages before: those that
+      // arrived whole are still received (a worker's last report, say). Only a receive
+      // that none of them serves fails.
+      if (!arrived && src != -1 && !peerFailure_[src].empty()) {
+        matching_.dropPeer(src);
+        peerGone = peerFailure_[src];
+      }
     }
+  }
+  if (!peerGone.empty()) {
+    throwCommError("recv from " + from + " on rank " + std::to_string(rank_) + ": " + peerGone);
   }
   if (!reported.empty()) {
     work->markFailed(reportingError(rank_, *work, reported));  // it took no message
