@@ -216,14 +216,35 @@ def _final(output):
     return loss, sent
 
 
-def test_diloco_example_trains_within_5_percent_of_ddp(tmp_path):
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory):
+    """(final loss, bytes per token) of exact DDP, 200 steps at 2 ranks: the reference of
+    both examples below."""
+    return _final(run_torchrun(EXAMPLES / "train_diloco.py", "--algorithm", "ddp",
+                               cwd=tmp_path_factory.mktemp("ddp"), env={"QCCL_CODEC": "none"}))
+
+
+def test_diloco_example_trains_within_5_percent_of_ddp(tmp_path, ddp_reference):
     """examples/train_diloco.py, 200 inner steps at 2 ranks: DDP exact against streaming
     DiLoCo (H = 50, 2 fragments, 5 steps of overlap) with int4 outer gradients."""
-    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "train_diloco.py"
-    ddp = _final(run_torchrun(example, "--algorithm", "ddp", cwd=tmp_path, env={"QCCL_CODEC": "none"}))
-    diloco = _final(run_torchrun(example, "--algorithm", "diloco", "--sync-every", 50, "--fragments", 2,
-                                 "--sync-delay", 5, cwd=tmp_path,
+    ddp = ddp_reference
+    diloco = _final(run_torchrun(EXAMPLES / "train_diloco.py", "--algorithm", "diloco", "--sync-every", 50,
+                                 "--fragments", 2, "--sync-delay", 5, cwd=tmp_path,
                                  env={"QCCL_CODEC": "int4", "QCCL_ERROR_FEEDBACK": "1"}))
     print(f"DDP: loss {ddp[0]}, {ddp[1]} B/token; DiLoCo: loss {diloco[0]}, {diloco[1]} B/token")
     assert abs(diloco[0] - ddp[0]) <= 0.05 * ddp[0], (ddp, diloco)
     assert diloco[1] * 100 < ddp[1], "H = 50 with int4 sends over 100x fewer bytes than exact DDP"
+
+
+def test_parameter_server_example_trains_within_5_percent_of_ddp(tmp_path, ddp_reference):
+    """examples/parameter_server.py: 1 server and 2 workers of 200 steps each (DDP's
+    tokens), int8 pushes: the loss stays within 5% of DDP's with under a third of its bytes."""
+    ddp = ddp_reference
+    ps = _final(run_torchrun(EXAMPLES / "parameter_server.py", cwd=tmp_path, nproc=3,
+                             env={"QCCL_P2P_CODEC": "int8", "OMP_NUM_THREADS": "1"}))
+    print(f"DDP: loss {ddp[0]}, {ddp[1]} B/token; parameter server: loss {ps[0]}, {ps[1]} B/token")
+    assert abs(ps[0] - ddp[0]) <= 0.05 * ddp[0], (ddp, ps)
+    assert ps[1] * 3 < ddp[1], (ddp, ps)
