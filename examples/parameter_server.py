@@ -15,7 +15,7 @@ show it). torchrun stops every rank of a node when one of its processes fails, s
 that, start each rank on its own (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
 Server 0 prints the loss (the workers' mean over their last 10 steps), tokens/s over all
-workers and the bytes each worker sent per token.
+workers and the bytes each worker sent (gradients) and received (parameters) per token.
 """
 
 import argparse
@@ -37,7 +37,7 @@ from qccl.algorithms import ParameterServer, ParameterServerClient  # noqa: E402
 
 
 SUMMARY_TAG = 7  # a worker's numbers, for server 0's summary
-SUMMARY = ("loss", "seconds", "tokens", "sent", "applied", "stale")
+SUMMARY = ("loss", "seconds", "tokens", "sent", "received", "applied", "stale")
 
 
 def work(args, model, rank):
@@ -56,7 +56,7 @@ def work(args, model, rank):
         client.step()
         recent = (recent + [loss.item()])[-10:]
     summary = [sum(recent) / len(recent), time.perf_counter() - start, args.steps * args.batch_size * args.context,
-               client.pushed_bytes, client.applied, client.stale]
+               client.pushed_bytes, client.pulled_bytes, client.applied, client.stale]
     dist.send(torch.tensor(summary, dtype=torch.float64), dst=0, tag=SUMMARY_TAG)  # server 0 reads it at the end
     client.close()
 
@@ -80,10 +80,12 @@ def serve(args, model, rank):
     tokens = sum(s["tokens"] for s in summaries)
     seconds = max(s["seconds"] for s in summaries)
     sent = sum(s["sent"] for s in summaries) / tokens
+    received = sum(s["received"] for s in summaries) / tokens
     codec = qccl.stats()["settings"]["p2p_codec"]
     print(f"parameter server ({args.servers} servers, {len(workers)} workers, p2p codec {codec}, "
           f"parameters back {args.reply_codec}): final loss {loss:.4f} (perplexity {math.exp(loss):.2f}), "
-          f"{tokens / seconds:.0f} tokens/s, {sent:.2f} bytes sent per token per worker, "
+          f"{tokens / seconds:.0f} tokens/s, {sent:.2f} bytes sent and {received:.2f} received per token "
+          f"per worker, "
           f"{sum(s['stale'] for s in summaries):.0f} stale pushes", flush=True)
 
 
