@@ -7,7 +7,8 @@ The calls issue 15 targets on a high-latency link: a 4 KiB all_reduce (float32, 
 int32, which rides in qccl's argument check at any world size); 16 async
 256 KiB all_reduces posted at once, then waited (DDP's bucket burst), and the same with
 all_gather_into_tensor (FSDP's); a 4 KiB broadcast; a 1 KiB send/recv
-ping-pong between ranks 0 and 1; a 64 MiB all_reduce. Every backend (Gloo, qccl with
+ping-pong between ranks 0 and 1; a 64 MiB all_reduce; and the two async all_reduces of
+DDP's buckets for examples/train_diloco.py's model (1 MiB and 0.9 MiB). Every backend (Gloo, qccl with
 codec none, qccl with int8) has its own group over the same ranks, and each repeat runs
 them in turn, so the machine's noise hits them alike. Rank 0 prints the median time of
 each and Gloo's time divided by it (> 1: faster than Gloo); --json writes the rows.
@@ -46,6 +47,19 @@ def small_int(group):
 
 def burst(group):
     tensors = [torch.ones(256 * KIB // 4) for _ in range(16)]
+
+    def run():
+        works = [dist.all_reduce(t, group=group, async_op=True) for t in tensors]
+        for work in works:
+            work.wait()
+
+    return run
+
+
+def ddp_buckets(group):
+    # The example transformer's gradients (0.47M parameters) as DDP buckets them: a first
+    # bucket of 1 MiB, the rest in a second, both posted async, then waited.
+    tensors = [torch.ones(262144), torch.ones(230000)]
 
     def run():
         works = [dist.all_reduce(t, group=group, async_op=True) for t in tensors]
@@ -99,6 +113,7 @@ CALLS = {
     "all_reduce 4 KiB": (small, 10),
     "all_reduce 4 KiB int32": (small_int, 10),
     "16 async all_reduce 256 KiB": (burst, 3),
+    "DDP buckets 1 + 0.9 MiB": (ddp_buckets, 3),
     "16 async all_gather 256 KiB": (gather_burst, 3),
     "broadcast 4 KiB": (small_broadcast, 10),
     "send/recv 1 KiB ping-pong": (ping_pong, 10),

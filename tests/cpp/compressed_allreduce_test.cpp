@@ -3,7 +3,8 @@
 // written out sequentially below: the same shards, the same float32 sums in rank order,
 // the same two quantization stages, so the result must match bit for bit whatever the
 // pipeline does. Chunks of 1024 elements make a 20000-element buffer 20 chunks, more than
-// the pipeline keeps in flight, so every branch of the chunk pipeline runs. The codecs
+// the pipeline keeps in flight, so every branch of the chunk pipeline runs, with pairwise
+// transfers (receives posted ahead, Gloo's path) and with collectives. The codecs
 // themselves are checked against the Python oracle (test_codec_reference.py).
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -120,10 +122,33 @@ std::string describe(const Case& c, int ranks, int step) {
       (c.errorFeedback ? " with error feedback" : "") + (c.average ? " AVG" : " SUM") + " step " + std::to_string(step);
 }
 
-class CompressedSweep : public ::testing::TestWithParam<int> {};
+// The Gloo transport with its pairwise transfers turned off: the path of transports
+// that exchange through collectives (NCCL's), on CPU.
+class CollectivesOnly : public qccl::Transport {
+ public:
+  explicit CollectivesOnly(qccl::GlooTransport& gloo) : gloo_(gloo) {}
+  c10d::Backend& backend() override {
+    return gloo_.backend();
+  }
+  int rank() const override {
+    return gloo_.rank();
+  }
+  int size() const override {
+    return gloo_.size();
+  }
+  void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) override {
+    gloo_.waitFor(work, what);
+  }
+
+ private:
+  qccl::GlooTransport& gloo_;
+};
+
+// (ranks, pairwise transfers or collectives)
+class CompressedSweep : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(CompressedSweep, EveryChunkMatchesTheSequentialAlgorithmBitForBit) {
-  const int ranks = GetParam();
+  const auto [ranks, pairwise] = GetParam();
   const auto all = cases();
   constexpr int kSteps = 2;  // error feedback carries its residual into the second step
   // results[case][step][rank]
@@ -131,7 +156,10 @@ TEST_P(CompressedSweep, EveryChunkMatchesTheSequentialAlgorithmBitForBit) {
       all.size(), std::vector<std::vector<at::Tensor>>(kSteps, std::vector<at::Tensor>(ranks)));
   auto store = c10::make_intrusive<c10d::HashStore>();
   qccl::testing::runAsRanks(ranks, [&](int rank) {
-    qccl::GlooTransport net(qccl::makeGlooBackend(store, rank, ranks, std::chrono::seconds(60)), std::chrono::seconds(60));
+    qccl::GlooTransport gloo(qccl::makeGlooBackend(store, rank, ranks, std::chrono::seconds(60)), std::chrono::seconds(60));
+    CollectivesOnly collectives(gloo);
+    qccl::Transport& net = pairwise ? static_cast<qccl::Transport&>(gloo) : collectives;
+    ASSERT_EQ(net.postsReceivesAhead(), pairwise);
     for (size_t i = 0; i < all.size(); ++i) {
       const auto& c = all[i];
       auto codec = qccl::codec::makeCodec(c.kind, kBlock);
@@ -163,13 +191,14 @@ TEST_P(CompressedSweep, EveryChunkMatchesTheSequentialAlgorithmBitForBit) {
       }
       const auto expected = sequentialReference(*codec, inputs, residuals, c.average);
       for (int r = 0; r < ranks; ++r) {
-        ASSERT_TRUE(at::equal(results[i][step][r], expected)) << describe(c, ranks, step) << ", rank " << r;
+        ASSERT_TRUE(at::equal(results[i][step][r], expected))
+            << describe(c, ranks, step) << ", rank " << r << (pairwise ? ", pairwise" : ", collectives");
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, CompressedSweep, ::testing::Values(2, 3, 4));
+INSTANTIATE_TEST_SUITE_P(Ranks, CompressedSweep, ::testing::Combine(::testing::Values(2, 3, 4), ::testing::Bool()));
 
 // Several buffers in one pipeline (a joint run of DDP's buckets) give each buffer's
 // result alone, residuals included.

@@ -68,4 +68,18 @@ void awaitTransfer(
   sent.reset();
 }
 
+void awaitTransfers(
+    Transport& net,
+    std::vector<c10::intrusive_ptr<c10d::Work>>& works,
+    at::Tensor& sent,
+    const char* what,
+    double& transferSeconds) {
+  Phase transfer("qccl:transfer", transferSeconds);
+  for (auto& work : works) {
+    net.waitFor(work, what);
+  }
+  works.clear();
+  sent.reset();
+}
+
 } // namespace qccl::algo

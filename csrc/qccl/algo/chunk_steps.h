@@ -58,5 +58,12 @@ void awaitTransfer(
     at::Tensor& sent,
     const char* what,
     double& transferSeconds);
+// The same for every part of a pairwise stage (its receives and sends), in order.
+void awaitTransfers(
+    Transport& net,
+    std::vector<c10::intrusive_ptr<c10d::Work>>& works,
+    at::Tensor& sent,
+    const char* what,
+    double& transferSeconds);
 
 } // namespace qccl::algo

@@ -43,7 +43,8 @@ int64_t chunkWireBytes(const codec::Codec& codec, int64_t n, int ranks) {
   return bytes;
 }
 
-// One chunk's buffers and transport works while it is in flight.
+// One chunk's buffers and transport works while it is in flight. Each stage's works are
+// one collective, or (pairwise) the receives from every peer and then the sends to them.
 struct Chunk {
   const CompressedAllreduceOptions* options = nullptr;  // its buffer's
   int64_t index = 0;  // within its buffer
@@ -52,19 +53,49 @@ struct Chunk {
   ShardPlan shards;
   at::Tensor sent;
   at::Tensor received;
-  c10::intrusive_ptr<c10d::Work> exchange;
+  std::vector<c10::intrusive_ptr<c10d::Work>> exchange;  // the all-to-all
   int64_t segmentBytes = 0;  // one rank's encoded shard in the allgather, padded
   at::Tensor mine;
   at::Tensor gathered;
-  c10::intrusive_ptr<c10d::Work> gather;
+  std::vector<c10::intrusive_ptr<c10d::Work>> gather;  // the allgather
 };
 
 class ChunkPipeline {
  public:
   ChunkPipeline(Transport& net, const codec::Codec& codec, StatsSnapshot& stats)
-      : net_(net), codec_(codec), stats_(stats), rank_(net.rank()), ranks_(net.size()) {}
+      : net_(net),
+        codec_(codec),
+        stats_(stats),
+        rank_(net.rank()),
+        ranks_(net.size()),
+        pairwise_(ranks_ > 1 && net.postsReceivesAhead()) {}
 
-  // Steps 1-2: encode the shards this rank does not own, post the all-to-all.
+  // Pairwise only: posts chunk c's receives of both stages before its peers send, so
+  // their bytes leave as soon as they are encoded (Transport::postsReceivesAhead). The
+  // calls' sizes were agreed by the argument check, so every receive fits its message.
+  void postReceives(Chunk& c) {
+    if (!pairwise_) {
+      return;
+    }
+    const int64_t contribution = codec_.encodedBytes(c.shards.length(rank_));
+    c.received = emptyBytes(contribution * (ranks_ - 1), c.values);
+    c.segmentBytes = codec_.encodedBytes(c.shards.shardElements);
+    c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
+    int64_t offset = 0;
+    for (int r = 0; r < ranks_; ++r) {
+      if (r == rank_) {
+        continue;
+      }
+      if (contribution > 0) {  // its sender skips an empty shard alike
+        c.exchange.push_back(net_.receiveBytes(c.received.narrow(0, offset, contribution), r, kAllToAllSlot));
+      }
+      offset += contribution;
+      c.gather.push_back(
+          net_.receiveBytes(c.gathered.narrow(0, r * c.segmentBytes, c.segmentBytes), r, kAllGatherSlot));
+    }
+  }
+
+  // Steps 1-2: encode the shards this rank does not own, send them (the all-to-all).
   void sendContributions(Chunk& c) {
     std::vector<int64_t> sendSplits(ranks_, 0);
     std::vector<int64_t> recvSplits(ranks_, 0);
@@ -84,17 +115,29 @@ class ChunkPipeline {
           offset += sendSplits[r];
         }
       }
-      c.received = emptyBytes(totalOf(recvSplits), c.values);
+      if (!pairwise_) {
+        c.received = emptyBytes(totalOf(recvSplits), c.values);
+      }
     }
     stats_.wireBytes += c.sent.numel();
-    if (ranks_ > 1) {
-      c.exchange = net_.backend().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions());
+    if (pairwise_) {
+      int64_t offset = 0;
+      for (int r = 0; r < ranks_; ++r) {
+        if (sendSplits[r] > 0) {
+          c.exchange.push_back(net_.sendBytes(c.sent.narrow(0, offset, sendSplits[r]), r, kAllToAllSlot));
+        }
+        offset += sendSplits[r];
+      }
+    } else if (ranks_ > 1) {
+      c.exchange.push_back(
+          net_.backend().alltoall_base(c.received, c.sent, recvSplits, sendSplits, c10d::AllToAllOptions()));
     }
   }
 
-  // Step 3: sum the contributions to this rank's shard, re-encode it, post the allgather.
+  // Step 3: sum the contributions to this rank's shard, re-encode it, send it to every
+  // rank (the allgather).
   void reduceOwnShard(Chunk& c) {
-    awaitTransfer(net_, c.exchange, c.sent, "all_reduce (compressed, all-to-all)", stats_.communicateSeconds);
+    awaitTransfers(net_, c.exchange, c.sent, "all_reduce (compressed, all-to-all)", stats_.communicateSeconds);
 
     const int64_t begin = c.shards.begin(rank_);
     const int64_t length = c.shards.length(rank_);
@@ -122,11 +165,20 @@ class ChunkPipeline {
       c.mine = at::zeros({c.segmentBytes}, c.values.options().dtype(at::kByte));
       encode(c, sum, c.residual.defined() ? c.residual.narrow(0, begin, length) : at::Tensor(),
              c.mine.data_ptr<uint8_t>(), /*stage=*/1);
-      c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
+      if (!pairwise_) {
+        c.gathered = emptyBytes(c.segmentBytes * ranks_, c.values);
+      }
     }
     stats_.wireBytes += c.segmentBytes * (ranks_ - 1);
-    if (ranks_ > 1) {
-      c.gather = net_.backend()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions());
+    if (pairwise_) {
+      c.gathered.narrow(0, rank_ * c.segmentBytes, c.segmentBytes).copy_(c.mine);
+      for (int r = 0; r < ranks_; ++r) {
+        if (r != rank_) {
+          c.gather.push_back(net_.sendBytes(c.mine, r, kAllGatherSlot));
+        }
+      }
+    } else if (ranks_ > 1) {
+      c.gather.push_back(net_.backend()._allgather_base(c.gathered, c.mine, c10d::AllgatherOptions()));
     } else {
       c.gathered.copy_(c.mine);
     }
@@ -134,7 +186,7 @@ class ChunkPipeline {
 
   // Step 4: every rank decodes every shard from the same gathered bytes.
   void decodeResult(Chunk& c) {
-    awaitTransfer(net_, c.gather, c.mine, "all_reduce (compressed, allgather)", stats_.communicateSeconds);
+    awaitTransfers(net_, c.gather, c.mine, "all_reduce (compressed, allgather)", stats_.communicateSeconds);
     Phase decoding("qccl:decode", stats_.decodeSeconds);
     const uint8_t* gathered = c.gathered.data_ptr<uint8_t>();
     float* values = c.values.data_ptr<float>();
@@ -172,6 +224,7 @@ class ChunkPipeline {
   StatsSnapshot& stats_;
   const int rank_;
   const int ranks_;
+  const bool pairwise_;
 };
 
 } // namespace
@@ -215,19 +268,30 @@ void compressedAllreduce(Transport& net, const codec::Codec& codec, std::vector<
     }
   }
 
-  // Collectives go out in the same order on every rank. Chunk c's all-to-all is posted
+  // Transfers go out in the same order on every rank. Chunk c's all-to-all is posted
   // at step c, its allgather at step c + depth, and its result decoded at step c + 2 *
   // depth, so `depth` all-to-alls and `depth` allgathers are on the wire while the
   // worker encodes and decodes: enough bytes in flight to keep a link with latency full.
   // Small chunks (a burst of small calls) get more of them in flight. The depth depends
-  // only on the chunk sizes, so every rank picks the same.
+  // only on the chunk sizes, so every rank picks the same. Pairwise, a chunk's receives
+  // are posted `depth` steps before its all-to-all (the first `depth` chunks' at once).
   ChunkPipeline pipeline(net, codec, stats);
   int64_t largest = 1;
   for (const auto& c : chunks) {
     largest = std::max(largest, c.values.numel());
   }
-  runStaggered(static_cast<int64_t>(chunks.size()), chunksInFlight(largest), {
-      [&](int64_t i) { pipeline.sendContributions(chunks[i]); },
+  const auto count = static_cast<int64_t>(chunks.size());
+  const int64_t depth = chunksInFlight(largest);
+  for (int64_t i = 0; i < std::min(depth, count); ++i) {
+    pipeline.postReceives(chunks[i]);
+  }
+  runStaggered(count, depth, {
+      [&](int64_t i) {
+        if (i + depth < count) {
+          pipeline.postReceives(chunks[i + depth]);
+        }
+        pipeline.sendContributions(chunks[i]);
+      },
       [&](int64_t i) { pipeline.reduceOwnShard(chunks[i]); },
       [&](int64_t i) { pipeline.decodeResult(chunks[i]); },
   });

@@ -21,7 +21,7 @@ namespace qccl::p2p {
 
 // Gloo slots for qccl's own point-to-point traffic. Gloo collectives use slots with a
 // prefix in the high bits, so these small values never meet them; user tags travel in
-// the header, not in the slot.
+// the header, not in the slot. transport/transport.h holds the compressed all-reduce's.
 constexpr uint32_t kControlSlot = 0x51430001;
 constexpr uint32_t kPayloadSlot = 0x51430002;
 constexpr uint32_t kStagedPayloadSlot = 0x51430003;

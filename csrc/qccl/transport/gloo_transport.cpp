@@ -1,5 +1,7 @@
 #include "qccl/transport/gloo_transport.h"
 
+#include <algorithm>
+
 #include <ATen/core/ivalue.h>
 
 #include "qccl/common/errors.h"
@@ -45,13 +47,31 @@ void GlooTransport::waitFor(const c10::intrusive_ptr<c10d::Work>& work, const st
 }
 
 void GlooTransport::waitWithoutFuture(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
+  const auto limit = timeout();
+  {
+    std::lock_guard<std::mutex> lock(wakeUp_->mutex);
+    if (!wakeUp_->aborted) {
+      wakeUp_->waiting.push_back(work);  // abort() aborts it
+    }
+  }
+  std::exception_ptr failure;
+  try {
+    if (!aborted()) {
+      work->wait(limit);
+    }
+  } catch (const std::exception&) {
+    failure = std::current_exception();
+  }
+  {
+    std::lock_guard<std::mutex> lock(wakeUp_->mutex);
+    auto& waiting = wakeUp_->waiting;
+    waiting.erase(std::remove(waiting.begin(), waiting.end(), work), waiting.end());
+  }
   if (aborted()) {
     throwCommError(what + " on rank " + std::to_string(rank()) + " was aborted");
   }
-  try {
-    work->wait(timeout());
-  } catch (const std::exception&) {
-    throwCommError(failureMessage(what, rank(), std::current_exception()));
+  if (failure) {
+    throwCommError(failureMessage(what, rank(), failure));
   }
 }
 
@@ -69,12 +89,26 @@ void GlooTransport::setTimeout(std::chrono::milliseconds timeout) {
 }
 
 void GlooTransport::abort() {
+  std::vector<c10::intrusive_ptr<c10d::Work>> waiting;
   {
     std::lock_guard<std::mutex> lock(wakeUp_->mutex);
     wakeUp_->aborted = true;
     wakeUp_->cv.notify_all();
+    waiting.swap(wakeUp_->waiting);
+  }
+  for (auto& work : waiting) {
+    try {
+      work->abort();  // wakes its wait (Gloo's send and recv works)
+    } catch (const std::exception&) {
+      // not abortable (reduce_scatter): it ends at the group timeout
+    }
   }
   gloo_->abort();
+}
+
+size_t GlooTransport::abortableWaits() const {
+  std::lock_guard<std::mutex> lock(wakeUp_->mutex);
+  return wakeUp_->waiting.size();
 }
 
 bool GlooTransport::aborted() const {

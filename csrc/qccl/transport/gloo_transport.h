@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
@@ -38,6 +39,9 @@ class GlooTransport : public Transport {
   int size() const override {
     return gloo_->getSize();
   }
+  bool postsReceivesAhead() const override {
+    return true;
+  }
 
   // Blocks until `work` (a Gloo collective) has finished. Raises DistBackendError naming
   // `what` when it fails, when the group timeout passes first, or after abort().
@@ -49,15 +53,19 @@ class GlooTransport : public Transport {
   // Wakes every current and future waitFor() with an error; irreversible.
   void abort();
   bool aborted() const;
+  // Waits on works without a future that abort() would cut short now (for tests).
+  size_t abortableWaits() const;
 
  private:
-  // For Gloo works without a future: a plain bounded wait, which abort() cannot cut short.
+  // For Gloo works without a future (send, recv, reduce_scatter): a bounded wait, which
+  // abort() cuts short where the work can be aborted (send and recv).
   void waitWithoutFuture(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
   struct WakeUp {
     std::mutex mutex;
     std::condition_variable cv;
     bool aborted = false;
+    std::vector<c10::intrusive_ptr<c10d::Work>> waiting;  // in waitWithoutFuture()
   };
 
   c10::intrusive_ptr<c10d::Backend> gloo_;
