@@ -30,7 +30,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
+from train_ddp import (  # noqa: E402
+    CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores)
 
 import qccl  # noqa: E402
 from qccl.algorithms import ParameterServer, ParameterServerClient  # noqa: E402
@@ -99,13 +100,10 @@ def main():
     parser.add_argument("--reply-codec", default="none", help="codec of the parameters sent back (default: exact)")
     parser.add_argument("--kill-worker-after", type=int, default=0, help="the last worker exits after N steps")
     parser.add_argument("--lr", type=float, default=3e-3, help="the servers' AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    add_data_arguments(parser)
     args = parser.parse_args()
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0)
-                          or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    use_a_share_of_the_cores()
     dist.init_process_group("qccl", timeout=datetime.timedelta(seconds=max(60.0, 2 * args.worker_timeout)))
     rank = dist.get_rank()
     if args.max_staleness is None:

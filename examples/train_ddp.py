@@ -51,6 +51,20 @@ class CharTransformer(nn.Module):
         return self.head(self.norm(x))
 
 
+def add_data_arguments(parser):
+    """The batch, context and seed options every example shares."""
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def use_a_share_of_the_cores():
+    """The ranks of a machine share its cores: OMP_NUM_THREADS when a launcher sets it
+    (netlab does), else the cores divided among torchrun's local ranks."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0)
+                          or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def batches(corpus, rank, world_size, batch_size, context, seed):
     """An endless stream of (input, target) batches; each rank draws its own."""
     g = torch.Generator().manual_seed(seed * 1000 + rank)
@@ -85,14 +99,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="qccl", help="torch.distributed backend, e.g. qccl or gloo")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    add_data_arguments(parser)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda: one GPU per rank (LOCAL_RANK); qccl sends CUDA tensors through NCCL")
     args = parser.parse_args()
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    use_a_share_of_the_cores()
     device = "cpu"
     if args.device == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()

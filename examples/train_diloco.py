@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
+from train_ddp import (  # noqa: E402
+    CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores)
 
 import qccl  # noqa: E402
 from qccl.algorithms import DiLoCo, LocalSGD  # noqa: E402
@@ -51,14 +52,10 @@ def main():
     parser.add_argument("--sync-delay", type=int, default=0, help="DiLoCo: inner steps a sync overlaps")
     parser.add_argument("--lr", type=float, default=3e-3, help="inner (or DDP) AdamW learning rate")
     parser.add_argument("--outer-lr", type=float, default=0.7, help="DiLoCo: outer Nesterov SGD learning rate")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    add_data_arguments(parser)
     args = parser.parse_args()
 
-    # The ranks of a machine share its cores (OMP_NUM_THREADS, when a launcher sets it).
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0)
-                          or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    use_a_share_of_the_cores()
     dist.init_process_group(args.backend)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(args.seed)

@@ -131,9 +131,9 @@ def bad_messages_rank(ctx):
         return report.errors, report.dropped, report.version
     if ctx.rank == 1:
         dist.send(torch.tensor([7, 0, FEATURES], dtype=torch.int64), dst=0, tag=REQUEST_TAG)
-        header = torch.zeros(4, dtype=torch.int64)
+        header = torch.zeros(3, dtype=torch.int64)
         dist.recv(header, src=0, tag=REPLY_TAG)
-        reason = torch.zeros(header[3].item(), dtype=torch.uint8)
+        reason = torch.zeros(header[2].item(), dtype=torch.uint8)
         dist.recv(reason, src=0, tag=REPLY_TAG)
         return header[0].item(), bytes(reason.tolist()).decode()
     if ctx.rank == 2:

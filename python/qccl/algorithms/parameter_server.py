@@ -11,14 +11,14 @@ Pushes go through `group`, so its p2p codec (QCCL_P2P_CODEC) compresses the grad
 Parameters go back bit for bit (as their raw bits, which no codec touches) unless a
 `reply_group` is given: then as float32 through it, so its codec applies. A server takes
 a push made on parameters at most `max_staleness` of its updates old and answers older
-ones with fresh parameters only. It drops a worker that has been silent for `worker_timeout` seconds, or whose messages
-cannot be delivered, and goes on serving the others; a dropped worker that speaks again
-is told so and raises.
+ones with fresh parameters only. It drops a worker that has been silent for
+`worker_timeout` seconds, or whose messages cannot be delivered, and goes on serving the
+others; a dropped worker that speaks again is told so and raises.
 
 The wire protocol (group ranks, user tags 0x5153_0001..3):
     worker -> server  REQUEST  int64 [kind, version, shard elements]
                       GRADIENT float32 shard gradient, after a PUSH request
-    server -> worker  REPLY    int64 [status, version, shard elements, reason bytes]
+    server -> worker  REPLY    int64 [status, version, reason bytes]
                       then the shard (float32, or its bits as int32), or for a
                       refusal the reason in UTF-8
 """
@@ -86,14 +86,14 @@ def _p2p_codec(group, numel: int):
 
 
 def _payload_bytes(group, numel: int) -> int:
-    codec = _p2p_codec(group, numel) if group is not None else None
+    codec = _p2p_codec(group, numel)
     return load().codec_encoded_bytes(*codec, numel) if codec else 4 * numel
 
 
-def _as_sent(shard, reply_group):
-    """The shard as a reply carries it: its bits as int32 when replies are exact (no
-    reply_group), which no codec touches; else the float32 values."""
-    return shard.view(torch.int32) if reply_group is None else shard
+def _as_sent(shard, exact: bool):
+    """The shard as a reply carries it: its bits as int32 when replies are exact, which
+    no codec touches; else the float32 values."""
+    return shard.view(torch.int32) if exact else shard
 
 
 def _flat_parameters(model) -> list:
@@ -121,8 +121,8 @@ class ParameterServer:
     def __init__(self, model, make_optimizer, num_servers: int, *, max_staleness: int,
                  worker_timeout=60.0, group=None, reply_group=None):
         self.group = group or dist.group.WORLD
-        self._reply_codec_group = reply_group
         self.reply_group = reply_group or self.group
+        self._exact_replies = reply_group is None
         self.rank, size = _layout(self.group, num_servers, "server")
         if max_staleness < 0:
             raise ValueError(f"qccl parameter server: max_staleness must be >= 0, got {max_staleness}")
@@ -206,13 +206,12 @@ class ParameterServer:
 
     def _reply(self, worker: int, status: int, reason: str = "") -> None:
         reason_bytes = torch.tensor(list(reason.encode()), dtype=torch.uint8)
-        header = torch.tensor([status, self.report.version, self.shard.numel(), reason_bytes.numel()],
-                              dtype=torch.int64)
+        header = torch.tensor([status, self.report.version, reason_bytes.numel()], dtype=torch.int64)
         try:
             works = [dist.isend(header, group=self.reply_group, group_dst=worker, tag=REPLY_TAG)]
             if status in (APPLIED, STALE, SENT):
                 # A copy: the shard changes with the next push while this one is on the wire.
-                shard = _as_sent(self.shard.detach().clone(), self._reply_codec_group)
+                shard = _as_sent(self.shard.detach().clone(), self._exact_replies)
                 works.append(dist.isend(shard, group=self.reply_group, group_dst=worker, tag=REPLY_TAG))
             elif reason:
                 works.append(dist.isend(reason_bytes, group=self.reply_group, group_dst=worker, tag=REPLY_TAG))
@@ -275,8 +274,8 @@ class ParameterServerClient:
 
     def __init__(self, model, num_servers: int, *, group=None, reply_group=None):
         self.group = group or dist.group.WORLD
-        self._reply_codec_group = reply_group
         self.reply_group = reply_group or self.group
+        self._exact_replies = reply_group is None
         self.rank, _ = _layout(self.group, num_servers, "worker")
         self.parameters = _flat_parameters(model)
         total = sum(p.numel() for p in self.parameters)
@@ -286,7 +285,8 @@ class ParameterServerClient:
         # Payload bytes this worker sent (gradients) and received (parameters).
         self.pushed_bytes = self.pulled_bytes = 0
         self._push_bytes = sum(_payload_bytes(self.group, end - start) for start, end in self.bounds)
-        self._pull_bytes = sum(_payload_bytes(reply_group, end - start) for start, end in self.bounds)
+        self._pull_bytes = sum(4 * (end - start) if self._exact_replies else _payload_bytes(reply_group, end - start)
+                               for start, end in self.bounds)
         self._flat = torch.zeros(total, dtype=torch.float32)
         self._exchange(PULL)
 
@@ -331,9 +331,9 @@ class ParameterServerClient:
             torch.nn.utils.vector_to_parameters(self._flat, self.parameters)
 
     def _receive(self, server: int, shard) -> None:
-        header = torch.zeros(4, dtype=torch.int64)
+        header = torch.zeros(3, dtype=torch.int64)
         dist.recv(header, group=self.reply_group, group_src=server, tag=REPLY_TAG)
-        status, version, _, reason_bytes = header.tolist()
+        status, version, reason_bytes = header.tolist()
         if status == DROPPED:
             raise RuntimeError(
                 f"qccl parameter server: server {server} dropped worker {self.rank} (it was silent longer "
@@ -342,7 +342,7 @@ class ParameterServerClient:
             reason = torch.zeros(reason_bytes, dtype=torch.uint8)
             dist.recv(reason, group=self.reply_group, group_src=server, tag=REPLY_TAG)
             raise ValueError(f"{bytes(reason.tolist()).decode()} (refused worker {self.rank})")
-        dist.recv(_as_sent(shard, self._reply_codec_group), group=self.reply_group, group_src=server, tag=REPLY_TAG)
+        dist.recv(_as_sent(shard, self._exact_replies), group=self.reply_group, group_src=server, tag=REPLY_TAG)
         self.versions[server] = version
         if status == APPLIED:
             self.applied += 1
