@@ -3,7 +3,7 @@
 # and the asynchronous parameter server (examples/parameter_server.py), on netlab links of
 # 100 Mbit/s with 25 ms one-way delay (needs root): 2 replicas, then 4.
 #
-#   bash benchmarks/diloco_bench.sh [OUT.txt]      # about 12 minutes on a 2-core machine
+#   bash benchmarks/diloco_bench.sh [OUT.txt]      # about 20 minutes on a 2-core machine
 #
 # Every run trains the same model from the same seed for STEPS inner steps per replica
 # (default 200) and prints its final loss, tokens/s and bytes sent per token. The parameter
@@ -33,4 +33,9 @@ run() {  # run RANKS "ENV=..." SCRIPT ARGS...: one configuration
     run $((replicas + 1)) "QCCL_P2P_CODEC=int8" parameter_server.py
     run $((replicas + 1)) "QCCL_P2P_CODEC=int8" parameter_server.py --reply-codec bf16
   done
+  # Half the batch: DDP's step is then more of a link's round trips than of compute.
+  run 2 "QCCL_CODEC=none" train_diloco.py --batch-size 8 --algorithm ddp --backend gloo
+  run 2 "QCCL_CODEC=int8" train_diloco.py --batch-size 8 --algorithm ddp
+  run 2 "QCCL_CODEC=int4 QCCL_ERROR_FEEDBACK=1" train_diloco.py --batch-size 8 --algorithm diloco --sync-every 50 \
+    --fragments 2 --sync-delay 5
 } | tee "$out"
