@@ -45,6 +45,14 @@ def _identical_across_ranks(ctx, model):
     return all(torch.equal(c, copies[0]) for c in copies)
 
 
+def _averaged_sgd_step(reference, optimizer, x, y, gloo):
+    """One step of the reference: plain SGD, then parameter averaging by hand."""
+    optimizer.zero_grad()
+    nn.functional.mse_loss(reference(x), y).backward()
+    optimizer.step()
+    _average_by_hand(reference, gloo)
+
+
 def _average_by_hand(model, gloo):
     """Parameter averaging over Gloo: the reference."""
     with torch.no_grad():
@@ -65,10 +73,7 @@ def rank_local_sgd_every_step_is_averaging(ctx):
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
     for x, y in batches:
         _train_step(model, local, x, y)
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference(x), y).backward()
-        optimizer.step()
-        _average_by_hand(reference, ctx.gloo)
+        _averaged_sgd_step(reference, optimizer, x, y, ctx.gloo)
     return torch.equal(_bytes(model), _bytes(reference))
 
 
@@ -86,10 +91,7 @@ def rank_diloco_plain_outer_sgd_is_averaging(ctx):
     worst = 0.0
     for x, y in batches:
         _train_step(model, diloco, x, y)
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference(x), y).backward()
-        optimizer.step()
-        _average_by_hand(reference, ctx.gloo)
+        _averaged_sgd_step(reference, optimizer, x, y, ctx.gloo)
         for p, q in zip(model.parameters(), reference.parameters()):
             worst = max(worst, (p - q).abs().max().item())
     return worst

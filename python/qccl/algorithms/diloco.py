@@ -86,9 +86,8 @@ class DiLoCo:
         for f in sorted(self._pending):
             if self._pending[f].due == self._steps:
                 self._apply(f)
-        for f, offset in enumerate(self._offsets):
-            if self._steps % self.sync_every == offset:
-                self._post(f)
+        for f in self.syncs_at(self._steps):
+            self._post(f)
         return loss
 
     def zero_grad(self, set_to_none: bool = True):
