@@ -5,6 +5,8 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -74,7 +76,7 @@ void dawdle(std::chrono::microseconds time) {
 // included) twice; in turn, one rank a round dawdles between the reads: its peers go a
 // round ahead and write meanwhile, into the other slot; were both rounds in one slot,
 // the second read would see their bytes.
-std::string everyRankReadsEveryRank(Channel& channel, uint64_t rounds) {
+std::string everyRankReadsEveryRank(Channel& channel, uint64_t rounds, std::chrono::microseconds dawdling = std::chrono::microseconds(20)) {
   const uint64_t slotBytes = channel.slotBytes();
   for (uint64_t round = 1; round <= rounds; ++round) {
     uint8_t* out = channel.beginWrite(round);
@@ -90,7 +92,7 @@ std::string everyRankReadsEveryRank(Channel& channel, uint64_t rounds) {
           return wrong + (pass ? " on a second read" : "");
         }
         if (round % channel.size() == static_cast<uint64_t>(channel.rank())) {
-          dawdle(std::chrono::microseconds(20));
+          dawdle(dawdling);
         }
       }
     }
@@ -187,11 +189,11 @@ TEST(ShmChannel, AWriterThatNeverReadsWaitsForItsSlowestReader) {
       } else {
         channel->publish(round, 0);
         const uint8_t* in = channel->awaitPeer(0, round);
-        for (int pass = 0; pass < 20; ++pass) { // a slow reader
+        for (int pass = 0; pass < 2; ++pass) { // a slow reader
           if (auto wrong = mismatch(in, slotBytes, 0, round); !wrong.empty()) {
             return wrong;
           }
-          sched_yield();
+          dawdle(std::chrono::microseconds(50));
         }
       }
       channel->finish(round);
@@ -202,9 +204,71 @@ TEST(ShmChannel, AWriterThatNeverReadsWaitsForItsSlowestReader) {
   EXPECT_EQ(ranks.results(), std::vector<std::string>(3, "ok"));
 }
 
+void pinToOneCore(int core) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(core, &one);
+  if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+    throw std::runtime_error("sched_setaffinity failed");
+  }
+}
+
+// The pace of context switches on one core, as the machine's load allows now:
+// milliseconds for `laps` of a token passed around four processes through pipes.
+int64_t pipeRingMilliseconds(int core, int laps) {
+  int pipes[4][2];
+  for (auto& end : pipes) {
+    if (pipe(end) != 0) {
+      throw std::runtime_error("pipe failed");
+    }
+  }
+  ForkedRanks ring(4, [&](int rank) -> std::string {
+    pinToOneCore(core);
+    char token = 0;
+    if (rank == 0 && write(pipes[1][1], &token, 1) != 1) {
+      return "write failed";
+    }
+    for (int lap = 0; lap < laps; ++lap) {
+      const bool last = rank == 0 && lap == laps - 1;
+      if (read(pipes[rank][0], &token, 1) != 1 || (!last && write(pipes[(rank + 1) % 4][1], &token, 1) != 1)) {
+        return "pipe failed";
+      }
+    }
+    return "ok";
+  });
+  const auto start = Clock::now();
+  const auto results = ring.results();
+  const int64_t milliseconds = millisecondsSince(start);
+  for (auto& end : pipes) {
+    close(end[0]);
+    close(end[1]);
+  }
+  EXPECT_EQ(results, std::vector<std::string>(4, "ok"));
+  return milliseconds;
+}
+
+// Milliseconds four ranks pinned to `core` take for `rounds` rounds (the slowest rank's).
+int64_t fourRanksOnOneCoreMilliseconds(int core, int rounds) {
+  ForkedRanks ranks(4, [&](int rank) -> std::string {
+    pinToOneCore(core);
+    auto channel = connect(ranks, rank, 64, 30s);
+    const auto start = Clock::now();
+    auto result = everyRankReadsEveryRank(*channel, rounds, std::chrono::microseconds(0));
+    return result.rfind("ok", 0) == 0 ? std::to_string(millisecondsSince(start)) : result;
+  });
+  ranks.exchangeLines();
+  int64_t slowest = 0;
+  for (const auto& result : ranks.results()) {
+    EXPECT_TRUE(!result.empty() && std::isdigit(result[0])) << result;
+    slowest = std::max<int64_t>(slowest, std::isdigit(result[0]) ? std::stoll(result) : 1000000);
+  }
+  return slowest;
+}
+
 // More ranks than cores: four ranks pinned to one core must still run rounds at the
 // pace of context switches, not of time slices (a waiter that spins until preempted
-// costs its peers a slice, milliseconds, per round).
+// costs its peers a slice, milliseconds, per round). The pace is measured beside, and
+// the best of three tries counts, so that a loaded machine slows both alike.
 TEST(ShmChannel, FourRanksOnOneCoreKeepUp) {
   cpu_set_t allowed;
   ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
@@ -212,25 +276,18 @@ TEST(ShmChannel, FourRanksOnOneCoreKeepUp) {
   while (!CPU_ISSET(core, &allowed)) {
     ++core;
   }
-  const uint64_t rounds = 2000;
-  ForkedRanks ranks(4, [&](int rank) -> std::string {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(core, &one);
-    if (sched_setaffinity(0, sizeof(one), &one) != 0) {
-      return "sched_setaffinity failed";
-    }
-    auto channel = connect(ranks, rank, 64, 30s);
-    const auto start = Clock::now();
-    auto result = everyRankReadsEveryRank(*channel, rounds);
-    return result.rfind("ok", 0) == 0 ? std::to_string(millisecondsSince(start)) : result;
-  });
-  ranks.exchangeLines();
-  for (const auto& result : ranks.results()) {
-    ASSERT_TRUE(!result.empty() && std::isdigit(result[0])) << result;
-    // Measured 0.45 s on a busy 2-core VM; waits that spin for 1 ms took 7 s.
-    EXPECT_LT(std::stoll(result), 3000) << "ms for " << rounds << " rounds";
+  const int rounds = 700;
+  double best = 1e9;
+  std::string tries;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const int64_t ring = pipeRingMilliseconds(core, rounds);
+    const int64_t channel = fourRanksOnOneCoreMilliseconds(core, rounds);
+    best = std::min(best, static_cast<double>(channel) / std::max<int64_t>(ring, 1));
+    tries += " " + std::to_string(channel) + " ms vs " + std::to_string(ring) + " ms;";
   }
+  // Measured 1.6-2.1x the ring on an idle 2-core VM, 0.9-3.2x beside six busy loops;
+  // waits that spin for 1 ms took 100x and more.
+  EXPECT_LT(best, 10) << rounds << " rounds against a ring of as many laps:" << tries;
 }
 
 // After unlinkOwn nothing names the segments: SIGKILL every rank and /dev/shm is clean.
