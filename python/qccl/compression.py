@@ -59,11 +59,16 @@ def stats(group=None) -> dict:
     encoding, communicating and decoding, plus the group's settings. The same counters
     of its reduce-scatters and all-gathers (every form of each) are under
     "reduce_scatter" and "all_gather" (logical_bytes: the full tensor, every rank's shard).
+    "shared_memory" says whether the group's ranks share one host and go through shared
+    memory ("used"), and how many bytes this rank published there ("bytes", since the
+    group was created).
     """
     backend = _backend(group)
     counters = _with_ratio(backend.compression_stats())
     counters["reduce_scatter"] = _with_ratio(backend.reduce_scatter_stats())
     counters["all_gather"] = _with_ratio(backend.all_gather_stats())
+    shm_bytes = backend.shared_memory_bytes()
+    counters["shared_memory"] = {"used": shm_bytes is not None, "bytes": shm_bytes or 0}
     counters["settings"] = backend.settings()
     return counters
 

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include <ATen/ops/maximum.h>
-#include <ATen/ops/minimum.h>
 
 #include "qccl/common/tensor_bytes.h"
 
@@ -27,34 +25,6 @@ bool orderIndependent(R op, at::ScalarType wireType, int worldSize) {
       return integral || worldSize == 2;
     default:
       return false;
-  }
-}
-
-void combine(R op, at::Tensor& acc, const at::Tensor& next) {
-  switch (op) {
-    case R::SUM:
-      acc.add_(next);
-      break;
-    case R::PRODUCT:
-      acc.mul_(next);
-      break;
-    case R::MIN:
-      acc = at::minimum(acc, next);
-      break;
-    case R::MAX:
-      acc = at::maximum(acc, next);
-      break;
-    case R::BAND:
-      acc.bitwise_and_(next);
-      break;
-    case R::BOR:
-      acc.bitwise_or_(next);
-      break;
-    case R::BXOR:
-      acc.bitwise_xor_(next);
-      break;
-    default:
-      TORCH_INTERNAL_ASSERT(false, "qccl: no local reduction for this op");
   }
 }
 
@@ -98,7 +68,7 @@ void LocalAllreduce::finish() {
   auto as = [&](const at::Tensor& bytes) { return bytes.view(lowered_.wireType); };
   at::Tensor acc = as(contributions_[0]).clone();
   for (size_t r = 1; r < contributions_.size(); ++r) {
-    combine(lowered_.wireOp, acc, as(contributions_[r]));
+    reduceInto(lowered_.wireOp, acc, as(contributions_[r]));
   }
   contributions_.clear();
   fromWire(lowered_, acc, tensor_, worldSize_);

@@ -1,6 +1,8 @@
 #include "qccl/algo/reduce_lowering.h"
 
 #include <ATen/ops/div.h>
+#include <ATen/ops/maximum.h>
+#include <ATen/ops/minimum.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/view_as_complex.h>
@@ -150,6 +152,35 @@ void fromWire(const LoweredReduction& lowered, const at::Tensor& wire, at::Tenso
   }
   if (!wire.is_alias_of(target)) {
     target.copy_(wire.reshape(target.sizes()));
+  }
+}
+
+void reduceInto(c10d::ReduceOp::RedOpType op, at::Tensor& acc, const at::Tensor& next) {
+  using R = c10d::ReduceOp::RedOpType;
+  switch (op) {
+    case R::SUM:
+      acc.add_(next);
+      break;
+    case R::PRODUCT:
+      acc.mul_(next);
+      break;
+    case R::MIN:
+      at::minimum_out(acc, acc, next);
+      break;
+    case R::MAX:
+      at::maximum_out(acc, acc, next);
+      break;
+    case R::BAND:
+      acc.bitwise_and_(next);
+      break;
+    case R::BOR:
+      acc.bitwise_or_(next);
+      break;
+    case R::BXOR:
+      acc.bitwise_xor_(next);
+      break;
+    default:
+      TORCH_INTERNAL_ASSERT(false, "qccl: no local reduction for ", reduceOpName(op));
   }
 }
 

@@ -39,4 +39,8 @@ void fromWire(const LoweredReduction& lowered, const at::Tensor& wire, at::Tenso
 
 std::string reduceOpName(c10d::ReduceOp::RedOpType op);
 
+// acc = acc <op> next, elementwise and in place, for a wire op (what lowerReduction
+// gives): the reductions qccl runs itself, always in a fixed order of ranks.
+void reduceInto(c10d::ReduceOp::RedOpType op, at::Tensor& acc, const at::Tensor& next);
+
 } // namespace qccl

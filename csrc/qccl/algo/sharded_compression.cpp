@@ -85,9 +85,12 @@ void ShardedCompression::reduceScatter(
     const c10d::ReduceOp& op,
     Route route,
     int64_t place,
-    const NodeTransports* nodes) {
+    const NodeTransports* nodes,
+    OneHost* oneHost) {
   auto delta = countCall(byteSize(input), route);
-  if (route != Route::Compressed) {
+  if (route != Route::Compressed && oneHost) {
+    oneHost->reduceScatterTensor(output, input, op);
+  } else if (route != Route::Compressed) {
     reduceScatterTensor(net, output, input, op);
   } else {
     const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
@@ -113,10 +116,15 @@ std::optional<StartedTransfer> ShardedCompression::allgather(
     GlooTransport& net,
     at::Tensor& output,
     const at::Tensor& input,
-    Route route) {
+    Route route,
+    OneHost* oneHost) {
   auto delta = countCall(byteSize(output), route);
   if (route != Route::Compressed) {
     allgatherStats_.add(delta);
+    if (oneHost) {
+      oneHost->allgatherIntoTensor(output, input);
+      return std::nullopt;
+    }
     return allgatherIntoTensor(net, output, input);
   }
   ShardedOptions options;

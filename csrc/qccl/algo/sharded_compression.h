@@ -19,6 +19,7 @@
 #include "qccl/algo/compression_state.h"
 #include "qccl/algo/compression_stats.h"
 #include "qccl/algo/hierarchical.h"
+#include "qccl/algo/one_host.h"
 #include "qccl/algo/route.h"
 #include "qccl/algo/step_residuals.h"
 #include "qccl/codec/codec.h"
@@ -52,10 +53,16 @@ class ShardedCompression {
       const c10d::ReduceOp& op,
       Route route,
       int64_t place,
-      const NodeTransports* nodes);
+      const NodeTransports* nodes,
+      OneHost* oneHost = nullptr);
   // output (ranks * n) = every rank's input (n). An exact one returns with its transfer
-  // running (algo/collectives.h).
-  std::optional<StartedTransfer> allgather(GlooTransport& net, at::Tensor& output, const at::Tensor& input, Route route);
+  // running (algo/collectives.h), or done through `oneHost` when the group has one.
+  std::optional<StartedTransfer> allgather(
+      GlooTransport& net,
+      at::Tensor& output,
+      const at::Tensor& input,
+      Route route,
+      OneHost* oneHost = nullptr);
 
   StatsSnapshot reduceScatterStats() const {
     return reduceScatterStats_.snapshot();

@@ -116,6 +116,10 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
+      } else if (oneHost_) {
+        for (auto& t : bucket) {
+          oneHost_->allreduce(t, op);
+        }
       } else {
         // A call of one tensor (DDP's buckets with an exact route) leaves its transfer on
         // the wire, and its end completes the call.

@@ -30,7 +30,13 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
         [&](c10d::Backend& nccl) { return nccl.broadcast(tensors, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto t = s.writes(tensor);
-          return {{t}, {}, [this, t, root]() mutable { return algo::broadcast(transport_, t, root); }};
+          return {{t}, {}, [this, t, root]() mutable -> std::optional<StartedTransfer> {
+            if (oneHost_) {
+              oneHost_->broadcast(t, root);
+              return std::nullopt;
+            }
+            return algo::broadcast(transport_, t, root);
+          }};
         }});
   });
 }
@@ -48,7 +54,13 @@ WorkPtr ProcessGroupQCCL::reduce(std::vector<at::Tensor>& tensors, const c10d::R
         [&](c10d::Backend& nccl) { return nccl.reduce(tensors, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto t = s.writes(tensor);
-          return {{t}, {}, [this, t, op, root]() mutable { return algo::reduce(transport_, t, op, root); }};
+          return {{t}, {}, [this, t, op, root]() mutable -> std::optional<StartedTransfer> {
+            if (oneHost_) {
+              oneHost_->reduce(t, op, root);
+              return std::nullopt;
+            }
+            return algo::reduce(transport_, t, op, root);
+          }};
         },
         !ncclReduces(op, tensor.scalar_type())});
   });
@@ -79,7 +91,7 @@ WorkPtr ProcessGroupQCCL::allgather(
                 os[r].copy_(gathered.narrow(0, static_cast<int64_t>(r) * n, n).view(os[r].sizes()));
               }
             };
-            auto started = sharded_.allgather(transport_, gathered, in, route);
+            auto started = sharded_.allgather(transport_, gathered, in, route, oneHost_.get());
             if (!started) {
               split();
               return std::nullopt;
@@ -105,7 +117,9 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto in = s.reads(input);
-          return {{out}, {in}, [this, out, in, route]() mutable { return sharded_.allgather(transport_, out, in, route); }};
+          return {{out}, {in}, [this, out, in, route]() mutable {
+            return sharded_.allgather(transport_, out, in, route, oneHost_.get());
+          }};
         }});
   });
 }
@@ -242,7 +256,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter(
             for (const auto& t : is) {
               rows.push_back(t.reshape({-1}));
             }
-            sharded_.reduceScatter(transport_, out, at::cat(rows), op, route, place, acrossNodes());
+            sharded_.reduceScatter(transport_, out, at::cat(rows), op, route, place, acrossNodes(), oneHost_.get());
             return std::nullopt;
           }};
         },
@@ -272,7 +286,7 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
           auto out = s.writes(output);
           auto in = s.reads(input);
           return {{out}, {in}, [this, out, in, op, route, place]() mutable -> std::optional<StartedTransfer> {
-            sharded_.reduceScatter(transport_, out, in, op, route, place, acrossNodes());
+            sharded_.reduceScatter(transport_, out, in, op, route, place, acrossNodes(), oneHost_.get());
             return std::nullopt;
           }};
         },
@@ -311,7 +325,7 @@ WorkPtr ProcessGroupQCCL::reduce_scatter_tensor_coalesced(
           auto ins = s.reads(inputs);
           return {outs, ins, [this, outs, ins, op, routes, places]() mutable -> std::optional<StartedTransfer> {
             for (size_t i = 0; i < ins.size(); ++i) {
-              sharded_.reduceScatter(transport_, outs[i], ins[i], op, routes[i], places[i], acrossNodes());
+              sharded_.reduceScatter(transport_, outs[i], ins[i], op, routes[i], places[i], acrossNodes(), oneHost_.get());
             }
             return std::nullopt;
           }};
@@ -384,7 +398,13 @@ WorkPtr ProcessGroupQCCL::alltoall(
 }
 
 WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
-  return track(place("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this] { return algo::barrier(transport_); }));
+  return track(place("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this]() -> std::optional<StartedTransfer> {
+    if (oneHost_) {
+      oneHost_->barrier();
+      return std::nullopt;
+    }
+    return algo::barrier(transport_);
+  }));
 }
 
 void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {
@@ -393,8 +413,7 @@ void ProcessGroupQCCL::monitoredBarrier(const c10d::BarrierOptions& opts, bool w
       transport_.gloo().monitoredBarrier(opts, waitAllRanks);
     } catch (...) {
       // The ranks that called it have used Gloo tags the others have not: no later call
-      // of this group would pair up, so each raises at once instead of hanging.
-      outOfStep_ = "a monitored_barrier that not every rank called";
+      // of this group would pair up. The error fails the group (callFailed), on every rank.
       throwCommError(failureMessage("monitored_barrier", rank_, std::current_exception()));  // keeps Gloo's words
     }
     return std::optional<StartedTransfer>();

@@ -6,8 +6,12 @@
 
 namespace qccl {
 
-OpQueue::OpQueue(int rank, Admit admit, RunJointly runJointly)
-    : rank_(rank), admit_(std::move(admit)), runJointly_(std::move(runJointly)), worker_([this] { loop(); }), watchdog_([this] { watch(); }) {}
+OpQueue::OpQueue(int rank, Admit admit, RunJointly runJointly, OnFailure onFailure)
+    : rank_(rank), admit_(std::move(admit)), runJointly_(std::move(runJointly)) {
+  inFlight_->onFailure = std::move(onFailure);
+  worker_ = std::thread([this] { loop(); });
+  watchdog_ = std::thread([this] { watch(); });
+}
 
 OpQueue::~OpQueue() {
   stop(makeCommError("the process group was destroyed"));
@@ -30,10 +34,47 @@ void OpQueue::drain() {
     cv_.wait(lock, [this] { return ops_.empty() && !running_; });
   }
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
-  inFlight_->cv.wait(lock, [this] { return inFlight_->entries.empty(); });
+  inFlight_->cv.wait(lock, [this] { return inFlight_->entries.empty() && inFlight_->settling.empty(); });
+}
+
+void OpQueue::InFlight::tellFailure(const std::string& name, const std::exception_ptr& error) {
+  std::lock_guard<std::mutex> lock(onFailureMutex);
+  if (onFailure) {
+    onFailure(name, error);
+  }
+}
+
+void OpQueue::InFlight::failSettling(const Failing& failing) {
+  for (const auto& [work, error] : failing) {
+    tellFailure(work->name(), error);
+    work->markFailed(error);
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  settling.remove_if([&](const Entry& entry) {
+    return std::any_of(failing.begin(), failing.end(), [&](const auto& f) { return f.first == entry.work; });
+  });
+  cv.notify_all();
+}
+
+void OpQueue::failRunning(const c10::intrusive_ptr<FutureWork>& work, const std::exception_ptr& error) {
+  inFlight_->tellFailure(work->name(), error);
+  work->markFailed(error);
 }
 
 void OpQueue::stop(const std::exception_ptr& reason) {
+  fail(reason);
+  {
+    std::lock_guard<std::mutex> lock(inFlight_->onFailureMutex);
+    inFlight_->onFailure = nullptr;
+  }
+  for (auto* thread : {&worker_, &watchdog_}) {
+    if (thread->joinable() && thread->get_id() != std::this_thread::get_id()) {
+      thread->join();
+    }
+  }
+}
+
+void OpQueue::fail(const std::exception_ptr& reason) {
   std::deque<QueuedOp> abandoned;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -61,11 +102,6 @@ void OpQueue::stop(const std::exception_ptr& reason) {
   for (auto& entry : onTheWire) {
     entry.work->markFailed(reason);  // their completion callbacks then find them settled
   }
-  for (auto* thread : {&worker_, &watchdog_}) {
-    if (thread->joinable() && thread->get_id() != std::this_thread::get_id()) {
-      thread->join();
-    }
-  }
 }
 
 void OpQueue::watch() {
@@ -73,16 +109,23 @@ void OpQueue::watch() {
   while (!inFlight_->stopped) {
     auto now = std::chrono::steady_clock::now();
     auto next = now + std::chrono::hours(1);
+    InFlight::Failing expired;
     for (auto it = inFlight_->entries.begin(); it != inFlight_->entries.end();) {
       if (it->deadline <= now) {
-        it->work->markFailed(makeCommError(timedOutMessage(
+        expired.emplace_back(it->work, makeCommError(timedOutMessage(
             it->work->name(), rank_, it->timeout.count(), "a peer died, hangs, or did not call it")));
-        it = inFlight_->entries.erase(it);
-        inFlight_->cv.notify_all();
+        auto done = it++;
+        inFlight_->settling.splice(inFlight_->settling.end(), inFlight_->entries, done);
       } else {
         next = std::min(next, it->deadline);
         ++it;
       }
+    }
+    if (!expired.empty()) {
+      lock.unlock();  // the failure callback may fail the whole queue, which takes the lock
+      inFlight_->failSettling(expired);
+      lock.lock();
+      continue;
     }
     inFlight_->watchdogWakes = next;
     inFlight_->watchdogCv.wait_until(lock, next);
@@ -103,6 +146,7 @@ void OpQueue::loop() {
     running_ = true;
     lock.unlock();
     std::vector<std::exception_ptr> verdicts;
+    std::exception_ptr batchFailed;
     try {
       // The leading small all_reduces give their data to the check (QueuedOp::local):
       // it must be what earlier transfers left there.
@@ -111,9 +155,30 @@ void OpQueue::loop() {
       }
       verdicts = admit_(batch);
     } catch (...) {
-      verdicts.assign(batch.size(), std::current_exception());  // the whole batch fails
+      batchFailed = std::current_exception();  // the whole batch fails
     }
     lock.lock();
+    if (batchFailed) {
+      // Out of the queue first: the failure callback may fail() the queue, and these
+      // calls fail with their own error.
+      std::vector<QueuedOp> failed;
+      for (size_t i = 0; i < batch.size() && !ops_.empty(); ++i) {
+        failed.push_back(std::move(ops_.front()));
+        ops_.pop_front();
+      }
+      lock.unlock();
+      if (!failed.empty()) {
+        inFlight_->tellFailure(failed.front().name, batchFailed);
+      }
+      for (auto& op : failed) {
+        op.work->markFailed(batchFailed);
+      }
+      failed.clear();  // release tensors before reporting idle
+      lock.lock();
+      running_ = false;
+      cv_.notify_all();
+      continue;
+    }
     for (size_t i = 0; i < verdicts.size() && !ops_.empty(); ++i) {
       admitted_.push_back({std::move(ops_.front()), verdicts[i]});
       ops_.pop_front();
@@ -162,7 +227,7 @@ void OpQueue::run(QueuedOp& op, const std::exception_ptr& refused) {
       op.work->markSucceeded();
     }
   } catch (...) {
-    op.work->markFailed(std::current_exception());
+    failRunning(op.work, std::current_exception());
   }
 }
 
@@ -181,8 +246,10 @@ void OpQueue::runJointly(std::vector<QueuedOp>& ops) {
     }
     runJointly_(pointers);
   } catch (...) {
+    const auto error = std::current_exception();
+    inFlight_->tellFailure(ops.front().name, error);
     for (auto& op : ops) {
-      op.work->markFailed(std::current_exception());
+      op.work->markFailed(error);
     }
     return;
   }
@@ -208,7 +275,9 @@ void OpQueue::awaitTransfersTouching(const std::vector<at::Tensor>& tensors) {
   // Bounded: the watchdog fails and removes a transfer at its deadline.
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
   inFlight_->cv.wait(lock, [&] {
-    return inFlight_->stopped || std::none_of(inFlight_->entries.begin(), inFlight_->entries.end(), shares);
+    return inFlight_->stopped ||
+        (std::none_of(inFlight_->entries.begin(), inFlight_->entries.end(), shares) &&
+         std::none_of(inFlight_->settling.begin(), inFlight_->settling.end(), shares));
   });
 }
 
@@ -234,19 +303,31 @@ void OpQueue::completeLater(
   // May run at once, on this thread, if the transfer is already done.
   started.work->getFuture()->addCallback(
       [inFlight = inFlight_, work, then = std::move(started.then), rank = rank_](c10::ivalue::Future& done) {
+        std::exception_ptr error;
         if (done.hasError()) {
-          work->markFailed(makeCommError(failureMessage(work->name(), rank, done.exception_ptr())));
+          error = makeCommError(failureMessage(work->name(), rank, done.exception_ptr()));
         } else {
           try {
-            then();
+            then();  // while the entry still holds the tensors it writes
             work->markSucceeded();
           } catch (...) {
-            work->markFailed(std::current_exception());
+            error = std::current_exception();
           }
         }
-        std::lock_guard<std::mutex> lock(inFlight->mutex);
-        inFlight->entries.remove_if([&](const InFlight::Entry& entry) { return entry.work == work; });
-        inFlight->cv.notify_all();
+        std::unique_lock<std::mutex> lock(inFlight->mutex);
+        auto entry = std::find_if(
+            inFlight->entries.begin(), inFlight->entries.end(), [&](const InFlight::Entry& e) { return e.work == work; });
+        if (entry == inFlight->entries.end()) {
+          return;  // failed already, by fail() or the watchdog
+        }
+        if (!error) {
+          inFlight->entries.erase(entry);
+          inFlight->cv.notify_all();
+          return;
+        }
+        inFlight->settling.splice(inFlight->settling.end(), inFlight->entries, entry);
+        lock.unlock();  // the failure callback may fail() the queue, which takes the lock
+        inFlight->failSettling({{work, error}});
       });
 }
 

@@ -75,9 +75,14 @@ class OpQueue {
   // Runs two or more admitted, consecutive, joinable ops together (instead of each one's
   // body); if it throws, every one of them fails with that error.
   using RunJointly = std::function<void(const std::vector<QueuedOp*>& ops)>;
+  // Told of every op that failed while running (its body, its transfer, the check that
+  // admits it, its deadline), with the error, before the op's work is failed with it.
+  // Not told of ops that admit refused, nor of ops failed by fail()/stop(). Runs on the
+  // worker, the watchdog or a transport's completion thread, holding no lock of the queue.
+  using OnFailure = std::function<void(const std::string& name, const std::exception_ptr& error)>;
 
   // Without runJointly, every op runs on its own.
-  OpQueue(int rank, Admit admit, RunJointly runJointly = nullptr);
+  OpQueue(int rank, Admit admit, RunJointly runJointly = nullptr, OnFailure onFailure = nullptr);
   ~OpQueue();
   OpQueue(const OpQueue&) = delete;
   OpQueue& operator=(const OpQueue&) = delete;
@@ -88,8 +93,11 @@ class OpQueue {
   // Blocks until everything enqueued so far has completed, transfers included.
   void drain();
 
-  // Fails every op not yet completed with `reason` and stops the worker once the running
-  // op returns. Later enqueue() calls fail their work at once.
+  // Fails every op not yet completed with `reason`; the worker ends once the op it runs
+  // returns. Later enqueue() calls fail their work at once. Returns at once: safe from any
+  // thread, the worker's own and the OnFailure callback included.
+  void fail(const std::exception_ptr& reason);
+  // fail(), then waits for the worker and watchdog threads to end.
   void stop(const std::exception_ptr& reason);
 
  private:
@@ -106,12 +114,26 @@ class OpQueue {
     std::mutex mutex;
     std::condition_variable cv;  // an entry left: for drain() and ops waiting on a tensor
     std::list<Entry> entries;
+    // Failed on the wire (its deadline, its transfer's error), being failed now: still
+    // holds its tensors (later ops wait), but fail() leaves it its own error.
+    std::list<Entry> settling;
     std::exception_ptr stopped;  // set by stop(): a transfer started after it fails with it
     // The watchdog sleeps until the earliest deadline; it is woken only when a new entry
     // ends sooner than that (rarely: every entry gets the group's timeout), not on
     // every call, which on few cores costs as much as a small call itself.
     std::condition_variable watchdogCv;
     std::chrono::steady_clock::time_point watchdogWakes = std::chrono::steady_clock::time_point::max();
+    // The queue's OnFailure, kept here so that completion callbacks that run after the
+    // queue is gone find it cleared (stop() clears it) instead of calling into a dead
+    // process group. Its own mutex: the callback may call fail(), which takes `mutex`.
+    std::mutex onFailureMutex;
+    OnFailure onFailure;
+    void tellFailure(const std::string& name, const std::exception_ptr& error);
+    // Fails each work (moved from `entries` into `settling` under `mutex`, which the
+    // caller no longer holds) with its error, telling onFailure first, then lets later
+    // ops touching their tensors go on.
+    using Failing = std::vector<std::pair<c10::intrusive_ptr<FutureWork>, std::exception_ptr>>;
+    void failSettling(const Failing& failing);
   };
 
   void loop();
@@ -120,6 +142,8 @@ class OpQueue {
   void watch();
   void run(QueuedOp& op, const std::exception_ptr& refused);
   void runJointly(std::vector<QueuedOp>& ops);
+  // Tells onFailure_ of `error`, then fails `work` with it.
+  void failRunning(const c10::intrusive_ptr<FutureWork>& work, const std::exception_ptr& error);
   void completeLater(const c10::intrusive_ptr<FutureWork>& work, StartedTransfer started, std::vector<at::Tensor> touches);
   // Blocks until no transfer on the wire shares a storage with `tensors` (or stop()).
   void awaitTransfersTouching(const std::vector<at::Tensor>& tensors);

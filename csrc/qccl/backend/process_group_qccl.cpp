@@ -8,11 +8,33 @@
 
 #include "qccl/backend/check_exchange.h"
 #include "qccl/common/errors.h"
+#include "qccl/transport/shm/connect.h"
 
 namespace qccl {
 
 using c10d::OpType;
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+namespace {
+
+// Bytes a round of the one-host channel carries per rank (two slots each): larger calls
+// take several rounds. 4 ranks hold 8 MiB of /dev/shm.
+constexpr uint64_t kOneHostSlotBytes = 1 << 20;
+
+std::unique_ptr<algo::OneHost> connectOneHost(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int size,
+    std::chrono::milliseconds timeout,
+    const Config& config) {
+  if (!store || size < 2 || config.forceNetwork) {
+    return nullptr;
+  }
+  auto channel = shm::connectOnOneHost(*store, rank, size, kOneHostSlotBytes, timeout);
+  return channel ? std::make_unique<algo::OneHost>(std::move(channel)) : nullptr;
+}
+
+} // namespace
 
 ProcessGroupQCCL::ProcessGroupQCCL(
     c10::intrusive_ptr<c10d::Backend> gloo,
@@ -26,13 +48,17 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       config_(config),
       settingsFingerprint_(config.fingerprint()),
       transport_(std::move(gloo), timeout),
+      oneHost_(connectOneHost(store, rank, size, timeout, config)),
       nodeGroups_(
           config.ranksPerNode > 1 && config.ranksPerNode < size
               ? std::make_unique<NodeGroups>(store, rank, size, static_cast<int>(config.ranksPerNode), timeout)
               : nullptr),
       allreduce_(config, size),
       sharded_(config, size),
-      p2p_(transport_, config, rank, size),
+      p2p_(transport_, config, rank, size,
+           [this](int peer, const std::string& why) {
+             failGroup("rank " + std::to_string(peer) + " reported that the group failed there: " + why, false);
+           }),
       nccl_(std::move(nccl)),
       ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
   QCCL_CHECK_VALUE(
@@ -57,6 +83,12 @@ namespace {
 // Collectives this thread has put into a group's order; collective() compares it before
 // and after issuing a call to learn whether the call took its place.
 thread_local uint64_t callsPlacedByThisThread = 0;
+
+// What every call raises once the group failed with `why` (docs/errors.md, rule 9).
+std::string unusableSince(const std::string& why) {
+  return "the group failed earlier (" + why + "), so no later call of it can pair safely with the other ranks' "
+      "calls; create a new group (destroy_process_group, then init_process_group or new_group)";
+}
 } // namespace
 
 WorkPtr ProcessGroupQCCL::collective(const std::string& name, OpType op, const std::function<WorkPtr()>& validateAndIssue) {
@@ -106,6 +138,10 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
   auto work = c10::make_intrusive<FutureWork>(
       rank_, signature.op, name, std::move(outputs), ++seq_, std::vector<c10::Device>{}, inputs);
   ++callsPlacedByThisThread;
+  if (auto failed = groupFailedError(name)) {
+    work->markFailed(failed);
+    return work;
+  }
   queue_.enqueue(
       {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable),
        at::hasThreadLocalCallbacks() ? std::make_shared<at::ThreadLocalState>() : nullptr, checked});
@@ -141,7 +177,7 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
     calls.push_back({op->name, &signatures[i], op->local ? op->local->contribution() : at::Tensor()});
   }
   auto checked = check_.compareAcrossRanks(rank_, size_, calls, [this](const at::Tensor& mine, const std::string& what) {
-    return exchangeCheckParts(p2p_, transport_, mine, what);
+    return oneHost_ ? oneHost_->exchange(mine, what) : exchangeCheckParts(p2p_, transport_, mine, what);
   });
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->local->received(std::move(checked.contributions[i]));
@@ -175,6 +211,55 @@ std::exception_ptr ProcessGroupQCCL::outOfStepError(const std::string& name) con
       name + " on rank " + std::to_string(rank_) + ": the group is out of step since " + outOfStep_ +
       ". A rank may have skipped a call (an error raised before the call reached qccl), so no later collective "
       "of this group would pair with the right one; create a new group");
+}
+
+// --- a failed group ------------------------------------------------------------------------
+
+void ProcessGroupQCCL::callFailed(const std::string& name, const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::ValueError&) {
+    return;  // arguments: rules 1 and 2 keep the ranks in step
+  } catch (const c10::TypeError&) {
+    return;
+  } catch (const c10::NotImplementedError&) {
+    return;
+  } catch (...) {
+  }
+  auto why = describeException(error);
+  const std::string prefix = "qccl: ";
+  if (why.rfind(prefix, 0) == 0) {
+    why = why.substr(prefix.size());
+  }
+  failGroup(why, true);
+}
+
+void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
+  {
+    std::lock_guard<std::mutex> lock(failureMutex_);
+    if (!failure_.empty()) {
+      return;
+    }
+    failure_ = why;
+  }
+  // Peers first: the transport's abort below cuts short what this rank waits for.
+  if (tellPeers) {
+    p2p_.tellPeersGroupFailed(why);
+  }
+  p2p_.failGroup(unusableSince(why));
+  if (oneHost_) {
+    oneHost_->abort();
+  }
+  queue_.fail(makeCommError("a call still pending on rank " + std::to_string(rank_) + ": " + unusableSince(why)));
+  transport_.abort();  // wakes the worker if it waits for a transfer
+}
+
+std::exception_ptr ProcessGroupQCCL::groupFailedError(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(failureMutex_);
+  if (failure_.empty()) {
+    return nullptr;
+  }
+  return makeCommError(name + " on rank " + std::to_string(rank_) + ": " + unusableSince(failure_));
 }
 
 // --- splitting ----------------------------------------------------------------------------
@@ -241,6 +326,9 @@ void ProcessGroupQCCL::setSequenceNumberForGroup() {
 
 void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
   transport_.setTimeout(timeout);
+  if (oneHost_) {
+    oneHost_->setTimeout(timeout);
+  }
   if (nodeGroups_) {
     nodeGroups_->setTimeout(timeout);
   }
@@ -252,10 +340,20 @@ void ProcessGroupQCCL::stop(const std::string& why) {
 }
 
 void ProcessGroupQCCL::abort() {
+  {
+    std::lock_guard<std::mutex> lock(failureMutex_);
+    if (failure_.empty()) {
+      failure_ = "rank " + std::to_string(rank_) + " aborted the group";
+      p2p_.tellPeersGroupFailed(failure_);
+    }
+  }
   if (nccl_) {
     nccl_->abort();
   }
   transport_.abort();
+  if (oneHost_) {
+    oneHost_->abort();
+  }
   if (nodeGroups_) {
     nodeGroups_->abort();
   }

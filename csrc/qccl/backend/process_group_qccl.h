@@ -22,6 +22,7 @@
 
 #include "qccl/algo/agreement.h"
 #include "qccl/algo/bucketed_allreduce.h"
+#include "qccl/algo/one_host.h"
 #include "qccl/algo/sharded_compression.h"
 #include "qccl/backend/call_staging.h"
 #include "qccl/backend/joint_allreduce.h"
@@ -161,6 +162,10 @@ class ProcessGroupQCCL : public c10d::Backend {
   const algo::ShardedCompression& shardedCompression() const {
     return sharded_;
   }
+  // Bytes this rank published through shared memory; null when the group has none.
+  std::optional<uint64_t> sharedMemoryBytes() const {
+    return oneHost_ ? std::optional<uint64_t>(oneHost_->bytesPublished()) : std::nullopt;
+  }
   void resetCompressionStats() {
     allreduce_.resetStats();
     sharded_.resetStats();
@@ -284,9 +289,26 @@ class ProcessGroupQCCL : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> track(c10::intrusive_ptr<c10d::Work> work);
   void stop(const std::string& why);
 
+  // --- a failed group (docs/errors.md, rule 9) ---
+  // The worker queue's OnFailure: a call failed while running. Unless the error is about
+  // its arguments (ValueError, TypeError, NotImplementedError), the group fails.
+  void callFailed(const std::string& name, const std::exception_ptr& error);
+  // The first failure that is not an argument error: recorded, told to every peer (unless
+  // it came from one), and every pending and later call of the group fails with it, on
+  // this rank at once and on the peers once the notice arrives. After a timeout a peer
+  // may have completed the call this rank gave up on: without this, a retry here would
+  // pair with that peer's next call and both would return wrong values.
+  void failGroup(const std::string& why, bool tellPeers);
+  // The error of a call made after the group failed; null while it has not.
+  std::exception_ptr groupFailedError(const std::string& name) const;
+
   const Config config_;
   const int64_t settingsFingerprint_;  // config_.fingerprint(), sent with every collective
   GlooTransport transport_;
+  // Shared memory among the group's ranks when they all share this host (and
+  // force_network is off): exact collectives and the cross-rank check go through it.
+  // Null otherwise. Used by the worker only, but for abort() and setTimeout().
+  std::unique_ptr<algo::OneHost> oneHost_;
   std::unique_ptr<NodeGroups> nodeGroups_;  // on several nodes (ranks_per_node), else null
   std::optional<algo::NodeTransports> nodes_;  // nodeGroups_'s, for the algorithms
   algo::BucketedAllreduce allreduce_;
@@ -296,11 +318,13 @@ class ProcessGroupQCCL : public c10d::Backend {
   c10::intrusive_ptr<c10d::Backend> nccl_;
   p2p::InnerBackendP2P ncclP2P_;  // CUDA point-to-point through nccl_
   std::atomic<uint64_t> seq_{0};
-  // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call, or
-  // a monitored_barrier that some rank did not call: why the group is out of step. From
-  // then on every collective of the group raises with it. Worker only.
+  // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call:
+  // why the group is out of step. From then on every collective of the group raises with
+  // it. Worker only.
   std::string outOfStep_;
   ArgumentCheck check_;  // worker only
+  mutable std::mutex failureMutex_;
+  std::string failure_;  // failGroup()'s first reason; empty while the group works
 
   std::mutex coalescingMutex_;
   bool coalescing_ = false;
@@ -311,7 +335,8 @@ class ProcessGroupQCCL : public c10d::Backend {
   OpQueue queue_{
       rank_,
       [this](const std::vector<const QueuedOp*>& batch) { return admit(batch); },
-      [this](const std::vector<QueuedOp*>& ops) { allreduceJointly(ops); }};
+      [this](const std::vector<QueuedOp*>& ops) { allreduceJointly(ops); },
+      [this](const std::string& name, const std::exception_ptr& error) { callFailed(name, error); }};
 };
 
 } // namespace qccl

@@ -67,7 +67,7 @@ c10::intrusive_ptr<P2PWork> Matching::withdrawReporter(int peer) {
   return work;
 }
 
-std::vector<c10::intrusive_ptr<P2PWork>> Matching::dropPeer(int peer) {
+std::vector<c10::intrusive_ptr<P2PWork>> Matching::dropPeer(int peer, bool evenComplete) {
   std::vector<c10::intrusive_ptr<P2PWork>> dropped;
   for (auto it = posted_.begin(); it != posted_.end();) {
     if (it->src == peer) {
@@ -78,7 +78,7 @@ std::vector<c10::intrusive_ptr<P2PWork>> Matching::dropPeer(int peer) {
     }
   }
   for (auto it = inbound_.begin(); it != inbound_.end();) {
-    if ((*it)->src != peer || (*it)->arrived) {
+    if ((*it)->src != peer || ((*it)->arrived && !evenComplete)) {
       ++it;
       continue;
     }

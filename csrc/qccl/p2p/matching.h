@@ -51,8 +51,10 @@ class Matching {
   // user tag from `peer` or from any source, withdrawn. Null if there is none.
   c10::intrusive_ptr<P2PWork> withdrawReporter(int peer);
   // `peer` died: its posted receives and the messages it had not finished sending are
-  // dropped (complete messages stay receivable). Returns the receives to fail.
-  std::vector<c10::intrusive_ptr<P2PWork>> dropPeer(int peer);
+  // dropped (complete messages stay receivable, unless `evenComplete`: the pair was
+  // closed, and a message that came late must not be taken by a later receive).
+  // Returns the receives to fail.
+  std::vector<c10::intrusive_ptr<P2PWork>> dropPeer(int peer, bool evenComplete = false);
   // Shutdown: everything is dropped. Returns every receive to fail.
   std::vector<c10::intrusive_ptr<P2PWork>> clear();
 

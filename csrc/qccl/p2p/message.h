@@ -33,7 +33,16 @@ enum class Kind : int64_t {
   Data = 1,        // a message; a payload that does not fit inline follows on kPayloadSlot
   Rejected = 2,    // status: the receive the message met has another size, dtype or codec
   StagedData = 3,  // a message whose payload follows on kStagedPayloadSlot
+  GroupFailed = 4, // notice: the sender's group failed (a timeout, a dead peer, an abort);
+                   // the inline payload says why. The receiver fails its group too.
+  PairClosed = 5,  // notice: a send or receive between the two ranks timed out at the
+                   // sender, which closed the pair; the inline payload says why.
 };
+
+// Notices carry a text inline, as a Data message carries a small payload.
+inline bool isNotice(Kind kind) {
+  return kind == Kind::GroupFailed || kind == Kind::PairClosed;
+}
 
 struct Header {
   int64_t magic = kMagic;
@@ -74,7 +83,7 @@ constexpr int kListenWindow = 8;
 constexpr int64_t kInlineBytes = kControlBytes - static_cast<int64_t>(sizeof(Header));
 
 inline bool carriesInline(const Header& header) {
-  return header.kind == Kind::Data && header.payloadBytes <= kInlineBytes;
+  return (header.kind == Kind::Data || isNotice(header.kind)) && header.payloadBytes <= kInlineBytes;
 }
 
 // A payload on kPayloadSlot has a receive of its own size, which the receiver posts once

@@ -1,5 +1,7 @@
 #include "qccl/p2p/p2p_engine.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 
 #include "qccl/common/errors.h"
@@ -11,14 +13,17 @@ namespace qccl::p2p {
 
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
-P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, int size)
+P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, int size, OnGroupFailed onGroupFailed)
     : transport_(transport),
       config_(config),
       rank_(rank),
       size_(size),
       shortControlMessages_(transportReadsShortMessages()),
+      onGroupFailed_(std::move(onGroupFailed)),
       listenerWaits_(size),
       peerFailure_(size),
+      pairClosed_(size),
+      timeoutSink_(std::make_shared<TimeoutSink>(this)),
       unreported_(size),
       nextSeq_(size, 0),
       peerStages_(size, false),
@@ -45,6 +50,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
   auto work = c10::make_intrusive<P2PWork>(
       rank_, c10d::OpType::SEND, "send to rank " + std::to_string(dst) + tagText(tag), tensor,
       transport_.timeout(), dst);
+  closePairOnTimeout(*work, dst);
 
   Header header;
   header.kind = Kind::Data;
@@ -111,9 +117,21 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
 
 c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, int64_t tag) {
   const std::string from = src == -1 ? "any source" : "rank " + std::to_string(src);
+  {
+    // A dead peer's complete messages stay receivable (below); a closed pair's or a
+    // failed group's do not.
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto& closed = src == -1 ? groupFailure_ : (groupFailure_.empty() ? pairClosed_[src] : groupFailure_);
+    if (!closed.empty()) {
+      throwCommError("recv from " + from + " on rank " + std::to_string(rank_) + ": " + closed);
+    }
+  }
   auto work = c10::make_intrusive<P2PWork>(
       rank_, src == -1 ? c10d::OpType::RECVANYSOURCE : c10d::OpType::RECV,
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
+  if (src != -1) {
+    closePairOnTimeout(*work, src);
+  }
 
   std::vector<std::string> reported;
   std::shared_ptr<Inbound> arrived;
@@ -194,16 +212,120 @@ void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
   std::string failure;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    failure = peerFailure_[peer];
+    failure = brokenFor(peer);
   }
   if (!failure.empty()) {
     throwCommError(op + " on rank " + std::to_string(rank_) + ": " + failure);
   }
 }
 
+const std::string& P2PEngine::brokenFor(int peer) const {
+  if (!groupFailure_.empty()) {
+    return groupFailure_;
+  }
+  return pairClosed_[peer].empty() ? peerFailure_[peer] : pairClosed_[peer];
+}
+
+// --- notices: a closed pair, a failed group ----------------------------------------------------
+
+void P2PEngine::postNotice(int peer, Kind kind, const std::string& why) {
+  const auto text = why.substr(0, static_cast<size_t>(kInlineBytes));
+  auto payload = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+  std::memcpy(payload.mutable_data_ptr(), text.data(), text.size());
+  Header notice;
+  notice.kind = kind;
+  notice.dtype = static_cast<int64_t>(at::kByte);
+  notice.numel = payload.numel();
+  notice.payloadBytes = payload.numel();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_ || !peerFailure_[peer].empty()) {
+      return;  // gone already: its own calls fail on their own
+    }
+    notice.seq = nextSeq_[peer]++;
+  }
+  try {
+    post(peer, notice, payload);
+  } catch (...) {
+    // The same: the connection closed meanwhile.
+  }
+}
+
+void P2PEngine::closePairOnTimeout(P2PWork& work, int peer) {
+  work.onTimedOut([sink = timeoutSink_, peer](const std::string& why) {
+    std::lock_guard<std::mutex> lock(sink->mutex);
+    if (sink->engine) {
+      sink->engine->closePair(peer, why, true);
+    }
+  });
+}
+
+void P2PEngine::closePair(int peer, const std::string& why, bool tellPeer) {
+  const auto text = "the pair of ranks " + std::to_string(std::min(rank_, peer)) + " and " +
+      std::to_string(std::max(rank_, peer)) + " was closed after a timeout (" + why +
+      "): a message that came late would be taken by the wrong receive. Create a new group to go on "
+      "with point-to-point between them";
+  std::vector<c10::intrusive_ptr<P2PWork>> failed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_ || !pairClosed_[peer].empty()) {
+      return;
+    }
+    pairClosed_[peer] = text;
+    for (auto& [seq, work] : pendingSends_[peer]) {
+      failed.push_back(work);
+    }
+    pendingSends_[peer].clear();
+    auto receives = matching_.dropPeer(peer, /*evenComplete=*/true);
+    failed.insert(failed.end(), receives.begin(), receives.end());
+  }
+  for (auto& work : failed) {
+    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + text));
+  }
+  if (tellPeer) {
+    std::lock_guard<std::mutex> order(postMutex_);
+    postNotice(peer, Kind::PairClosed, why);
+  }
+}
+
+void P2PEngine::tellPeersGroupFailed(const std::string& why) {
+  std::lock_guard<std::mutex> order(postMutex_);
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer != rank_) {
+      postNotice(peer, Kind::GroupFailed, why);
+    }
+  }
+}
+
+void P2PEngine::failGroup(const std::string& why) {
+  std::vector<c10::intrusive_ptr<P2PWork>> failed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!groupFailure_.empty() || stopping_) {
+      return;
+    }
+    groupFailure_ = why;
+    for (auto& pending : pendingSends_) {
+      for (auto& [seq, work] : pending) {
+        failed.push_back(work);
+      }
+      pending.clear();
+    }
+    auto receives = matching_.clear();
+    failed.insert(failed.end(), receives.begin(), receives.end());
+  }
+  for (auto& work : failed) {
+    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + why));
+  }
+}
+
 // --- shutdown -------------------------------------------------------------------------------
 
 void P2PEngine::shutdown(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(timeoutSink_->mutex);
+    timeoutSink_->engine = nullptr;
+  }
   std::vector<WorkPtr> waits;
   std::vector<c10::intrusive_ptr<P2PWork>> abandoned;
   {

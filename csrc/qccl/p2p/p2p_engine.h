@@ -20,9 +20,17 @@
 //     waiting for a message or else its next send or receive involving that peer; the
 //     call that reports it has done nothing;
 //   - floating-point payloads may travel encoded (Config::p2pCodec);
-//   - a peer that dies fails every send and receive involving it at once.
+//   - a peer that dies fails every send and receive involving it at once;
+//   - a send or a receive from one peer that times out closes the pair, on both sides
+//     (a notice tells the peer): a message that comes late must not be taken by the
+//     next receive, which would return it as the answer to another call. A receive from
+//     any source that times out only withdraws (a poll);
+//   - a group that failed (docs/errors.md, rule 9) is told to every peer
+//     (tellPeersGroupFailed), whose engine hands the notice to the group (OnGroupFailed);
+//     failGroup() then fails every pending send and receive, and later ones raise.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -42,7 +50,10 @@ namespace qccl::p2p {
 
 class P2PEngine {
  public:
-  P2PEngine(GlooTransport& transport, const Config& config, int rank, int size);
+  // Called on a listener thread when `peer` says its group failed, with its reason.
+  using OnGroupFailed = std::function<void(int peer, const std::string& why)>;
+
+  P2PEngine(GlooTransport& transport, const Config& config, int rank, int size, OnGroupFailed onGroupFailed = nullptr);
   ~P2PEngine();
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
@@ -58,6 +69,14 @@ class P2PEngine {
 
   // Stops listening and fails every pending send and receive with `why`; idempotent.
   void shutdown(const std::string& why);
+
+  // Sends every reachable peer the notice that this rank's group failed, saying `why`
+  // (truncated to one control message). Returns without waiting for the transfers.
+  void tellPeersGroupFailed(const std::string& why);
+  // Fails every pending send and receive (the check's own included) with `why`; later
+  // sends and receives raise it. Listeners go on (a notice may still come). The first
+  // call counts; returns at once, from any thread.
+  void failGroup(const std::string& why);
 
  private:
   using Inbound = InboundMessage;
@@ -76,6 +95,15 @@ class P2PEngine {
   // Posts `staging` (again), unless the group is shutting down.
   void postStaging(int peer, StagingReceive& staging);
   void onStatus(int peer, const Header& header);
+  void onNotice(int peer, const Header& header, const at::Tensor& control);
+  // Sends `peer` a notice of `kind` saying `why`; the caller holds postMutex_.
+  void postNotice(int peer, Kind kind, const std::string& why);
+  // Closes the pair with `peer` (see above): fails what is pending with it, drops what
+  // it sent, and makes later sends and receives with it raise; tells the peer unless
+  // the notice came from it.
+  void closePair(int peer, const std::string& why, bool tellPeer);
+  // Closes the pair when a wait gives up on `work`, a send to or receive from `peer`.
+  void closePairOnTimeout(P2PWork& work, int peer);
   void peerFailed(int peer, const std::string& why);
 
   // Checks the message against the receive, then decodes it into the receive's tensor;
@@ -91,8 +119,10 @@ class P2PEngine {
   c10::intrusive_ptr<WaitingWork> post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
-  // Raises if `peer` died.
+  // Raises if `peer` died, its pair was closed, or the group failed.
   void raiseIfBroken(int peer, const std::string& op);
+  // Why a send to or receive from `peer` must raise now; empty if it may go on. Under mutex_.
+  const std::string& brokenFor(int peer) const;
 
   GlooTransport& transport_;
   const Config config_;
@@ -100,12 +130,23 @@ class P2PEngine {
   const int size_;
   // Control messages carry only the bytes in use (listeners always post kControlBytes).
   const bool shortControlMessages_;
+  const OnGroupFailed onGroupFailed_;
 
   std::mutex mutex_;  // everything below
   bool stopping_ = false;
   std::vector<std::thread> listeners_;
   std::vector<c10::intrusive_ptr<c10d::Work>> listenerWaits_;  // per peer, for abort
   std::vector<std::string> peerFailure_;     // per peer: why it is unreachable
+  std::string groupFailure_;                 // failGroup()'s reason, once called
+  std::vector<std::string> pairClosed_;      // per peer: why the pair was closed
+  // What a P2PWork's timeout reaches: this engine until shutdown(), then nothing (a
+  // work may be waited on after its group is gone).
+  struct TimeoutSink {
+    explicit TimeoutSink(P2PEngine* engine) : engine(engine) {}
+    std::mutex mutex;
+    P2PEngine* engine;
+  };
+  std::shared_ptr<TimeoutSink> timeoutSink_;
   // Per peer, as a sender: its Rejected statuses that no call has reported yet.
   std::vector<std::vector<std::string>> unreported_;
   std::vector<uint64_t> nextSeq_;            // per peer

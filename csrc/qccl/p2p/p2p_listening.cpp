@@ -41,6 +41,8 @@ void P2PEngine::listen(int peer) {
       TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol (version 2) arrived");
       if (header.kind == Kind::Data || header.kind == Kind::StagedData) {
         onData(peer, header, next.bytes, staging);
+      } else if (isNotice(header.kind)) {
+        onNotice(peer, header, next.bytes);
       } else {
         onStatus(peer, header);
       }
@@ -76,6 +78,18 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
 }
 
 void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging) {
+  bool closed = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed = !pairClosed_[peer].empty();
+  }
+  if (closed) {  // read off the wire and dropped: no receive may take it
+    if (!carriesInline(header)) {
+      auto discarded = at::empty({header.payloadBytes}, at::kByte);
+      receivePayload(peer, header, discarded, staging);
+    }
+    return;
+  }
   std::shared_ptr<Inbound> message;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -156,6 +170,17 @@ void P2PEngine::onStatus(int peer, const Header& status) {
       return;
     }
     // It timed out meanwhile (and raised that): the next candidate reports it.
+  }
+}
+
+void P2PEngine::onNotice(int peer, const Header& header, const at::Tensor& control) {
+  TORCH_CHECK(carriesInline(header), "rank ", peer, " sent a notice of ", header.payloadBytes, " bytes");
+  const auto* bytes = static_cast<const char*>(control.const_data_ptr()) + sizeof(Header);
+  const std::string text(bytes, static_cast<size_t>(header.payloadBytes));
+  if (header.kind == Kind::PairClosed) {
+    closePair(peer, "rank " + std::to_string(peer) + " closed it: " + text, false);
+  } else if (onGroupFailed_) {
+    onGroupFailed_(peer, text);
   }
 }
 

@@ -30,8 +30,10 @@ bool P2PWork::wait(std::chrono::milliseconds timeout) {
   }
   if (!done) {
     // Settles the work: a message that comes later is no longer matched to it.
-    markFailed(makeCommError(
-        timedOutMessage(name(), rank_, limit.count(), "the peer died, hangs, or did not post the matching call")));
+    const auto why = timedOutMessage(name(), rank_, limit.count(), "the peer died, hangs, or did not post the matching call");
+    if (markFailed(makeCommError(why)) && onTimedOut_) {
+      onTimedOut_(why);
+    }
   }
   if (auto error = exception()) {
     std::rethrow_exception(error);

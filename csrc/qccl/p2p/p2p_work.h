@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "qccl/p2p/waiting_work.h"
@@ -23,7 +24,14 @@ class P2PWork : public FutureWork {
       std::chrono::milliseconds groupTimeout,
       int peer);
 
+  // Raises after `timeout` (the group's by default) if still pending, and calls the
+  // OnTimedOut given to it, if any.
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
+  // Told, once, that a wait gave up on this work (with the timeout's message).
+  using OnTimedOut = std::function<void(const std::string& why)>;
+  void onTimedOut(OnTimedOut callback) {
+    onTimedOut_ = std::move(callback);
+  }
   // The peer; for a receive from any source, the sender once it has been matched.
   int sourceRank() const override;
   void setSourceRank(int rank);
@@ -35,6 +43,7 @@ class P2PWork : public FutureWork {
   std::chrono::milliseconds groupTimeout_;
   std::atomic<int> peer_;
   c10::intrusive_ptr<WaitingWork> transfer_;
+  OnTimedOut onTimedOut_;
 };
 
 } // namespace qccl::p2p

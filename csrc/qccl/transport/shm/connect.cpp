@@ -1,0 +1,74 @@
+#include "qccl/transport/shm/connect.h"
+
+#include <string>
+#include <vector>
+
+#include <c10/util/Logging.h>
+
+#include "qccl/transport/shm/host_identity.h"
+
+namespace qccl::shm {
+namespace {
+
+std::vector<uint8_t> asBytes(const std::string& text) {
+  return std::vector<uint8_t>(text.begin(), text.end());
+}
+
+// Every rank's value of `key` (this rank's is `mine`), in rank order.
+std::vector<std::string> shareWithAll(c10d::Store& store, const std::string& key, int rank, int size, const std::string& mine) {
+  store.set(key + std::to_string(rank), asBytes(mine));
+  std::vector<std::string> all;
+  for (int r = 0; r < size; ++r) {
+    const auto bytes = r == rank ? asBytes(mine) : store.get(key + std::to_string(r));
+    all.emplace_back(bytes.begin(), bytes.end());
+  }
+  return all;
+}
+
+constexpr char kName[] = "name ";
+constexpr char kNoRoom[] = "unavailable ";
+
+} // namespace
+
+std::unique_ptr<Channel> connectOnOneHost(
+    c10d::Store& store,
+    int rank,
+    int size,
+    uint64_t slotBytes,
+    std::chrono::milliseconds timeout) {
+  const auto hosts = shareWithAll(store, "qccl_shm/host/", rank, size, hostIdentity());
+  for (const auto& host : hosts) {
+    if (host != hosts[0]) {
+      return nullptr;
+    }
+  }
+  std::unique_ptr<Channel> channel;
+  std::string mine;
+  try {
+    channel = std::make_unique<Channel>(rank, size, slotBytes, timeout);
+    mine = kName + channel->myName();
+  } catch (const SegmentTooLarge& tooLarge) {
+    mine = kNoRoom + std::string(tooLarge.what());
+  } catch (const c10::DistBackendError& error) {  // no /dev/shm, say: the peers must hear it too
+    mine = kNoRoom + std::string(error.what_without_backtrace());
+  }
+  const auto segments = shareWithAll(store, "qccl_shm/segment/", rank, size, mine);
+  std::vector<std::string> names;
+  for (int r = 0; r < size; ++r) {
+    if (segments[r].rfind(kName, 0) != 0) {
+      if (rank == 0 || r == rank) {  // one warning for the group, from a rank that knows
+        LOG(WARNING) << "qccl: rank " << r << " of a group on one host could not use shared memory ("
+                     << segments[r].substr(sizeof(kNoRoom) - 1)
+                     << "); the group runs over sockets instead. Make /dev/shm larger (docker run "
+                        "--shm-size=...) to get memory speed";
+      }
+      return nullptr;
+    }
+    names.push_back(segments[r].substr(sizeof(kName) - 1));
+  }
+  channel->attach(names);
+  channel->unlinkOwn();
+  return channel;
+}
+
+} // namespace qccl::shm

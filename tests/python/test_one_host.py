@@ -1,0 +1,214 @@
+"""Ranks of one host go through shared memory (issue 28): every exact collective the
+channel serves, at 2, 3 and 4 ranks, against Gloo's result or a float64 computation; ranks
+bit-identical and repeatable; a rank SIGKILLed mid-collective makes the others raise
+within the timeout; nothing is left in /dev/shm; force_network turns it off.
+
+The rest of the suite runs on one host too, so every op's own tests (test_data_movement,
+test_reductions, test_errors, ...) run with shared memory on as well."""
+
+import glob
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import qccl
+from world import World, free_port, init_loopback_rank, run_in_fresh_world, spawn_ranks
+
+# Sizes in elements: empty, one, odd, and more than one 1 MiB round of float64.
+SIZES = [0, 1, 1001, 300_000]
+
+
+def _shared_memory(ctx):
+    return qccl.stats()["shared_memory"]
+
+
+ALL_REDUCES = [(torch.float64, dist.ReduceOp.SUM), (torch.float32, dist.ReduceOp.AVG),
+               (torch.int64, dist.ReduceOp.SUM), (torch.int32, dist.ReduceOp.MAX),
+               (torch.float32, dist.ReduceOp.MIN), (torch.uint8, dist.ReduceOp.BOR),
+               (torch.bfloat16, dist.ReduceOp.SUM), (torch.complex64, dist.ReduceOp.SUM)]
+
+
+def _reference(ctx, t, op):
+    """The reduction of every rank's `t`, computed here in 64 bits from inputs that Gloo
+    gathered, not by qccl."""
+    wide = torch.complex128 if t.is_complex() else torch.float64 if t.is_floating_point() else torch.int64
+    if t.numel() == 0:
+        return t.to(wide)  # Gloo's collectives on empty tensors can leave its ranks out of step
+    inputs = [torch.empty(t.shape, dtype=wide) for _ in range(ctx.size)]
+    dist.all_gather(inputs, t.to(wide), group=ctx.gloo)
+    stack = torch.stack(inputs)
+    if op == dist.ReduceOp.SUM:
+        return stack.sum(0)
+    if op == dist.ReduceOp.AVG:
+        return stack.mean(0)
+    if op == dist.ReduceOp.MAX:
+        return stack.max(0).values if t.numel() else stack.sum(0)
+    if op == dist.ReduceOp.MIN:
+        return stack.min(0).values if t.numel() else stack.sum(0)
+    out = inputs[0].clone()
+    for other in inputs[1:]:
+        out |= other
+    return out
+
+
+def _every_op(ctx, seed):
+    """(what, n, qccl's result, the reference) for every op the channel serves."""
+    g = torch.Generator().manual_seed(seed * 100 + ctx.rank)
+    root = 1 % ctx.size
+    out = []
+    for n in SIZES:
+        x = torch.randn(n, generator=g, dtype=torch.float64)
+        for dtype, op in ALL_REDUCES:
+            if dtype.is_floating_point or dtype.is_complex:
+                t = (x * 50).to(dtype)
+            else:
+                t = (x * 50).to(torch.int64).abs().to(dtype)
+            mine = t.clone()
+            dist.all_reduce(mine, op=op)
+            ref = _reference(ctx, t, op)
+            if dtype == torch.bfloat16:
+                # Summed in bfloat16, as Gloo does: each of the size - 1 additions rounds
+                # (unit roundoff 2**-8), then the reference's own rounding.
+                bound = (ctx.size - 1) * 2.0 ** -8 * _reference(ctx, t.abs(), op) + 2.0 ** -8 * ref.abs()
+                ref = (ref, bound)
+            out.append((f"all_reduce {dtype} {op}", n, mine, ref))
+        t = x.clone() if ctx.rank == root else torch.zeros(n, dtype=torch.float64)
+        dist.broadcast(t, src=root)
+        out.append(("broadcast", n, t, _reference(ctx, x * (ctx.rank == root), dist.ReduceOp.SUM)))
+        gathered = torch.empty(n * ctx.size, dtype=torch.float64)
+        dist.all_gather_into_tensor(gathered, x)
+        ref = torch.cat([_reference(ctx, x * (ctx.rank == r), dist.ReduceOp.SUM) for r in range(ctx.size)])
+        out.append(("all_gather_into_tensor", n, gathered, ref))
+        pieces = [torch.empty(n, dtype=torch.float64) for _ in range(ctx.size)]
+        dist.all_gather(pieces, x)
+        out.append(("all_gather", n, torch.cat(pieces), ref))
+        big = torch.randn(n * ctx.size, generator=g, dtype=torch.float64)
+        shard = torch.empty(n, dtype=torch.float64)
+        dist.reduce_scatter_tensor(shard, big)
+        out.append(("reduce_scatter_tensor", n, shard, _reference(ctx, big, dist.ReduceOp.SUM)[n * ctx.rank:n * (ctx.rank + 1)]))
+        t = x.clone()
+        dist.reduce(t, dst=0)
+        total = _reference(ctx, x, dist.ReduceOp.SUM)  # on every rank: a collective of the Gloo group
+        out.append(("reduce", n, t, total if ctx.rank == 0 else x))
+    dist.barrier()
+    return out
+
+
+def _compare(results):
+    for rank_results in results:
+        for what, n, mine, ref in rank_results:
+            if isinstance(ref, tuple):  # a reference with its error bound, element by element
+                ref, bound = ref
+                assert bool(((mine.to(ref.dtype) - ref).abs() <= bound).all()), f"{what} n={n}"
+            elif ref.is_complex() or ref.is_floating_point():
+                torch.testing.assert_close(mine.to(ref.dtype), ref, rtol=1e-5, atol=1e-4, msg=f"{what} n={n}")
+            else:
+                assert torch.equal(mine.to(ref.dtype), ref), (what, n)
+    # Bit-identical ranks: every rank holds the same all_reduce results.
+    for i, (what, n, mine, _) in enumerate(results[0]):
+        if what.startswith("all_reduce"):
+            for other in results[1:]:
+                assert torch.equal(mine, other[i][2]), (what, n)
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_every_op_through_shared_memory_matches_gloo(size):
+    world = World(size)
+    try:
+        assert all(s["used"] for s in world.run(_shared_memory)), "the ranks of one host did not share memory"
+        first = world.run(_every_op, 1)
+        _compare(first)
+        # Repeatable: the same inputs give the same bits, run after run.
+        again = world.run(_every_op, 1)
+        for a, b in zip(first, again):
+            for x, y in zip(a, b):
+                assert torch.equal(x[2], y[2]), x[:2]
+        used = world.run(_shared_memory)
+        assert all(s["bytes"] > 0 for s in used), used
+    finally:
+        world.close()
+
+
+def _two_rank_sum_is_gloos(ctx):
+    g = torch.Generator().manual_seed(7 + ctx.rank)
+    x = torch.randn(100_000, generator=g)
+    mine, ref = x.clone(), x.clone()
+    dist.all_reduce(mine)
+    dist.all_reduce(ref, group=ctx.gloo)
+    return torch.equal(mine, ref)
+
+
+def test_two_ranks_sum_to_gloos_bits():
+    """At 2 ranks a float sum through shared memory is Gloo's to the bit (a + b == b + a)."""
+    assert run_in_fresh_world(2, _two_rank_sum_is_gloos) == [True, True]
+
+
+def test_force_network_turns_shared_memory_off():
+    used = run_in_fresh_world(2, _shared_memory, env={"QCCL_FORCE_NETWORK": "1"})
+    assert [s["used"] for s in used] == [False, False]
+
+
+def _qccl_segments():
+    return set(glob.glob("/dev/shm/qccl-*"))
+
+
+def killed_rank(rank, size, port, report, n, victim_ready):
+    init_loopback_rank(rank, size, port, 20)
+    dist.all_reduce(torch.ones(4))
+    if rank == size - 1:
+        victim_ready.wait(60)
+        os.kill(os.getpid(), signal.SIGKILL)  # dies without a word, while the others wait
+    victim_ready.set()
+    start = time.monotonic()
+    try:
+        dist.all_reduce(torch.ones(n))
+        report.put((rank, "no error", "", 0.0))
+    except Exception as error:  # noqa: BLE001 - the error is the result
+        report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("size,n", [(2, 16), (3, 16), (2, 1 << 20), (3, 1 << 20)],
+                         ids=["2ranks-small", "3ranks-small", "2ranks-4MiB", "3ranks-4MiB"])
+def test_a_rank_killed_mid_collective_fails_the_others_within_the_timeout(size, n):
+    before = _qccl_segments()
+    ctx = mp.get_context("spawn")
+    report, victim_ready = ctx.Queue(), ctx.Event()
+    codes = spawn_ranks(size, killed_rank, (report, n, victim_ready))
+    assert codes == [0] * (size - 1) + [-signal.SIGKILL], codes
+    for _ in range(size - 1):
+        rank, kind, message, seconds = report.get(timeout=10)
+        assert kind == "DistBackendError", (rank, kind, message)
+        assert message.startswith("qccl: "), message
+        assert seconds < 20, (rank, seconds, message)  # the group timeout is 20 s
+    assert _qccl_segments() <= before, _qccl_segments() - before
+
+
+def sigkilled_rank(rank, size, port, ready):
+    init_loopback_rank(rank, size, port, 20)
+    dist.all_reduce(torch.ones(1 << 18))
+    ready.put(rank)
+    time.sleep(60)  # killed by the test before this ends
+
+
+def test_nothing_is_left_in_dev_shm_when_every_rank_is_sigkilled():
+    before = _qccl_segments()
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=sigkilled_rank, args=(r, 3, port, ready)) for r in range(3)]
+    for p in procs:
+        p.start()
+    for _ in range(3):
+        ready.get(timeout=120)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+    for p in procs:
+        p.join(30)
+    assert _qccl_segments() <= before, _qccl_segments() - before
+
