@@ -1,6 +1,7 @@
-"""Ranks of one host go through shared memory (issue 28): every exact collective the
-channel serves, at 2, 3 and 4 ranks, against Gloo's result or a float64 computation; ranks
-bit-identical and repeatable; a rank SIGKILLed mid-collective makes the others raise
+"""Ranks of one host go through shared memory (issue 28): every collective it serves
+(all_reduce, reduce, broadcast, both all_gathers, gather, scatter, reduce_scatter_tensor,
+barrier), at 2, 3 and 4 ranks, against a float64 computation on inputs Gloo gathered;
+ranks bit-identical and repeatable; a rank SIGKILLed mid-collective makes the others raise
 within the timeout; nothing is left in /dev/shm; force_network turns it off.
 
 The rest of the suite runs on one host too, so every op's own tests (test_data_movement,
@@ -87,6 +88,16 @@ def _every_op(ctx, seed):
         pieces = [torch.empty(n, dtype=torch.float64) for _ in range(ctx.size)]
         dist.all_gather(pieces, x)
         out.append(("all_gather", n, torch.cat(pieces), ref))
+        pieces = [torch.zeros(n, dtype=torch.float64) for _ in range(ctx.size)] if ctx.rank == root else None
+        dist.gather(x, pieces, dst=root)
+        if ctx.rank == root:
+            out.append(("gather", n, torch.cat(pieces), ref))
+        everyones = torch.randn(n * ctx.size, generator=g, dtype=torch.float64)
+        mine = torch.zeros(n, dtype=torch.float64)
+        blocks = [everyones[n * r:n * (r + 1)] for r in range(ctx.size)]
+        dist.scatter(mine, blocks if ctx.rank == root else None, src=root)
+        roots = _reference(ctx, everyones * (ctx.rank == root), dist.ReduceOp.SUM)
+        out.append(("scatter", n, mine, roots[n * ctx.rank:n * (ctx.rank + 1)]))
         big = torch.randn(n * ctx.size, generator=g, dtype=torch.float64)
         shard = torch.empty(n, dtype=torch.float64)
         dist.reduce_scatter_tensor(shard, big)
@@ -110,10 +121,11 @@ def _compare(results):
             else:
                 assert torch.equal(mine.to(ref.dtype), ref), (what, n)
     # Bit-identical ranks: every rank holds the same all_reduce results.
-    for i, (what, n, mine, _) in enumerate(results[0]):
+    for what, n, mine, _ in results[0]:
         if what.startswith("all_reduce"):
             for other in results[1:]:
-                assert torch.equal(mine, other[i][2]), (what, n)
+                theirs = next(row[2] for row in other if row[:2] == (what, n))
+                assert torch.equal(mine, theirs), (what, n)
 
 
 @pytest.mark.parametrize("size", [2, 3, 4])
@@ -134,18 +146,36 @@ def test_every_op_through_shared_memory_matches_gloo(size):
         world.close()
 
 
-def _two_rank_sum_is_gloos(ctx):
+def _sums_as_gloo(ctx):
+    """qccl's sums and Gloo's on the same inputs: whether each pair is equal to the bit."""
     g = torch.Generator().manual_seed(7 + ctx.rank)
-    x = torch.randn(100_000, generator=g)
-    mine, ref = x.clone(), x.clone()
-    dist.all_reduce(mine)
-    dist.all_reduce(ref, group=ctx.gloo)
-    return torch.equal(mine, ref)
+    equal = []
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        for n in (1, 1000, 65539, 3_000_001):  # 3M floats: past 2 * ranks MiB at 2 and 3 ranks
+            # Large values next to tiny ones: sums in another order round differently.
+            x = (torch.randn(n, generator=g) * torch.where(torch.rand(n, generator=g) < 0.5, 1e3, 1e-3)).to(dtype)
+            mine, ref = x.clone(), x.clone()
+            dist.all_reduce(mine)
+            dist.all_reduce(ref, group=ctx.gloo)
+            equal.append((f"all_reduce {dtype} {n}", torch.equal(mine, ref)))
+            mine, ref = x.clone(), x.clone()
+            dist.reduce(mine, dst=ctx.size - 1)
+            dist.reduce(ref, dst=ctx.size - 1, group=ctx.gloo)
+            equal.append((f"reduce {dtype} {n}", ctx.rank != ctx.size - 1 or torch.equal(mine, ref)))
+            shard, ref = torch.empty(n, dtype=dtype), torch.empty(n, dtype=dtype)
+            whole = x.repeat(ctx.size) * (ctx.rank + 1)
+            dist.reduce_scatter_tensor(shard, whole)
+            dist.reduce_scatter_tensor(ref, whole, group=ctx.gloo)
+            equal.append((f"reduce_scatter_tensor {dtype} {n}", torch.equal(shard, ref)))
+    return [what for what, same in equal if not same]
 
 
-def test_two_ranks_sum_to_gloos_bits():
-    """At 2 ranks a float sum through shared memory is Gloo's to the bit (a + b == b + a)."""
-    assert run_in_fresh_world(2, _two_rank_sum_is_gloos) == [True, True]
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_sums_are_gloos_to_the_bit_at_any_world_size(size):
+    """Shared memory reduces in the order of Gloo's ring (algo/gloo_ring_order.h), so
+    float sums equal Gloo's bit for bit, as over sockets; a rank-order sum would not at 3
+    and 4 ranks."""
+    assert run_in_fresh_world(size, _sums_as_gloo) == [[]] * size
 
 
 def test_force_network_turns_shared_memory_off():

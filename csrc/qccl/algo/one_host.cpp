@@ -6,7 +6,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 
-#include "qccl/algo/reduce_lowering.h"
+#include "qccl/algo/gloo_ring_order.h"
 #include "qccl/common/errors.h"
 #include "qccl/common/tensor_bytes.h"
 
@@ -20,6 +20,10 @@ const uint8_t* bytesOf(const at::Tensor& contiguous) {
   return static_cast<const uint8_t*>(contiguous.const_data_ptr());
 }
 
+uint8_t* mutableBytesOf(at::Tensor& contiguous) {
+  return static_cast<uint8_t*>(contiguous.mutable_data_ptr());
+}
+
 // `length` bytes at `data`, read as elements of `dtype` (no copy).
 at::Tensor viewOf(const uint8_t* data, int64_t length, at::ScalarType dtype) {
   return at::from_blob(
@@ -29,6 +33,16 @@ at::Tensor viewOf(const uint8_t* data, int64_t length, at::ScalarType dtype) {
 
 bool everyRank(int) {
   return true;
+}
+
+// Copies the part of [offset, offset + length) that falls in [from, from + block) of a
+// contribution at `data` to `into` (which holds that block).
+void copyOverlap(uint8_t* into, int64_t from, int64_t block, const uint8_t* data, int64_t offset, int64_t length) {
+  const int64_t start = std::max(offset, from);
+  const int64_t end = std::min(offset + length, from + block);
+  if (start < end) {
+    std::memcpy(into + (start - from), data + (start - offset), static_cast<size_t>(end - start));
+  }
 }
 
 } // namespace
@@ -63,6 +77,7 @@ void OneHost::runRounds(
     const std::function<bool(int)>& contributes,
     const Take& take) {
   const bool contributing = contributes(rank());
+  std::vector<const uint8_t*> fromRank(size());
   int64_t offset = 0;
   do {  // a call of 0 bytes still runs one round: every rank takes part
     const int64_t length = std::min(chunkBytes_, bytes - offset);
@@ -72,28 +87,49 @@ void OneHost::runRounds(
     }
     channel_->publish(round, contributing ? static_cast<uint64_t>(length) : 0);
     for (int peer = 0; peer < size(); ++peer) {
-      if (contributes(peer)) {
-        take(peer, offset, channel_->awaitPeer(peer, round), length);
-      }
+      fromRank[peer] = contributes(peer) ? channel_->awaitPeer(peer, round) : nullptr;
     }
+    take(offset, fromRank, length);
     channel_->finish(round);
     offset += length;
   } while (offset < bytes);
 }
 
+void OneHost::reduceChunk(
+    const LoweredReduction& lowered,
+    uint8_t* into,
+    int64_t firstElement,
+    int64_t length,
+    const std::vector<const uint8_t*>& fromRank,
+    int64_t chunkElements) const {
+  const auto type = lowered.wireType;
+  const int64_t elementSize = static_cast<int64_t>(c10::elementSize(type));
+  const int64_t end = firstElement + length / elementSize;
+  // Each of Gloo's chunks that this piece overlaps has its own order of ranks.
+  for (int64_t from = firstElement; from < end;) {
+    const int64_t chunk = from / chunkElements;
+    const int64_t to = std::min(end, (chunk + 1) * chunkElements);
+    const int64_t skip = (from - firstElement) * elementSize;
+    const int64_t span = (to - from) * elementSize;
+    auto acc = viewOf(into + skip, span, type);
+    acc.copy_(viewOf(fromRank[glooRingRank(chunk, 0, size())] + skip, span, type));
+    for (int k = 1; k < size(); ++k) {
+      reduceInto(lowered.wireOp, acc, viewOf(fromRank[glooRingRank(chunk, k, size())] + skip, span, type));
+    }
+    from = to;
+  }
+}
+
 void OneHost::allreduce(at::Tensor& tensor, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   // The wire tensor is this rank's contribution until its bytes are in its slot, then the
-  // accumulator: each chunk is overwritten only after the round published it.
+  // result: each chunk is overwritten only after the round published it.
   auto wire = toWire(lowered, tensor).contiguous();
-  auto* acc = static_cast<uint8_t*>(wire.mutable_data_ptr());
-  rounds("all_reduce", byteSize(wire), acc, everyRank, [&](int peer, int64_t offset, const uint8_t* data, int64_t length) {
-    auto into = viewOf(acc + offset, length, lowered.wireType);
-    if (peer == 0) {
-      into.copy_(viewOf(data, length, lowered.wireType));
-    } else {
-      reduceInto(lowered.wireOp, into, viewOf(data, length, lowered.wireType));
-    }
+  const int64_t elementSize = static_cast<int64_t>(wire.element_size());
+  const int64_t chunkElements = glooAllreduceChunkElements(wire.numel(), elementSize, size());
+  auto* acc = mutableBytesOf(wire);
+  rounds("all_reduce", byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    reduceChunk(lowered, acc + offset, offset / elementSize, length, fromRank, chunkElements);
   });
   fromWire(lowered, wire, tensor, size());
 }
@@ -102,16 +138,12 @@ void OneHost::reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root)
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "reduce");
   const bool isRoot = rank() == root;
   auto wire = toWire(lowered, tensor).contiguous();
-  auto* acc = static_cast<uint8_t*>(wire.mutable_data_ptr());
-  rounds("reduce", byteSize(wire), acc, everyRank, [&](int peer, int64_t offset, const uint8_t* data, int64_t length) {
-    if (!isRoot) {
-      return;  // contributes only: its own tensor stays as it was
-    }
-    auto into = viewOf(acc + offset, length, lowered.wireType);
-    if (peer == 0) {
-      into.copy_(viewOf(data, length, lowered.wireType));
-    } else {
-      reduceInto(lowered.wireOp, into, viewOf(data, length, lowered.wireType));
+  const int64_t elementSize = static_cast<int64_t>(wire.element_size());
+  const int64_t chunkElements = glooReduceChunkElements(wire.numel(), elementSize, size());
+  auto* acc = mutableBytesOf(wire);
+  rounds("reduce", byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    if (isRoot) {  // the others only contribute: their tensors stay as they were
+      reduceChunk(lowered, acc + offset, offset / elementSize, length, fromRank, chunkElements);
     }
   });
   if (isRoot) {
@@ -119,15 +151,41 @@ void OneHost::reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root)
   }
 }
 
+void OneHost::reduceScatterTensor(at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op) {
+  const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
+  const auto wireIn = toWire(lowered, input.contiguous()).contiguous();
+  auto wireOut = at::empty({wireIn.numel() / size()}, wireIn.options());
+  const int64_t elementSize = static_cast<int64_t>(wireIn.element_size());
+  // Gloo all-reduces the whole input and keeps this rank's block: the whole input's order.
+  const int64_t chunkElements = glooAllreduceChunkElements(wireIn.numel(), elementSize, size());
+  const int64_t block = byteSize(wireOut);
+  const int64_t mineFrom = rank() * block;
+  auto* out = mutableBytesOf(wireOut);
+  // Every rank offers its whole input; each reduces only its own block of each chunk.
+  rounds("reduce_scatter", byteSize(wireIn), bytesOf(wireIn), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    const int64_t start = std::max(offset, mineFrom);
+    const int64_t end = std::min(offset + length, mineFrom + block);
+    if (start >= end) {
+      return;
+    }
+    std::vector<const uint8_t*> overlap;
+    for (const auto* data : fromRank) {
+      overlap.push_back(data + (start - offset));
+    }
+    reduceChunk(lowered, out + (start - mineFrom), start / elementSize, end - start, overlap, chunkElements);
+  });
+  fromWire(lowered, wireOut, output, size());
+}
+
 void OneHost::broadcast(at::Tensor& tensor, int64_t root) {
   auto bytes = asBytes(tensor.contiguous());
-  auto* out = static_cast<uint8_t*>(bytes.mutable_data_ptr());
+  auto* out = mutableBytesOf(bytes);
   const bool isRoot = rank() == root;
   rounds(
       "broadcast", bytes.numel(), out, [root](int peer) { return peer == root; },
-      [&](int, int64_t offset, const uint8_t* data, int64_t length) {
+      [&](int64_t offset, const auto& fromRank, int64_t length) {
         if (!isRoot) {
-          std::memcpy(out + offset, data, static_cast<size_t>(length));
+          std::memcpy(out + offset, fromRank[root], static_cast<size_t>(length));
         }
       });
   if (!bytes.is_alias_of(tensor)) {
@@ -139,51 +197,64 @@ void OneHost::allgatherIntoTensor(at::Tensor& output, const at::Tensor& input) {
   const auto in = input.contiguous();
   const int64_t block = byteSize(in);
   auto gathered = output.is_contiguous() ? output : at::empty(output.sizes(), output.options());
-  auto* out = static_cast<uint8_t*>(gathered.mutable_data_ptr());
-  rounds("all_gather", block, bytesOf(in), everyRank, [&](int peer, int64_t offset, const uint8_t* data, int64_t length) {
-    std::memcpy(out + peer * block + offset, data, static_cast<size_t>(length));
+  auto* out = mutableBytesOf(gathered);
+  rounds("all_gather", block, bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    for (int peer = 0; peer < size(); ++peer) {
+      std::memcpy(out + peer * block + offset, fromRank[peer], static_cast<size_t>(length));
+    }
   });
   if (!gathered.is_same(output)) {
     output.copy_(gathered);
   }
 }
 
-void OneHost::reduceScatterTensor(at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op) {
-  const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
-  const auto wireIn = toWire(lowered, input.contiguous()).contiguous();
-  auto wireOut = at::empty({wireIn.numel() / size()}, wireIn.options());
-  const int64_t block = byteSize(wireOut);
-  const int64_t mineFrom = rank() * block;
-  auto* acc = static_cast<uint8_t*>(wireOut.mutable_data_ptr());
-  // Every rank offers its whole input; each reduces only its own block of each chunk.
-  rounds("reduce_scatter", byteSize(wireIn), bytesOf(wireIn), everyRank, [&](int peer, int64_t offset, const uint8_t* data, int64_t length) {
-    const int64_t from = std::max(offset, mineFrom);
-    const int64_t to = std::min(offset + length, mineFrom + block);
-    if (from >= to) {
-      return;
-    }
-    auto into = viewOf(acc + (from - mineFrom), to - from, lowered.wireType);
-    auto next = viewOf(data + (from - offset), to - from, lowered.wireType);
-    if (peer == 0) {
-      into.copy_(next);
-    } else {
-      reduceInto(lowered.wireOp, into, next);
+void OneHost::gather(std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root) {
+  const auto in = asBytes(input.contiguous());
+  std::vector<at::Tensor> targets;  // contiguous byte views of the root's outputs
+  for (auto& output : outputs) {
+    targets.push_back(output.is_contiguous() ? asBytes(output) : at::empty({in.numel()}, in.options()));
+  }
+  rounds("gather", in.numel(), bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    for (size_t peer = 0; peer < targets.size(); ++peer) {  // none but on the root
+      std::memcpy(mutableBytesOf(targets[peer]) + offset, fromRank[peer], static_cast<size_t>(length));
     }
   });
-  fromWire(lowered, wireOut, output, size());
+  for (size_t r = 0; r < targets.size(); ++r) {
+    if (!targets[r].is_alias_of(outputs[r])) {
+      asBytes(outputs[r]).copy_(targets[r]);
+    }
+  }
+}
+
+void OneHost::scatter(at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root) {
+  auto out = asBytes(output.contiguous());
+  const int64_t block = out.numel();
+  const bool isRoot = rank() == root;
+  // The root offers every rank's block, in rank order; each rank copies its own.
+  const auto offered = isRoot ? concatBytes(inputs) : at::Tensor();
+  rounds(
+      "scatter", block * size(), isRoot ? bytesOf(offered) : nullptr, [root](int peer) { return peer == root; },
+      [&](int64_t offset, const auto& fromRank, int64_t length) {
+        copyOverlap(mutableBytesOf(out), rank() * block, block, fromRank[root], offset, length);
+      });
+  if (!out.is_alias_of(output)) {
+    asBytes(output).copy_(out);
+  }
 }
 
 void OneHost::barrier() {
-  rounds("barrier", 0, nullptr, everyRank, [](int, int64_t, const uint8_t*, int64_t) {});
+  rounds("barrier", 0, nullptr, everyRank, [](int64_t, const auto&, int64_t) {});
 }
 
 at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what) {
   const auto in = asBytes(mine.contiguous());
   const int64_t part = in.numel();
   auto all = at::empty({size() * part}, in.options());
-  auto* out = static_cast<uint8_t*>(all.mutable_data_ptr());
-  rounds(what.c_str(), part, bytesOf(in), everyRank, [&](int peer, int64_t offset, const uint8_t* data, int64_t length) {
-    std::memcpy(out + peer * part + offset, data, static_cast<size_t>(length));
+  auto* out = mutableBytesOf(all);
+  rounds(what.c_str(), part, bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+    for (int peer = 0; peer < size(); ++peer) {
+      std::memcpy(out + peer * part + offset, fromRank[peer], static_cast<size_t>(length));
+    }
   });
   return all.view(mine.scalar_type());
 }

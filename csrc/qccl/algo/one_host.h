@@ -10,10 +10,9 @@
 // moves once: from the caller's tensor into this rank's slot, and from the peers' slots
 // into the caller's output.
 //
-// Reductions are one-shot: every rank reduces every contribution itself, in rank order
-// (rank 0's, then 1's, ...), so every rank computes the same bits, and the same bits from
-// run to run. At 2 ranks that is Gloo's result to the bit (a + b == b + a); at more ranks
-// floating-point sums may differ from Gloo's ring order in the last bits (docs/algorithms.md).
+// Reductions are one-shot: every rank reduces every contribution itself, in the order
+// Gloo's ring would (algo/gloo_ring_order.h), so every rank computes the same bits, the
+// same from run to run, and Gloo's bits at any world size.
 //
 // Runs on the group's worker thread (one call at a time, in the group's order, which
 // every rank shares: the channel's rounds stay in step). Failures raise DistBackendError.
@@ -26,6 +25,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
+#include "qccl/algo/reduce_lowering.h"
 #include "qccl/transport/shm/channel.h"
 
 namespace qccl::algo {
@@ -48,6 +48,10 @@ class OneHost {
   // `output` holds size() blocks of `input`'s bytes, in rank order.
   void allgatherIntoTensor(at::Tensor& output, const at::Tensor& input);
   void reduceScatterTensor(at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op);
+  // `outputs` (one per rank, like `input`) are used on the root only.
+  void gather(std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root);
+  // `inputs` (one per rank, like `output`) are used on the root only.
+  void scatter(at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root);
   void barrier();
   // Every rank's `mine` (the same size on every rank), in rank order: the cross-rank
   // check's exchange (backend/check_exchange.h).
@@ -61,20 +65,28 @@ class OneHost {
   }
 
  private:
-  // Sees `length` bytes of rank `peer`'s contribution, from byte `offset` on.
-  using Take = std::function<void(int peer, int64_t offset, const uint8_t* data, int64_t length)>;
+  // One round's chunk: `length` bytes from byte `offset` of each rank's contribution,
+  // at fromRank[r] (null for a rank that contributes nothing).
+  using Take = std::function<void(int64_t offset, const std::vector<const uint8_t*>& fromRank, int64_t length)>;
   // Runs the rounds of collective `what`: `bytes` per contributing rank
-  // (`contributes(r)`), this rank's from `mine`; `take` sees every contributing peer's
-  // chunk of each round in rank order, this rank's own included. A failure raises
-  // DistBackendError naming `what`.
+  // (`contributes(r)`), this rank's from `mine`; `take` sees each round's chunks. A
+  // failure raises DistBackendError naming `what`.
   void rounds(
       const char* what,
       int64_t bytes,
       const uint8_t* mine,
       const std::function<bool(int)>& contributes,
       const Take& take);
-
   void runRounds(int64_t bytes, const uint8_t* mine, const std::function<bool(int)>& contributes, const Take& take);
+  // Reduces every rank's `length` bytes at fromRank into `into` (wire elements from
+  // `firstElement` of the call's `count`), in Gloo's order for chunks of `chunkElements`.
+  void reduceChunk(
+      const LoweredReduction& lowered,
+      uint8_t* into,
+      int64_t firstElement,
+      int64_t length,
+      const std::vector<const uint8_t*>& fromRank,
+      int64_t chunkElements) const;
 
   std::unique_ptr<shm::Channel> channel_;
   int64_t chunkBytes_;  // a slot, rounded down so that a chunk never splits an element

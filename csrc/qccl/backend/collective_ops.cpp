@@ -202,7 +202,13 @@ WorkPtr ProcessGroupQCCL::gather(
         [&](CallStaging& s) -> CpuCall {
           auto os = s.writes(outs);
           auto in = s.reads(input);
-          return {os, {in}, [this, os, in, root]() mutable { return algo::gather(transport_, os, in, root); }};
+          return {os, {in}, [this, os, in, root]() mutable -> std::optional<StartedTransfer> {
+            if (oneHost_) {
+              oneHost_->gather(os, in, root);
+              return std::nullopt;
+            }
+            return algo::gather(transport_, os, in, root);
+          }};
         }});
   });
 }
@@ -226,7 +232,13 @@ WorkPtr ProcessGroupQCCL::scatter(
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto is = s.reads(ins);
-          return {{out}, is, [this, out, is, root]() mutable { return algo::scatter(transport_, out, is, root); }};
+          return {{out}, is, [this, out, is, root]() mutable -> std::optional<StartedTransfer> {
+            if (oneHost_) {
+              oneHost_->scatter(out, is, root);
+              return std::nullopt;
+            }
+            return algo::scatter(transport_, out, is, root);
+          }};
         }});
   });
 }
