@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <future>
+#include <map>
+#include <mutex>
 
 #include "qccl/backend/op_queue.h"
 
@@ -334,5 +336,57 @@ TEST(OpQueue, AFailedJointRunFailsEveryOpInIt) {
   allQueued.set_value();
   for (const auto& work : works) {
     EXPECT_THROW(work->wait(), std::runtime_error);
+  }
+}
+
+namespace {
+
+// What the failure callback heard: the op's name, and whether its work had completed.
+struct Heard {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, bool>> calls;
+};
+
+} // namespace
+
+TEST(OpQueue, TheFailureCallbackHearsOfAFailedOpBeforeItsWorkFails) {
+  auto heard = std::make_shared<Heard>();
+  std::map<std::string, c10::intrusive_ptr<qccl::FutureWork>> works;
+  auto refuseSecond = [](const std::vector<const qccl::QueuedOp*>& batch) {
+    std::vector<std::exception_ptr> verdicts;
+    for (const auto* op : batch) {
+      verdicts.push_back(op->name == "refused" ? std::make_exception_ptr(std::runtime_error("refused")) : nullptr);
+    }
+    return verdicts;
+  };
+  qccl::OpQueue queue(0, refuseSecond, nullptr, [&heard, &works](const std::string& name, const std::exception_ptr&) {
+    std::lock_guard<std::mutex> lock(heard->mutex);
+    heard->calls.emplace_back(name, works.at(name)->isCompleted());
+  });
+  for (const char* name : {"body throws", "refused", "transfer fails", "transfer times out"}) {
+    works[name] = newWork(name);
+  }
+  enqueue(queue, works["body throws"], [] { throw std::runtime_error("the peer died"); });
+  enqueue(queue, works["refused"], [] {});
+  auto broken = c10::make_intrusive<ManualTransfer>();
+  queue.enqueue({works["transfer fails"], "transfer fails", {}, {}, [broken] {
+                   return std::optional<qccl::StartedTransfer>(qccl::StartedTransfer{broken, [] {}, kNoDeadline});
+                 }});
+  auto stuck = c10::make_intrusive<ManualTransfer>();
+  queue.enqueue({works["transfer times out"], "transfer times out", {}, {}, [stuck] {
+                   return std::optional<qccl::StartedTransfer>(
+                       qccl::StartedTransfer{stuck, [] {}, std::chrono::milliseconds(50)});
+                 }});
+  broken->fail();
+  for (const char* name : {"body throws", "refused", "transfer fails", "transfer times out"}) {
+    EXPECT_ANY_THROW(works[name]->wait()) << name;
+  }
+  queue.drain();
+  std::lock_guard<std::mutex> lock(heard->mutex);
+  std::map<std::string, bool> completedWhenHeard(heard->calls.begin(), heard->calls.end());
+  EXPECT_EQ(heard->calls.size(), 3u);  // not the refused one: its arguments, not a failure
+  for (const char* name : {"body throws", "transfer fails", "transfer times out"}) {
+    ASSERT_EQ(completedWhenHeard.count(name), 1u) << name;
+    EXPECT_FALSE(completedWhenHeard[name]) << name << ": its work failed before the callback heard of it";
   }
 }
