@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 import qccl
 
-KIB, MIB = 1 << 10, 1 << 20
+from one_host_rows import ALL_REDUCE_BYTES, PING_FLOATS, ROWS, SMALL_FLOATS
 
 
 def all_reduce(nbytes):
@@ -36,18 +36,18 @@ def all_reduce(nbytes):
 
 
 def broadcast(group):
-    t = torch.ones(4 * KIB // 4)
+    t = torch.ones(SMALL_FLOATS)
     return lambda: dist.broadcast(t, src=0, group=group)
 
 
 def all_gather(group):
-    t = torch.ones(4 * KIB // 4)
+    t = torch.ones(SMALL_FLOATS)
     out = torch.empty(t.numel() * dist.get_world_size(group))
     return lambda: dist.all_gather_into_tensor(out, t, group=group)
 
 
 def reduce_scatter(group):
-    out = torch.empty(4 * KIB // 4)
+    out = torch.empty(SMALL_FLOATS)
     t = torch.ones(out.numel() * dist.get_world_size(group))
     return lambda: dist.reduce_scatter_tensor(out, t, group=group)
 
@@ -57,7 +57,7 @@ def barrier(group):
 
 
 def ping_pong(group):
-    t = torch.ones(KIB // 4)
+    t = torch.ones(PING_FLOATS)
     rank = dist.get_rank()
 
     def run():
@@ -70,19 +70,10 @@ def ping_pong(group):
     return run
 
 
-# name, maker, calls per measurement
-ROWS = [
-    ("all_reduce 64 B", all_reduce(64), 400),
-    ("all_reduce 4 KiB", all_reduce(4 * KIB), 400),
-    ("all_reduce 256 KiB", all_reduce(256 * KIB), 50),
-    ("all_reduce 4 MiB", all_reduce(4 * MIB), 10),
-    ("all_reduce 64 MiB", all_reduce(64 * MIB), 3),
-    ("broadcast 4 KiB", broadcast, 400),
-    ("all_gather_into_tensor 4 KiB per rank", all_gather, 400),
-    ("reduce_scatter_tensor 4 KiB per rank", reduce_scatter, 400),
-    ("barrier", barrier, 400),
-    ("send/recv ping-pong 1 KiB (round trip)", ping_pong, 400),
-]
+MAKERS = {name: all_reduce(nbytes) for name, nbytes in ALL_REDUCE_BYTES.items()}
+MAKERS.update({"broadcast 4 KiB": broadcast, "all_gather_into_tensor 4 KiB per rank": all_gather,
+               "reduce_scatter_tensor 4 KiB per rank": reduce_scatter, "barrier": barrier,
+               "send/recv ping-pong 1 KiB (round trip)": ping_pong})
 
 
 def per_call_seconds(group, fn, calls):
@@ -109,8 +100,8 @@ def main():
     }
     assert qccl.stats(groups["qccl"])["shared_memory"]["used"], "qccl's ranks did not share memory"
     rows = []
-    for name, make, calls in ROWS:
-        fns = {backend: make(group) for backend, group in groups.items()}
+    for name, calls in ROWS:
+        fns = {backend: MAKERS[name](group) for backend, group in groups.items()}
         times = {backend: [] for backend in groups}
         for _ in range(args.repeats):
             for backend, group in groups.items():

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-KIB, MIB = 1 << 10, 1 << 20
+from one_host_rows import ALL_REDUCE_BYTES, PING_FLOATS, ROWS, SMALL_FLOATS
 
 
 def all_reduce(nbytes):
@@ -26,19 +26,19 @@ def all_reduce(nbytes):
 
 
 def broadcast(comm):
-    t = np.ones(KIB, np.float32)
+    t = np.ones(SMALL_FLOATS, np.float32)
     return lambda: comm.Bcast(t, root=0)
 
 
 def all_gather(comm):
-    t = np.ones(KIB, np.float32)
-    out = np.empty(KIB * comm.size, np.float32)
+    t = np.ones(SMALL_FLOATS, np.float32)
+    out = np.empty(SMALL_FLOATS * comm.size, np.float32)
     return lambda: comm.Allgather(t, out)
 
 
 def reduce_scatter(comm):
-    t = np.ones(KIB * comm.size, np.float32)
-    out = np.empty(KIB, np.float32)
+    t = np.ones(SMALL_FLOATS * comm.size, np.float32)
+    out = np.empty(SMALL_FLOATS, np.float32)
     return lambda: comm.Reduce_scatter_block(t, out)
 
 
@@ -47,7 +47,7 @@ def barrier(comm):
 
 
 def ping_pong(comm):
-    t = np.ones(KIB // 4, np.float32)
+    t = np.ones(PING_FLOATS, np.float32)
 
     def run():
         if comm.rank == 0:
@@ -59,18 +59,10 @@ def ping_pong(comm):
     return run
 
 
-ROWS = [
-    ("all_reduce 64 B", all_reduce(64), 400),
-    ("all_reduce 4 KiB", all_reduce(4 * KIB), 400),
-    ("all_reduce 256 KiB", all_reduce(256 * KIB), 50),
-    ("all_reduce 4 MiB", all_reduce(4 * MIB), 10),
-    ("all_reduce 64 MiB", all_reduce(64 * MIB), 3),
-    ("broadcast 4 KiB", broadcast, 400),
-    ("all_gather_into_tensor 4 KiB per rank", all_gather, 400),
-    ("reduce_scatter_tensor 4 KiB per rank", reduce_scatter, 400),
-    ("barrier", barrier, 400),
-    ("send/recv ping-pong 1 KiB (round trip)", ping_pong, 400),
-]
+MAKERS = {name: all_reduce(nbytes) for name, nbytes in ALL_REDUCE_BYTES.items()}
+MAKERS.update({"broadcast 4 KiB": broadcast, "all_gather_into_tensor 4 KiB per rank": all_gather,
+               "reduce_scatter_tensor 4 KiB per rank": reduce_scatter, "barrier": barrier,
+               "send/recv ping-pong 1 KiB (round trip)": ping_pong})
 
 
 def main():
@@ -80,8 +72,8 @@ def main():
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     rows = []
-    for name, make, calls in ROWS:
-        fn = make(comm)
+    for name, calls in ROWS:
+        fn = MAKERS[name](comm)
         fn()
         times = []
         for _ in range(args.repeats):

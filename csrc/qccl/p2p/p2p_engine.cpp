@@ -272,16 +272,9 @@ void P2PEngine::closePair(int peer, const std::string& why, bool tellPeer) {
       return;
     }
     pairClosed_[peer] = text;
-    for (auto& [seq, work] : pendingSends_[peer]) {
-      failed.push_back(work);
-    }
-    pendingSends_[peer].clear();
-    auto receives = matching_.dropPeer(peer, /*evenComplete=*/true);
-    failed.insert(failed.end(), receives.begin(), receives.end());
+    failed = takePending(peer, /*evenComplete=*/true);
   }
-  for (auto& work : failed) {
-    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + text));
-  }
+  failAll(failed, text);
   if (tellPeer) {
     std::lock_guard<std::mutex> order(postMutex_);
     postNotice(peer, Kind::PairClosed, why);
@@ -305,16 +298,28 @@ void P2PEngine::failGroup(const std::string& why) {
       return;
     }
     groupFailure_ = why;
-    for (auto& pending : pendingSends_) {
-      for (auto& [seq, work] : pending) {
-        failed.push_back(work);
-      }
-      pending.clear();
-    }
-    auto receives = matching_.clear();
-    failed.insert(failed.end(), receives.begin(), receives.end());
+    failed = takePending(-1);
   }
-  for (auto& work : failed) {
+  failAll(failed, why);
+}
+
+std::vector<c10::intrusive_ptr<P2PWork>> P2PEngine::takePending(int peer, bool evenComplete) {
+  std::vector<c10::intrusive_ptr<P2PWork>> taken;
+  for (int p = 0; p < size_; ++p) {
+    if (p == peer || peer == -1) {
+      for (auto& [seq, work] : pendingSends_[p]) {
+        taken.push_back(work);
+      }
+      pendingSends_[p].clear();
+    }
+  }
+  auto receives = peer == -1 ? matching_.clear() : matching_.dropPeer(peer, evenComplete);
+  taken.insert(taken.end(), receives.begin(), receives.end());
+  return taken;
+}
+
+void P2PEngine::failAll(const std::vector<c10::intrusive_ptr<P2PWork>>& works, const std::string& why) const {
+  for (const auto& work : works) {
     work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + why));
   }
 }
@@ -336,14 +341,7 @@ void P2PEngine::shutdown(const std::string& why) {
         waits.push_back(wait);
       }
     }
-    for (auto& pending : pendingSends_) {
-      for (auto& [seq, work] : pending) {
-        abandoned.push_back(work);
-      }
-      pending.clear();
-    }
-    auto receives = matching_.clear();
-    abandoned.insert(abandoned.end(), receives.begin(), receives.end());
+    abandoned = takePending(-1);
   }
   for (auto& wait : waits) {
     wait->abort();
@@ -354,9 +352,7 @@ void P2PEngine::shutdown(const std::string& why) {
     }
   }
   listeners_.clear();
-  for (auto& work : abandoned) {
-    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + ": " + why));
-  }
+  failAll(abandoned, why);
   glooSends_.abortAll();
 }
 

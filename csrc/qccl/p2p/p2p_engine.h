@@ -119,6 +119,12 @@ class P2PEngine {
   c10::intrusive_ptr<WaitingWork> post(int peer, const Header& header, const at::Tensor& payload);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
+  // Takes the pending sends to `peer` and receives from it (every peer for -1) out of
+  // the engine, with the messages it had not finished sending (`evenComplete`: all of
+  // its messages). Under mutex_; the caller fails them (failAll) once it is released.
+  std::vector<c10::intrusive_ptr<P2PWork>> takePending(int peer, bool evenComplete = false);
+  // Fails each work with "<its name> on rank <r>" and `why`.
+  void failAll(const std::vector<c10::intrusive_ptr<P2PWork>>& works, const std::string& why) const;
   // Raises if `peer` died, its pair was closed, or the group failed.
   void raiseIfBroken(int peer, const std::string& op);
   // Why a send to or receive from `peer` must raise now; empty if it may go on. Under mutex_.

@@ -195,16 +195,9 @@ void P2PEngine::peerFailed(int peer, const std::string& why) {
     message = "rank " + std::to_string(peer) + " is unreachable from rank " + std::to_string(rank_) +
         " (it died, or closed the process group): " + why;
     peerFailure_[peer] = message;
-    for (auto& [seq, work] : pendingSends_[peer]) {
-      failed.push_back(work);
-    }
-    pendingSends_[peer].clear();
-    auto receives = matching_.dropPeer(peer);
-    failed.insert(failed.end(), receives.begin(), receives.end());
+    failed = takePending(peer);
   }
-  for (auto& work : failed) {
-    work->markFailed(makeCommError(work->name() + " on rank " + std::to_string(rank_) + " failed: " + message));
-  }
+  failAll(failed, message);
 }
 
 // --- delivery ------------------------------------------------------------------
