@@ -62,12 +62,8 @@ void OneHost::rounds(
   try {
     runRounds(bytes, mine, contributes, take);
   } catch (const c10::DistBackendError&) {
-    auto why = describeException(std::current_exception());
-    const std::string prefix = "qccl: ";
-    if (why.rfind(prefix, 0) == 0) {
-      why = why.substr(prefix.size());
-    }
-    throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " + why);
+    throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " +
+                   describeCause(std::current_exception()));
   }
 }
 

@@ -226,12 +226,7 @@ void ProcessGroupQCCL::callFailed(const std::string& name, const std::exception_
     return;
   } catch (...) {
   }
-  auto why = describeException(error);
-  const std::string prefix = "qccl: ";
-  if (why.rfind(prefix, 0) == 0) {
-    why = why.substr(prefix.size());
-  }
-  failGroup(why, true);
+  failGroup(describeCause(error), true);
 }
 
 void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
@@ -340,19 +335,10 @@ void ProcessGroupQCCL::stop(const std::string& why) {
 }
 
 void ProcessGroupQCCL::abort() {
-  {
-    std::lock_guard<std::mutex> lock(failureMutex_);
-    if (failure_.empty()) {
-      failure_ = "rank " + std::to_string(rank_) + " aborted the group";
-      p2p_.tellPeersGroupFailed(failure_);
-    }
-  }
+  // Tells the peers, and aborts the Gloo transport and the shared-memory channel.
+  failGroup("rank " + std::to_string(rank_) + " aborted the group", true);
   if (nccl_) {
     nccl_->abort();
-  }
-  transport_.abort();
-  if (oneHost_) {
-    oneHost_->abort();
   }
   if (nodeGroups_) {
     nodeGroups_->abort();

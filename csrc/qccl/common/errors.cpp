@@ -23,6 +23,12 @@ std::string timedOutMessage(const std::string& what, int rank, int64_t milliseco
       why + ")";
 }
 
+std::string describeCause(const std::exception_ptr& error) {
+  const std::string prefix = "qccl: ";
+  auto text = describeException(error);
+  return text.rfind(prefix, 0) == 0 ? text.substr(prefix.size()) : text;
+}
+
 std::string describeException(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);

@@ -35,4 +35,7 @@ std::string timedOutMessage(const std::string& what, int rank, int64_t milliseco
 // The message of an exception without the C++ backtrace c10 appends.
 std::string describeException(const std::exception_ptr& error);
 
+// The same without a leading "qccl: ": a cause, to quote inside another qccl message.
+std::string describeCause(const std::exception_ptr& error);
+
 } // namespace qccl
