@@ -242,3 +242,41 @@ def test_nothing_is_left_in_dev_shm_when_every_rank_is_sigkilled():
         p.join(30)
     assert _qccl_segments() <= before, _qccl_segments() - before
 
+
+
+def fallback_rank(rank, size, port, report):
+    init_loopback_rank(rank, size, port, 20)
+    t = torch.full((1000,), float(rank + 1))
+    dist.all_reduce(t)
+    report.put((rank, qccl.stats()["shared_memory"]["used"], t.tolist() == [3.0] * 1000))
+    dist.destroy_process_group()
+
+
+# Run inside a mount namespace whose /dev/shm is a 1 MiB tmpfs (a container's small
+# /dev/shm): the ranks cannot create their 2 MiB segments.
+SMALL_DEV_SHM = """
+import multiprocessing as mp, sys
+sys.path.insert(0, ".")
+from test_one_host import fallback_rank
+from world import spawn_ranks
+if __name__ == "__main__":
+    report = mp.get_context("spawn").Queue()
+    codes = spawn_ranks(2, fallback_rank, (report,))
+    print("RESULT", codes, sorted(report.get(timeout=10) for _ in range(2)))
+"""
+
+
+def test_a_small_dev_shm_falls_back_to_sockets_with_one_warning():
+    import subprocess
+    import sys
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespaces here (unshare -m: {probe.stderr.decode().strip()})")
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c",
+         f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -c '{SMALL_DEV_SHM}'"],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert "RESULT [0, 0] [(0, False, True), (1, False, True)]" in done.stdout, done.stdout + done.stderr[-3000:]
+    warnings = [line for line in done.stderr.splitlines() if "could not use shared memory" in line]
+    assert len(warnings) == 1, done.stderr[-3000:]
+    assert "bytes free, a shared-memory segment needs" in warnings[0], warnings[0]
