@@ -117,7 +117,7 @@ def test_netlab_runs_the_bench_on_shaped_links(netlab, tmp_path):
     assert "links shaped to 100mbit" in result.stdout and "measured" in result.stdout
     with open(out / "results.json") as f:
         report = json.load(f)
-    assert report["metadata"]["force_network"] is True
+    assert report["metadata"]["force_network"] is False  # the lab's nodes are namespaces: other hosts
     assert report["metadata"]["link_rate_bits_per_s"] == 100e6
     gloo, int8 = sorted(report["rows"], key=lambda r: r["backend"])
     assert gloo["backend"] == "gloo" and gloo["bound_us"] == pytest.approx(4 * 2**20 * 8 / 100e6 * 1e6)
@@ -245,3 +245,36 @@ def test_pipeline_bench_compares_configurations(tmp_path):
     assert results["qccl:none"]["loss"] == results["gloo"]["loss"]
     assert abs(results["qccl:int8"]["loss"] - results["gloo"]["loss"]) < 0.1
     assert all(r["samples_per_s"] > 0 for r in results.values())
+
+
+# Every rank makes the same groups: the whole world (two nodes), each node's ranks, and
+# ranks 0 and 2 (one of each node). It checks each group's sum, and reports which groups
+# use shared memory; rank 0 prints its own (the lab shows rank 0's output).
+HOSTS_IN_THE_LAB = """
+import os, torch, torch.distributed as dist, qccl
+dist.init_process_group("qccl")
+rank = dist.get_rank()
+groups = {"world": dist.group.WORLD, "node0": dist.new_group([0, 1]), "node1": dist.new_group([2, 3]),
+          "across": dist.new_group([0, 2])}
+used = {}
+for name, group in groups.items():
+    if rank in dist.get_process_group_ranks(group):
+        t = torch.ones(1000)
+        dist.all_reduce(t, group=group)
+        assert t[0] == dist.get_world_size(group), (name, t[0])
+        used[name] = qccl.stats(group)["shared_memory"]["used"]
+print("USED", rank, sorted(used.items()), flush=True)
+mine = {0: {"world": False, "node0": True, "across": False}, 1: {"world": False, "node0": True},
+        2: {"world": False, "node1": True, "across": False}, 3: {"world": False, "node1": True}}[rank]
+assert used == mine, (rank, used)
+dist.destroy_process_group()
+"""
+
+
+def test_the_lab_s_nodes_are_different_hosts_and_a_node_s_ranks_share_memory(netlab, tmp_path):
+    """Same-host detection per group (issue 28): ranks in different network namespaces
+    (the lab's nodes) never share memory; a group of one node's ranks does."""
+    result = run([str(netlab), "--ranks", "4", "--ranks-per-node", "2", "--rate", "1gbit", "--",
+                  sys.executable, "-c", HOSTS_IN_THE_LAB], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "USED 0 [('across', False), ('node0', True), ('world', False)]" in result.stdout, result.stdout
