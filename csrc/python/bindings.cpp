@@ -136,7 +136,12 @@ void bindCodecs(py::module_& m) {
 
 void bindBackend(py::module_& m) {
   using qccl::ProcessGroupQCCL;
-  py::class_<ProcessGroupQCCL, c10d::Backend, c10::intrusive_ptr<ProcessGroupQCCL>>(m, "ProcessGroupQCCL")
+  // The GIL is released before the group is destroyed, as torch does for its own groups:
+  // destroying it joins the threads of its inner Gloo backend, and one of them may hold the
+  // last reference to a caller's tensor (a failed call's), whose release takes the GIL.
+  // Holding it here deadlocked destroy_process_group after a failure (about 1 in 40).
+  py::class_<ProcessGroupQCCL, c10d::Backend, c10::intrusive_ptr<ProcessGroupQCCL>>(
+      m, "ProcessGroupQCCL", py::release_gil_before_calling_cpp_dtor())
       .def(
           py::init([](const c10::intrusive_ptr<c10d::Backend>& gloo,
                       int rank,
