@@ -178,6 +178,22 @@ def test_sums_are_gloos_to_the_bit_at_any_world_size(size):
     assert run_in_fresh_world(size, _sums_as_gloo) == [[]] * size
 
 
+def _coalesced_as_over_sockets(ctx):
+    """all_reduce_coalesced through shared memory and over sockets (force_network): the
+    tensors are fused alike, so the sums must be the same bits."""
+    sockets = dist.new_group(backend="qccl", pg_options=qccl.Options(force_network=True))
+    g = torch.Generator().manual_seed(11 + ctx.rank)
+    tensors = [torch.randn(n, generator=g) * 10.0 ** e for n, e in ((1000, 3), (70_001, -3), (5, 0), (30_000, 1))]
+    here, there = [t.clone() for t in tensors], [t.clone() for t in tensors]
+    dist.all_reduce_coalesced(here)
+    dist.all_reduce_coalesced(there, group=sockets)
+    return [torch.equal(a, b) for a, b in zip(here, there)]
+
+
+def test_placement_never_changes_a_coalesced_sum():
+    assert run_in_fresh_world(3, _coalesced_as_over_sockets) == [[True] * 4] * 3
+
+
 def test_force_network_turns_shared_memory_off():
     used = run_in_fresh_world(2, _shared_memory, env={"QCCL_FORCE_NETWORK": "1"})
     assert [s["used"] for s in used] == [False, False]

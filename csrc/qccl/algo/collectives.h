@@ -20,6 +20,8 @@
 
 namespace qccl::algo {
 
+class OneHost;
+
 // --- data movement -------------------------------------------------------------------
 StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root);
 StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input);
@@ -55,8 +57,13 @@ StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, con
 // gathered, then summed), so the result is Gloo's to the bit. `tensor` is replaced by
 // the coalesced sum in place.
 void sparseAllreduce(GlooTransport& net, at::Tensor& tensor);
-// Fuses the tensors (per dtype) into one buffer, so n small tensors cost one collective.
-void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op);
+// Fuses the tensors (per dtype) into one buffer, so n small tensors cost one collective;
+// through `oneHost` when the group has it (the same fused buffer, so the same bits).
+void allreduceCoalesced(
+    GlooTransport& net,
+    std::vector<at::Tensor>& tensors,
+    const c10d::ReduceOp& op,
+    OneHost* oneHost = nullptr);
 // Leaves `tensor` unchanged on every rank but the root.
 StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
 void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op);

@@ -8,9 +8,14 @@ std::optional<StartedTransfer> exactAllreduce(
     GlooTransport& net,
     std::vector<at::Tensor>& bucket,
     const c10d::ReduceOp& op,
-    bool mayLeaveRunning) {
+    bool mayLeaveRunning,
+    OneHost* oneHost) {
   if (bucket.size() > 1) {
-    allreduceCoalesced(net, bucket, op);
+    allreduceCoalesced(net, bucket, op, oneHost);
+    return std::nullopt;
+  }
+  if (oneHost) {
+    oneHost->allreduce(bucket[0], op);
     return std::nullopt;
   }
   if (mayLeaveRunning) {

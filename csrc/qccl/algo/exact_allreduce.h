@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
+#include "qccl/algo/one_host.h"
 #include "qccl/transport/gloo_transport.h"
 #include "qccl/transport/started_transfer.h"
 
@@ -17,12 +18,14 @@ namespace qccl::algo {
 // Over Gloo, with qccl's reduce-op lowering (every dtype and op): one all_reduce for one
 // tensor, one fused for several. When `mayLeaveRunning` (the bucket is its call's only
 // transfer) a single tensor's transfer is returned instead of waited for, so the worker
-// can start the next call while it is on the wire.
+// can start the next call while it is on the wire. Through `oneHost` instead when the
+// group has it (done on return, with the bits the Gloo route gives).
 std::optional<StartedTransfer> exactAllreduce(
     GlooTransport& net,
     std::vector<at::Tensor>& bucket,
     const c10d::ReduceOp& op,
-    bool mayLeaveRunning);
+    bool mayLeaveRunning,
+    OneHost* oneHost = nullptr);
 
 // Over a backend that reduces the dtype and op itself (NCCL: backend/nccl_capabilities.h),
 // with its own all_reduce, waited for as `net` waits (on CUDA: the current stream waits).

@@ -118,16 +118,23 @@ void OneHost::reduceChunk(
 
 void OneHost::allreduce(at::Tensor& tensor, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
-  // The wire tensor is this rank's contribution until its bytes are in its slot, then the
-  // result: each chunk is overwritten only after the round published it.
   auto wire = toWire(lowered, tensor).contiguous();
+  allreduceWire(wire, lowered.wireOp, "all_reduce");
+  fromWire(lowered, wire, tensor, size());
+}
+
+void OneHost::allreduceWire(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, const char* what) {
+  LoweredReduction lowered;
+  lowered.wireOp = wireOp;
+  lowered.wireType = wire.scalar_type();
   const int64_t elementSize = static_cast<int64_t>(wire.element_size());
   const int64_t chunkElements = glooAllreduceChunkElements(wire.numel(), elementSize, size());
+  // The wire tensor is this rank's contribution until its bytes are in its slot, then the
+  // result: each chunk is overwritten only after the round published it.
   auto* acc = mutableBytesOf(wire);
-  rounds("all_reduce", byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+  rounds(what, byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     reduceChunk(lowered, acc + offset, offset / elementSize, length, fromRank, chunkElements);
   });
-  fromWire(lowered, wire, tensor, size());
 }
 
 void OneHost::reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root) {

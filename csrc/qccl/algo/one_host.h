@@ -42,6 +42,9 @@ class OneHost {
   }
 
   void allreduce(at::Tensor& tensor, const c10d::ReduceOp& op);
+  // The same on a contiguous tensor already in its lowering's wire dtype (`wireOp`), in
+  // place: what a fused all_reduce_coalesced reduces.
+  void allreduceWire(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, const char* what);
   // Leaves `tensor` unchanged on every rank but the root.
   void reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
   void broadcast(at::Tensor& tensor, int64_t root);

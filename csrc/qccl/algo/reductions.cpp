@@ -1,4 +1,5 @@
 #include "qccl/algo/collectives.h"
+#include "qccl/algo/one_host.h"
 
 #include <map>
 
@@ -43,7 +44,11 @@ void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op)
   started.then();
 }
 
-void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, const c10d::ReduceOp& op) {
+void allreduceCoalesced(
+    GlooTransport& net,
+    std::vector<at::Tensor>& tensors,
+    const c10d::ReduceOp& op,
+    OneHost* oneHost) {
   // One fused buffer per dtype, in order of first appearance: the same on every rank
   // because every rank passes the same list.
   std::vector<at::ScalarType> order;
@@ -62,7 +67,11 @@ void allreduceCoalesced(GlooTransport& net, std::vector<at::Tensor>& tensors, co
       wires.push_back(toWire(lowered, *t).reshape({-1}));
     }
     auto fused = at::cat(wires);
-    glooAllreduce(net, fused, lowered.wireOp, "all_reduce_coalesced");
+    if (oneHost) {
+      oneHost->allreduceWire(fused, lowered.wireOp, "all_reduce_coalesced");
+    } else {
+      glooAllreduce(net, fused, lowered.wireOp, "all_reduce_coalesced");
+    }
     int64_t offset = 0;
     for (size_t i = 0; i < wires.size(); ++i) {
       const int64_t n = wires[i].numel();

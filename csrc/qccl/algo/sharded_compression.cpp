@@ -88,10 +88,12 @@ void ShardedCompression::reduceScatter(
     const NodeTransports* nodes,
     OneHost* oneHost) {
   auto delta = countCall(byteSize(input), route);
-  if (route != Route::Compressed && oneHost) {
-    oneHost->reduceScatterTensor(output, input, op);
-  } else if (route != Route::Compressed) {
-    reduceScatterTensor(net, output, input, op);
+  if (route != Route::Compressed) {
+    if (oneHost) {
+      oneHost->reduceScatterTensor(output, input, op);
+    } else {
+      reduceScatterTensor(net, output, input, op);
+    }
   } else {
     const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
     ShardedOptions options;

@@ -116,14 +116,10 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
-      } else if (oneHost_) {
-        for (auto& t : bucket) {
-          oneHost_->allreduce(t, op);
-        }
       } else {
         // A call of one tensor (DDP's buckets with an exact route) leaves its transfer on
         // the wire, and its end completes the call.
-        started = algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/tensors.size() == 1);
+        started = algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/tensors.size() == 1, oneHost_.get());
       }
     }, acrossNodes());
     return started;
@@ -137,7 +133,7 @@ void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
     calls.push_back(static_cast<const JoinableAllreduce&>(*op->joinable).call());
   }
   allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
-    algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/false);  // not reached: joinable calls have no exact bucket
+    algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/false, oneHost_.get());  // not reached: joinable calls have no exact bucket
   }, acrossNodes());
 }
 
