@@ -1,6 +1,6 @@
 """Ranks of one host go through shared memory (issue 28): every collective it serves
-(all_reduce, reduce, broadcast, both all_gathers, gather, scatter, reduce_scatter_tensor,
-barrier), at 2, 3 and 4 ranks, against a float64 computation on inputs Gloo gathered;
+(all_reduce, reduce, broadcast, every all_gather form, gather, scatter,
+reduce_scatter_tensor, both all_to_alls, barrier), at 2, 3 and 4 ranks, against a float64 computation on inputs Gloo gathered;
 ranks bit-identical and repeatable; a rank SIGKILLed mid-collective makes the others raise
 within the timeout; nothing is left in /dev/shm; force_network turns it off.
 
@@ -102,6 +102,29 @@ def _every_op(ctx, seed):
         shard = torch.empty(n, dtype=torch.float64)
         dist.reduce_scatter_tensor(shard, big)
         out.append(("reduce_scatter_tensor", n, shard, _reference(ctx, big, dist.ReduceOp.SUM)[n * ctx.rank:n * (ctx.rank + 1)]))
+        # all_to_all with uneven splits (rank s sends rank d (s + 2d) % 3 + n // size
+        # elements), both forms, against Gloo's all_to_all_single on the same inputs.
+        sends = [n // ctx.size + (ctx.rank + 2 * d) % 3 for d in range(ctx.size)]
+        receives = [n // ctx.size + (s + 2 * ctx.rank) % 3 for s in range(ctx.size)]
+        inp = torch.randn(sum(sends), generator=g, dtype=torch.float64)
+        ref = torch.empty(sum(receives), dtype=torch.float64)
+        dist.all_to_all_single(ref, inp, receives, sends, group=ctx.gloo)
+        got = torch.empty(sum(receives), dtype=torch.float64)
+        dist.all_to_all_single(got, inp, receives, sends)
+        out.append(("all_to_all_single", n, got, ref))
+        pieces = [torch.empty(k, dtype=torch.float64) for k in receives]
+        dist.all_to_all(pieces, list(inp.split(sends)))
+        out.append(("all_to_all", n, torch.cat(pieces), ref))
+        # all_gather_into_tensor, coalesced (as FSDP2 calls it): two inputs of other sizes.
+        parts = [x, x[: n // 2] * 3]
+        flats = [torch.empty(p.numel() * ctx.size, dtype=torch.float64) for p in parts]
+        with dist._coalescing_manager():
+            for flat, part in zip(flats, parts):
+                dist.all_gather_into_tensor(flat, part)
+        for flat, part in zip(flats, parts):
+            refs = [torch.empty_like(part) for _ in range(ctx.size)]
+            dist.all_gather(refs, part, group=ctx.gloo)
+            out.append(("all_gather_into_tensor coalesced", part.numel(), flat, torch.cat(refs)))
         t = x.clone()
         dist.reduce(t, dst=0)
         total = _reference(ctx, x, dist.ReduceOp.SUM)  # on every rank: a collective of the Gloo group
@@ -192,6 +215,27 @@ def _coalesced_as_over_sockets(ctx):
 
 def test_placement_never_changes_a_coalesced_sum():
     assert run_in_fresh_world(3, _coalesced_as_over_sockets) == [[True] * 4] * 3
+
+
+def _mismatched_all_to_all(ctx):
+    """Rank 0 sends rank 1 two elements where rank 1 expects three: without the check
+    (QCCL_VERIFY=0) the channel's own size exchange must still refuse it on every rank."""
+    sends, receives = ([1, 2], [1, 1]) if ctx.rank == 0 else ([1, 1], [3, 1])
+    try:
+        dist.all_to_all_single(torch.zeros(sum(receives)), torch.ones(sum(sends)), receives, sends)
+        error = None
+    except ValueError as e:
+        error = str(e)
+    t = torch.full((3,), float(ctx.rank + 1))
+    dist.all_reduce(t)
+    return error, t.tolist()
+
+
+def test_all_to_all_sizes_that_disagree_raise_on_every_rank_without_the_check():
+    results = run_in_fresh_world(2, _mismatched_all_to_all, env={"QCCL_VERIFY": "0"})
+    for error, after in results:
+        assert error and "qccl" in error and "rank 0 sends 8 bytes to rank 1, which expects 12" in error, error
+        assert after == [3.0, 3.0, 3.0]
 
 
 def test_force_network_turns_shared_memory_off():

@@ -10,6 +10,8 @@
 // (reductions.cpp) go through reduce_lowering.h.
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -25,28 +27,37 @@ class OneHost;
 // --- data movement -------------------------------------------------------------------
 StartedTransfer broadcast(GlooTransport& net, at::Tensor& tensor, int64_t root);
 StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input);
+// Those taking a `oneHost` run through it when the group has one (done on return: no
+// StartedTransfer), else over Gloo.
 // outputs[i] receives every rank's inputs[i] (i.e. outputs[i] = all ranks' copies).
-StartedTransfer allgatherIntoTensorCoalesced(
+std::optional<StartedTransfer> allgatherIntoTensorCoalesced(
     GlooTransport& net,
     std::vector<at::Tensor>& outputs,
-    const std::vector<at::Tensor>& inputs);
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost);
 // outputLists[r][i] receives rank r's inputs[i].
-StartedTransfer allgatherCoalesced(
+std::optional<StartedTransfer> allgatherCoalesced(
     GlooTransport& net,
     std::vector<std::vector<at::Tensor>>& outputLists,
-    const std::vector<at::Tensor>& inputs);
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost);
 // `outputs` is used on the root only.
 StartedTransfer gather(GlooTransport& net, std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root);
 // `inputs` is used on the root only.
 StartedTransfer scatter(GlooTransport& net, at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root);
 // Splits count rows of dim 0; empty splits mean equal parts.
-StartedTransfer alltoallSingle(
+std::optional<StartedTransfer> alltoallSingle(
     GlooTransport& net,
     at::Tensor& output,
     const at::Tensor& input,
     const std::vector<int64_t>& outputSplits,
-    const std::vector<int64_t>& inputSplits);
-StartedTransfer alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs);
+    const std::vector<int64_t>& inputSplits,
+    OneHost* oneHost);
+std::optional<StartedTransfer> alltoall(
+    GlooTransport& net,
+    std::vector<at::Tensor>& outputs,
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost);
 StartedTransfer barrier(GlooTransport& net);
 
 // --- reductions ----------------------------------------------------------------------

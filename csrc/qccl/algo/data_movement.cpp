@@ -2,6 +2,7 @@
 
 #include <ATen/ops/empty.h>
 
+#include "qccl/algo/one_host.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::algo {
@@ -40,13 +41,30 @@ StartedTransfer allgatherIntoTensor(GlooTransport& net, at::Tensor& output, cons
   return started(net, net.gloo()._allgather_base(out, in, c10d::AllgatherOptions()));
 }
 
-StartedTransfer allgatherCoalesced(
+// Gathers every rank's `packed` bytes into `gathered` in rank order, then runs `unpack`:
+// through shared memory when the group has it (done on return), else over Gloo.
+std::optional<StartedTransfer> gatherPacked(
+    GlooTransport& net,
+    OneHost* oneHost,
+    at::Tensor gathered,
+    const at::Tensor& packed,
+    std::function<void()> unpack) {
+  if (oneHost) {
+    oneHost->allgatherIntoTensor(gathered, packed);
+    unpack();
+    return std::nullopt;
+  }
+  return allgatherIntoTensor(net, gathered, packed).andThen(std::move(unpack));
+}
+
+std::optional<StartedTransfer> allgatherCoalesced(
     GlooTransport& net,
     std::vector<std::vector<at::Tensor>>& outputLists,
-    const std::vector<at::Tensor>& inputs) {
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost) {
   auto packed = concatBytes(inputs);
   auto gathered = emptyBytes(packed.numel() * net.size());
-  return allgatherIntoTensor(net, gathered, packed).andThen([gathered, outputLists]() mutable {
+  return gatherPacked(net, oneHost, gathered, packed, [gathered, outputLists]() mutable {
     int64_t offset = 0;
     for (auto& perRank : outputLists) {
       offset = splitBytesInto(gathered, perRank, offset);
@@ -54,10 +72,11 @@ StartedTransfer allgatherCoalesced(
   });
 }
 
-StartedTransfer allgatherIntoTensorCoalesced(
+std::optional<StartedTransfer> allgatherIntoTensorCoalesced(
     GlooTransport& net,
     std::vector<at::Tensor>& outputs,
-    const std::vector<at::Tensor>& inputs) {
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost) {
   // One collective for all pairs: rank r's packed inputs land in block r, and block r's
   // i-th piece belongs to the r-th slot of outputs[i].
   auto packed = concatBytes(inputs);
@@ -66,7 +85,7 @@ StartedTransfer allgatherIntoTensorCoalesced(
   for (const auto& t : inputs) {
     inputBytes.push_back(byteSize(t));
   }
-  return allgatherIntoTensor(net, gathered, packed).andThen([gathered, outputs, inputBytes, ranks = net.size()]() {
+  return gatherPacked(net, oneHost, gathered, packed, [gathered, outputs, inputBytes, ranks = net.size()]() {
     int64_t offset = 0;
     for (int r = 0; r < ranks; ++r) {
       for (size_t i = 0; i < inputBytes.size(); ++i) {
@@ -104,20 +123,29 @@ StartedTransfer scatter(GlooTransport& net, at::Tensor& output, const std::vecto
   return started(net, net.gloo().scatter(out, in, opts));
 }
 
-StartedTransfer alltoallSingle(
+std::optional<StartedTransfer> alltoallSingle(
     GlooTransport& net,
     at::Tensor& output,
     const at::Tensor& input,
     const std::vector<int64_t>& outputSplits,
-    const std::vector<int64_t>& inputSplits) {
+    const std::vector<int64_t>& inputSplits,
+    OneHost* oneHost) {
   auto out = asBytes(output);
   auto in = asBytes(input.contiguous());
   auto outBytes = splitBytes(output, outputSplits, net.size());
   auto inBytes = splitBytes(input, inputSplits, net.size());
+  if (oneHost) {
+    oneHost->allToAll(out, outBytes, in, inBytes);
+    return std::nullopt;
+  }
   return started(net, net.gloo().alltoall_base(out, in, outBytes, inBytes, c10d::AllToAllOptions()));
 }
 
-StartedTransfer alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
+std::optional<StartedTransfer> alltoall(
+    GlooTransport& net,
+    std::vector<at::Tensor>& outputs,
+    const std::vector<at::Tensor>& inputs,
+    OneHost* oneHost) {
   auto packedIn = concatBytes(inputs);
   std::vector<int64_t> inBytes;
   std::vector<int64_t> outBytes;
@@ -130,6 +158,11 @@ StartedTransfer alltoall(GlooTransport& net, std::vector<at::Tensor>& outputs, c
     outTotal += outBytes.back();
   }
   auto packedOut = emptyBytes(outTotal);
+  if (oneHost) {
+    oneHost->allToAll(packedOut, outBytes, packedIn, inBytes);
+    splitBytesInto(packedOut, outputs);
+    return std::nullopt;
+  }
   return started(net, net.gloo().alltoall_base(packedOut, packedIn, outBytes, inBytes, c10d::AllToAllOptions()))
       .andThen([packedOut, outputs]() mutable { splitBytesInto(packedOut, outputs); });
 }

@@ -60,7 +60,16 @@ void OneHost::rounds(
     const std::function<bool(int)>& contributes,
     const Take& take) {
   try {
-    runRounds(bytes, mine, contributes, take);
+    runRounds(bytes, mine, bytes, contributes, take);
+  } catch (const c10::DistBackendError&) {
+    throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " +
+                   describeCause(std::current_exception()));
+  }
+}
+
+void OneHost::unevenRounds(const char* what, int64_t span, const uint8_t* mine, int64_t myBytes, const Take& take) {
+  try {
+    runRounds(span, mine, myBytes, everyRank, take);
   } catch (const c10::DistBackendError&) {
     throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " +
                    describeCause(std::current_exception()));
@@ -68,27 +77,29 @@ void OneHost::rounds(
 }
 
 void OneHost::runRounds(
-    int64_t bytes,
+    int64_t span,
     const uint8_t* mine,
+    int64_t myBytes,
     const std::function<bool(int)>& contributes,
     const Take& take) {
-  const bool contributing = contributes(rank());
+  const int64_t offered = contributes(rank()) ? myBytes : 0;
   std::vector<const uint8_t*> fromRank(size());
   int64_t offset = 0;
   do {  // a call of 0 bytes still runs one round: every rank takes part
-    const int64_t length = std::min(chunkBytes_, bytes - offset);
+    const int64_t length = std::min(chunkBytes_, span - offset);
+    const int64_t ownLength = std::clamp<int64_t>(offered - offset, 0, length);
     const uint64_t round = ++round_;
-    if (contributing && length > 0) {
-      std::memcpy(channel_->beginWrite(round), mine + offset, static_cast<size_t>(length));
+    if (ownLength > 0) {
+      std::memcpy(channel_->beginWrite(round), mine + offset, static_cast<size_t>(ownLength));
     }
-    channel_->publish(round, contributing ? static_cast<uint64_t>(length) : 0);
+    channel_->publish(round, static_cast<uint64_t>(ownLength));
     for (int peer = 0; peer < size(); ++peer) {
       fromRank[peer] = contributes(peer) ? channel_->awaitPeer(peer, round) : nullptr;
     }
     take(offset, fromRank, length);
     channel_->finish(round);
     offset += length;
-  } while (offset < bytes);
+  } while (offset < span);
 }
 
 void OneHost::reduceChunk(
@@ -243,6 +254,52 @@ void OneHost::scatter(at::Tensor& output, const std::vector<at::Tensor>& inputs,
   if (!out.is_alias_of(output)) {
     asBytes(output).copy_(out);
   }
+}
+
+void OneHost::allToAll(
+    at::Tensor& output,
+    const std::vector<int64_t>& recvBytes,
+    const at::Tensor& input,
+    const std::vector<int64_t>& sendBytes) {
+  // Every rank's sizes first (one small round), so every rank knows where its block sits
+  // in each peer's input and how many rounds the longest input needs.
+  std::vector<int64_t> sizes(sendBytes);
+  sizes.insert(sizes.end(), recvBytes.begin(), recvBytes.end());
+  const auto everyRanksSizes = exchange(
+      at::from_blob(sizes.data(), {static_cast<int64_t>(sizes.size())}, at::TensorOptions().dtype(at::kLong)),
+      "all_to_all");
+  const int64_t* all = everyRanksSizes.const_data_ptr<int64_t>();
+  const int n = size();
+  auto sends = [&](int from, int to) { return all[from * 2 * n + to]; };
+  auto expects = [&](int at, int from) { return all[at * 2 * n + n + from]; };
+  int64_t span = 0;
+  for (int from = 0; from < n; ++from) {
+    int64_t total = 0;
+    for (int to = 0; to < n; ++to) {
+      // Every rank sees every pair, so every rank raises alike and the channel stays in step.
+      QCCL_CHECK_VALUE(
+          sends(from, to) == expects(to, from), "all_to_all: rank ", from, " sends ", sends(from, to),
+          " bytes to rank ", to, ", which expects ", expects(to, from), " bytes from it");
+      total += sends(from, to);
+    }
+    span = std::max(span, total);
+  }
+  auto* out = mutableBytesOf(output);
+  std::vector<int64_t> blockStart(n, 0);  // where this rank's block sits in each peer's input
+  std::vector<int64_t> outStart(n, 0);    // where each peer's block goes in the output
+  for (int from = 0; from < n; ++from) {
+    for (int to = 0; to < rank(); ++to) {
+      blockStart[from] += sends(from, to);
+    }
+    if (from > 0) {
+      outStart[from] = outStart[from - 1] + recvBytes[from - 1];
+    }
+  }
+  unevenRounds("all_to_all", span, bytesOf(input), byteSize(input), [&](int64_t offset, const auto& fromRank, int64_t length) {
+    for (int from = 0; from < n; ++from) {
+      copyOverlap(out + outStart[from], blockStart[from], recvBytes[from], fromRank[from], offset, length);
+    }
+  });
 }
 
 void OneHost::barrier() {

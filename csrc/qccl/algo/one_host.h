@@ -55,6 +55,11 @@ class OneHost {
   void gather(std::vector<at::Tensor>& outputs, const at::Tensor& input, int64_t root);
   // `inputs` (one per rank, like `output`) are used on the root only.
   void scatter(at::Tensor& output, const std::vector<at::Tensor>& inputs, int64_t root);
+  // Byte tensors, contiguous: `input` holds sendBytes[r] bytes for each rank r in rank
+  // order, `output` receives recvBytes[r] bytes from each. Ranks may send different totals;
+  // a rank whose sizes disagree with a peer's makes every rank raise ValueError.
+  void allToAll(at::Tensor& output, const std::vector<int64_t>& recvBytes, const at::Tensor& input,
+                const std::vector<int64_t>& sendBytes);
   void barrier();
   // Every rank's `mine` (the same size on every rank), in rank order: the cross-rank
   // check's exchange (backend/check_exchange.h).
@@ -80,7 +85,16 @@ class OneHost {
       const uint8_t* mine,
       const std::function<bool(int)>& contributes,
       const Take& take);
-  void runRounds(int64_t bytes, const uint8_t* mine, const std::function<bool(int)>& contributes, const Take& take);
+  // The same where contributions differ in length: rounds cover `span` bytes (the longest
+  // contribution, the same on every rank) and this rank offers its `myBytes`; a peer's
+  // chunk holds only what is left of its own contribution, which `take` must know.
+  void unevenRounds(const char* what, int64_t span, const uint8_t* mine, int64_t myBytes, const Take& take);
+  void runRounds(
+      int64_t span,
+      const uint8_t* mine,
+      int64_t myBytes,
+      const std::function<bool(int)>& contributes,
+      const Take& take);
   // Reduces every rank's `length` bytes at fromRank into `into` (wire elements from
   // `firstElement` of the call's `count`), in Gloo's order for chunks of `chunkElements`.
   void reduceChunk(

@@ -152,7 +152,7 @@ WorkPtr ProcessGroupQCCL::allgather_coalesced(
           for (const auto& perRank : lists) {
             flat.insert(flat.end(), perRank.begin(), perRank.end());
           }
-          return {flat, ins, [this, lists, ins]() mutable { return algo::allgatherCoalesced(transport_, lists, ins); }};
+          return {flat, ins, [this, lists, ins]() mutable { return algo::allgatherCoalesced(transport_, lists, ins, oneHost_.get()); }};
         }});
   });
 }
@@ -177,7 +177,7 @@ WorkPtr ProcessGroupQCCL::allgather_into_tensor_coalesced(
           auto outs = s.writes(outputs);
           auto ins = s.reads(inputs);
           return {outs, ins, [this, outs, ins]() mutable {
-            return algo::allgatherIntoTensorCoalesced(transport_, outs, ins);
+            return algo::allgatherIntoTensorCoalesced(transport_, outs, ins, oneHost_.get());
           }};
         }});
   });
@@ -370,7 +370,7 @@ WorkPtr ProcessGroupQCCL::alltoall_base(
           auto out = s.writes(output);
           auto in = s.reads(input);
           return {{out}, {in}, [this, out, in, outSplits = outputSplits, inSplits = inputSplits]() mutable {
-            return algo::alltoallSingle(transport_, out, in, outSplits, inSplits);
+            return algo::alltoallSingle(transport_, out, in, outSplits, inSplits, oneHost_.get());
           }};
         }});
   });
@@ -404,7 +404,7 @@ WorkPtr ProcessGroupQCCL::alltoall(
         [&](CallStaging& s) -> CpuCall {
           auto outs = s.writes(outputs);
           auto ins = s.reads(inputs);
-          return {outs, ins, [this, outs, ins]() mutable { return algo::alltoall(transport_, outs, ins); }};
+          return {outs, ins, [this, outs, ins]() mutable { return algo::alltoall(transport_, outs, ins, oneHost_.get()); }};
         }});
   });
 }
