@@ -169,6 +169,7 @@ void bindBackend(py::module_& m) {
       .def("compression_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.compressionStats()); })
       .def("reduce_scatter_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.shardedCompression().reduceScatterStats()); })
       .def("all_gather_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.shardedCompression().allgatherStats()); })
+      .def("shared_memory_ranks", &ProcessGroupQCCL::sharedMemoryRanks)
       .def("shared_memory_bytes", &ProcessGroupQCCL::sharedMemoryBytes)
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
       .def("abandon_coalescing", &ProcessGroupQCCL::abandonCoalescing, py::call_guard<py::gil_scoped_release>())

@@ -1,15 +1,16 @@
 """Which ranks of a group share a node, for hierarchical compression (exact inside a node,
 compressed across nodes; docs/algorithms.md).
 
-`ranks_per_node` (QCCL_RANKS_PER_NODE, qccl.Options) counts consecutive *global* ranks,
-as torchrun places them; without it, torchrun's LOCAL_WORLD_SIZE gives it. Each group
-gets its own count from its members' global ranks: the C++ side only knows the group's
-own ranks, and treats them as nodes of that many consecutive ranks.
+Without a setting the nodes are the hosts the group's ranks sit on, which the C++ side
+learns from the ranks themselves when the group is created (transport/host_layout.h).
+An explicit `ranks_per_node` (QCCL_RANKS_PER_NODE, qccl.Options) overrides that: it
+counts consecutive *global* ranks, as torchrun places them, and each group gets its own
+count from its members' global ranks: the C++ side only knows the group's own ranks,
+and treats them as nodes of that many consecutive ranks.
 """
 
 import collections
 import dataclasses
-import os
 
 
 def with_group_layout(options, world_size: int, global_ranks):
@@ -17,18 +18,10 @@ def with_group_layout(options, world_size: int, global_ranks):
 
     `global_ranks`: the members' global ranks (torch's creator knows them; an empty list
     means the whole world); None (a group made with qccl.create_backend, such as torchft's
-    replica groups, whose ranks are not torchrun's) takes its ranks as they are and gets
-    no LOCAL_WORLD_SIZE default. A layout that puts the group's members on nodes unevenly
-    (or out of order) raises a ValueError when ranks_per_node was set explicitly, and
-    turns the hierarchy off when it came from LOCAL_WORLD_SIZE."""
-    explicit = options.ranks_per_node is not None or bool(os.environ.get("QCCL_RANKS_PER_NODE"))
-    if explicit:
-        per_node = int(options.resolved()["ranks_per_node"])  # validated, environment included
-    else:
-        local = os.environ.get("LOCAL_WORLD_SIZE", "")
-        if global_ranks is None or not local.isdigit():
-            return options
-        per_node = int(local)
+    replica groups, whose ranks are not torchrun's) takes its ranks as they are. Unset or
+    0, ranks_per_node stays 0: the hosts decide. A layout that puts the group's members on
+    nodes unevenly (or out of order) raises a ValueError."""
+    per_node = int(options.resolved()["ranks_per_node"])  # validated, environment included
     if per_node <= 1:
         return options
     ranks = list(global_ranks or []) or list(range(world_size))
@@ -36,16 +29,12 @@ def with_group_layout(options, world_size: int, global_ranks):
     counts = collections.Counter(nodes)
     members = counts[nodes[0]]
     if nodes != sorted(nodes) or any(count != members for count in counts.values()):
-        if explicit:
-            raise ValueError(
-                f"qccl: ranks_per_node={per_node} puts the group's global ranks {ranks} on nodes unevenly "
-                f"({dict(counts)} ranks per node); hierarchical compression needs as many consecutive "
-                "ranks of the group on every node (ranks_per_node=1 turns it off)"
-            )
-        per_node = 1
-    else:
-        per_node = members
-    return dataclasses.replace(options, ranks_per_node=per_node)
+        raise ValueError(
+            f"qccl: ranks_per_node={per_node} puts the group's global ranks {ranks} on nodes unevenly "
+            f"({dict(counts)} ranks per node); hierarchical compression needs as many consecutive "
+            "ranks of the group on every node (ranks_per_node=1 turns it off)"
+        )
+    return dataclasses.replace(options, ranks_per_node=members)
 
 
 def agree_on_ranks_per_node(store, rank: int, world_size: int, per_node: int) -> None:

@@ -59,16 +59,17 @@ def stats(group=None) -> dict:
     encoding, communicating and decoding, plus the group's settings. The same counters
     of its reduce-scatters and all-gathers (every form of each) are under
     "reduce_scatter" and "all_gather" (logical_bytes: the full tensor, every rank's shard).
-    "shared_memory" says whether the group's ranks share one host and go through shared
-    memory ("used"), and how many bytes this rank published there ("bytes", since the
-    group was created).
+    "shared_memory" says whether this rank goes through shared memory ("used"), with how
+    many ranks ("ranks": the whole group when its ranks share one host; the rank's node
+    in a hierarchical group, for the node stages), and how many bytes it published there
+    ("bytes", since the group was created).
     """
     backend = _backend(group)
     counters = _with_ratio(backend.compression_stats())
     counters["reduce_scatter"] = _with_ratio(backend.reduce_scatter_stats())
     counters["all_gather"] = _with_ratio(backend.all_gather_stats())
-    shm_bytes = backend.shared_memory_bytes()
-    counters["shared_memory"] = {"used": shm_bytes is not None, "bytes": shm_bytes or 0}
+    shm_ranks = backend.shared_memory_ranks()
+    counters["shared_memory"] = {"used": shm_ranks > 0, "ranks": shm_ranks, "bytes": backend.shared_memory_bytes()}
     counters["settings"] = backend.settings()
     return counters
 

@@ -28,7 +28,7 @@ class Options:
     p2p_codec: str | None = None  # send/recv payloads: "none" | "fp16" | "bf16" | "int8"
     cuda_transport: str | None = None  # CUDA tensors: "nccl" | "gloo" (staged through host)
     allgather_codec: str | None = None  # all-gather (FSDP's weights): "none" (default) | a codec
-    ranks_per_node: int | None = None  # consecutive global ranks per node (default: LOCAL_WORLD_SIZE)
+    ranks_per_node: int | None = None  # consecutive global ranks per node (default 0: the hosts decide)
 
     def __post_init__(self):
         for field in fields(self):

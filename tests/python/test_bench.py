@@ -248,8 +248,11 @@ def test_pipeline_bench_compares_configurations(tmp_path):
 
 
 # Every rank makes the same groups: the whole world (two nodes), each node's ranks, and
-# ranks 0 and 2 (one of each node). It checks each group's sum, and reports which groups
-# use shared memory; rank 0 prints its own (the lab shows rank 0's output).
+# ranks 0 and 2 (one of each node). It checks each group's sum, and reports with how many
+# ranks each group shares memory (the world: its node's, for hierarchical node stages);
+# rank 0 prints its own (the lab shows rank 0's output). Then an int8 all-reduce of the
+# world, hierarchical by the hosts (ranks_per_node unset): node stages through shared
+# memory, the rest over the lab's links, the same bits as with every stage over sockets.
 HOSTS_IN_THE_LAB = """
 import os, torch, torch.distributed as dist, qccl
 dist.init_process_group("qccl")
@@ -262,19 +265,36 @@ for name, group in groups.items():
         t = torch.ones(1000)
         dist.all_reduce(t, group=group)
         assert t[0] == dist.get_world_size(group), (name, t[0])
-        used[name] = qccl.stats(group)["shared_memory"]["used"]
+        used[name] = qccl.stats(group)["shared_memory"]["ranks"]
 print("USED", rank, sorted(used.items()), flush=True)
-mine = {0: {"world": False, "node0": True, "across": False}, 1: {"world": False, "node0": True},
-        2: {"world": False, "node1": True, "across": False}, 3: {"world": False, "node1": True}}[rank]
+mine = {0: {"world": 2, "node0": 2, "across": 0}, 1: {"world": 2, "node0": 2},
+        2: {"world": 2, "node1": 2, "across": 0}, 3: {"world": 2, "node1": 2}}[rank]
 assert used == mine, (rank, used)
+x = torch.randn(300_000, generator=torch.Generator().manual_seed(rank))
+sums = []
+for force_network in (False, True):
+    group = dist.new_group(pg_options=qccl.Options(codec="int8", min_bytes=0, force_network=force_network))
+    before = qccl.stats(group)["shared_memory"]["bytes"]
+    t = x.clone()
+    dist.all_reduce(t, group=group)
+    stats = qccl.stats(group)
+    assert stats["settings"]["ranks_per_node"] == "2", stats["settings"]
+    assert 0 < stats["node_wire_bytes"] < stats["wire_bytes"], stats  # some in the node, some across
+    moved = stats["shared_memory"]["bytes"] - before
+    assert (moved >= stats["node_wire_bytes"]) if not force_network else not stats["shared_memory"]["used"], stats
+    sums.append(t)
+assert torch.equal(*sums), "node stages through shared memory changed the bits"
+print("HIERARCHICAL", rank, "ok", flush=True)
 dist.destroy_process_group()
 """
 
 
 def test_the_lab_s_nodes_are_different_hosts_and_a_node_s_ranks_share_memory(netlab, tmp_path):
     """Same-host detection per group (issue 28): ranks in different network namespaces
-    (the lab's nodes) never share memory; a group of one node's ranks does."""
+    (the lab's nodes) never share memory; a group of one node's ranks does, and so do the
+    node stages of a group across both nodes, whose nodes come from the hosts."""
     result = run([str(netlab), "--ranks", "4", "--ranks-per-node", "2", "--rate", "1gbit", "--",
                   sys.executable, "-c", HOSTS_IN_THE_LAB], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "USED 0 [('across', False), ('node0', True), ('world', False)]" in result.stdout, result.stdout
+    assert "USED 0 [('across', 0), ('node0', 2), ('world', 2)]" in result.stdout, result.stdout
+    assert "HIERARCHICAL 0 ok" in result.stdout, result.stdout

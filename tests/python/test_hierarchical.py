@@ -1,7 +1,9 @@
 """Hierarchical compression: 4 ranks as 2 nodes x 2 (ranks_per_node=2). All-reduces stay
 bit-identical across all four ranks and within the codec's bound of float64; reduce-scatters
-within theirs; the node layout comes from LOCAL_WORLD_SIZE and each group's members; ranks
-that disagree on it, or a layout that is not uniform, get a clear error at group creation."""
+within theirs; node stages through shared memory give the bits they give over sockets; the
+node layout comes from the setting and each group's members (else from the hosts, never
+from LOCAL_WORLD_SIZE); ranks that disagree on it, or a layout that is not uniform, get a
+clear error at group creation."""
 
 import os
 
@@ -78,24 +80,56 @@ def test_reduce_scatter_across_nodes_within_bounds(world4):
     print("hierarchical reduce_scatter worst error per codec:", world4.run(rank_reduce_scatter)[0])
 
 
-def rank_layout_from_local_world_size(ctx):
-    os.environ["LOCAL_WORLD_SIZE"] = "2"  # as torchrun sets it for 2 ranks per node
-    try:
-        every = dist.new_group(backend="qccl")
-        crossing = dist.new_group([0, 2], backend="qccl")  # one member per node
-        within = dist.new_group([2, 3], backend="qccl")    # one node
-    finally:
-        del os.environ["LOCAL_WORLD_SIZE"]
-    layout = [qccl.stats(every)["settings"]["ranks_per_node"]]
-    for group, members in ((crossing, [0, 2]), (within, [2, 3])):
-        if ctx.rank in members:
-            layout.append(qccl.stats(group)["settings"]["ranks_per_node"])
-    return layout
+def rank_placement(ctx):
+    """The same calls on two fresh hierarchical groups: node stages through shared memory
+    (these ranks share a host) and over sockets (force_network)."""
+    results = []
+    for force_network in (False, True):
+        group = group_for(f"placement {force_network}", codec="int8", ranks_per_node=2, min_bytes=0,
+                          error_feedback=True, force_network=force_network)
+        mine = []
+        for n in (7, 3001, 300_003):  # 300k floats: several rounds of the 1 MiB channel
+            x = gaussian(ctx.rank, n * ctx.size, seed=17)
+            dist.all_reduce(x, group=group)
+            shard = torch.empty(n)
+            dist.reduce_scatter_tensor(shard, gaussian(ctx.rank, n * ctx.size, seed=19), group=group)
+            mine += [x, shard]
+        results.append(mine)
+    return [torch.equal(a, b) for a, b in zip(*results)]
 
 
-def test_node_layout_comes_from_local_world_size_and_the_members(world4):
-    layouts = world4.run(rank_layout_from_local_world_size)
-    assert layouts == [["2", "1"], ["2"], ["2", "1", "2"], ["2", "2"]], layouts
+def test_node_stages_give_the_same_bits_through_shared_memory_as_over_sockets(world4):
+    assert world4.run(rank_placement) == [[True] * 6] * 4
+
+
+def rank_layout_from_the_setting_and_the_members(ctx):
+    layouts = []
+    for environment in ({"QCCL_RANKS_PER_NODE": "2"}, {"LOCAL_WORLD_SIZE": "2"}):
+        os.environ.update(environment)  # read when a group is created
+        try:
+            every = dist.new_group(backend="qccl")
+            crossing = dist.new_group([0, 2], backend="qccl")  # one member per node
+            within = dist.new_group([2, 3], backend="qccl")    # one node
+        finally:
+            for name in environment:
+                del os.environ[name]
+        layout = [qccl.stats(every)["settings"]["ranks_per_node"]]
+        for group, members in ((crossing, [0, 2]), (within, [2, 3])):
+            if ctx.rank in members:
+                layout.append(qccl.stats(group)["settings"]["ranks_per_node"])
+        layouts.append(layout)
+    return layouts
+
+
+def test_node_layout_comes_from_the_setting_and_the_members_never_from_local_world_size(world4):
+    """QCCL_RANKS_PER_NODE counts global ranks; each group gets its own count. Without it
+    the hosts decide: these 4 ranks share one, so no group is hierarchical, whatever
+    torchrun's LOCAL_WORLD_SIZE says (test_bench.py's netlab test sees two hosts)."""
+    layouts = world4.run(rank_layout_from_the_setting_and_the_members)
+    by_setting = [layout for layout, _ in layouts]
+    by_hosts = [layout for _, layout in layouts]
+    assert by_setting == [["2", "1"], ["2"], ["2", "1", "2"], ["2", "2"]], by_setting
+    assert by_hosts == [["1", "1"], ["1"], ["1", "1", "1"], ["1", "1"]], by_hosts
 
 
 def rank_bad_layouts(ctx):

@@ -169,7 +169,7 @@ CompressedJob BucketedAllreduce::compressedJob(
   job.options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
   if (config_.errorFeedback) {
     const int64_t n = job.buffer.numel();
-    job.options.residual = residuals_.lookup(tensors, nodes ? nodePieceElements(n, nodes->node.size()) : n,
+    job.options.residual = residuals_.lookup(tensors, nodes ? nodePieceElements(n, nodes->ranksPerNode()) : n,
                                              job.buffer.device());
   }
   return job;

@@ -4,6 +4,7 @@
 #include <ATen/ops/mul.h>
 #include <ATen/ops/zeros.h>
 
+#include "qccl/algo/one_host.h"
 #include "qccl/algo/phase.h"
 
 namespace qccl::algo {
@@ -23,7 +24,35 @@ void sentInNode(StatsSnapshot& stats, int64_t bytes) {
   stats.nodeWireBytes += bytes;
 }
 
+// The node stages: through shared memory when the node has it (done on return: no work),
+// else posted on the node's Gloo transport (the caller waits for the work).
+c10::intrusive_ptr<c10d::Work> nodeReduceScatter(const NodeTransports& nets, at::Tensor& out, at::Tensor& in) {
+  if (nets.nodeMemory) {
+    nets.nodeMemory->reduceScatterTensor(out, in, c10d::ReduceOp::SUM);
+    return {};
+  }
+  return nets.node->backend()._reduce_scatter_base(out, in, sumOptions());
+}
+
+c10::intrusive_ptr<c10d::Work> nodeAllgather(const NodeTransports& nets, at::Tensor& out, at::Tensor& in) {
+  if (nets.nodeMemory) {
+    nets.nodeMemory->allgatherIntoTensor(out, in);
+    return {};
+  }
+  return nets.node->backend()._allgather_base(out, in, c10d::AllgatherOptions());
+}
+
+void waitInNode(const NodeTransports& nets, const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
+  if (work) {
+    nets.node->waitFor(work, what);
+  }
+}
+
 } // namespace
+
+int NodeTransports::ranksPerNode() const {
+  return nodeMemory ? nodeMemory->size() : node->size();
+}
 
 int64_t nodePieceElements(int64_t n, int ranksPerNode) {
   return (n + ranksPerNode - 1) / ranksPerNode;
@@ -34,7 +63,7 @@ void hierarchicalAllreduce(
     const codec::Codec& codec,
     std::vector<CompressedJob>& jobs,
     StatsSnapshot& stats) {
-  const int perNode = nets.node.size();
+  const int perNode = nets.ranksPerNode();
   const int ranks = perNode * nets.cross.size();
   // Each buffer, padded to a whole number of pieces, and this rank's piece of it.
   std::vector<at::Tensor> padded;
@@ -52,13 +81,13 @@ void hierarchicalAllreduce(
       }
       CompressedJob piece{at::empty({m}, job.buffer.options()), job.options};
       piece.options.average = false;  // by the whole group's size, below
-      works.push_back(nets.node.backend()._reduce_scatter_base(piece.buffer, whole, sumOptions()));
+      works.push_back(nodeReduceScatter(nets, piece.buffer, whole));
       sentInNode(stats, (perNode - 1) * m * kFloatBytes);
       padded.push_back(whole);
       pieces.push_back(std::move(piece));
     }
     for (auto& work : works) {
-      nets.node.waitFor(work, "all_reduce (hierarchical, exact reduce-scatter in the node)");
+      waitInNode(nets, work, "all_reduce (hierarchical, exact reduce-scatter in the node)");
     }
   }
 
@@ -70,11 +99,11 @@ void hierarchicalAllreduce(
     if (jobs[j].options.average) {
       pieces[j].buffer.div_(ranks);
     }
-    works.push_back(nets.node.backend()._allgather_base(padded[j], pieces[j].buffer, c10d::AllgatherOptions()));
+    works.push_back(nodeAllgather(nets, padded[j], pieces[j].buffer));
     sentInNode(stats, (perNode - 1) * pieces[j].buffer.numel() * kFloatBytes);
   }
   for (size_t j = 0; j < jobs.size(); ++j) {
-    nets.node.waitFor(works[j], "all_reduce (hierarchical, exact all-gather in the node)");
+    waitInNode(nets, works[j], "all_reduce (hierarchical, exact all-gather in the node)");
     if (!padded[j].is_same(jobs[j].buffer)) {
       jobs[j].buffer.copy_(padded[j].narrow(0, 0, jobs[j].buffer.numel()));
     }
@@ -88,7 +117,7 @@ void hierarchicalReduceScatter(
     const at::Tensor& input,
     const ShardedOptions& options,
     StatsSnapshot& stats) {
-  const int perNode = nets.node.size();
+  const int perNode = nets.ranksPerNode();
   const int nodes = nets.cross.size();
   const int64_t n = output.numel();
   if (n == 0) {
@@ -107,8 +136,8 @@ void hierarchicalReduceScatter(
     Phase transfer("qccl:transfer", stats.communicateSeconds);
     byPlace.copy_(contributions.transpose(0, 1));
     auto flat = byPlace.view({-1});
-    nets.node.waitFor(nets.node.backend()._reduce_scatter_base(nodeSums, flat, sumOptions()),
-                      "reduce_scatter (hierarchical, exact reduce-scatter in the node)");
+    waitInNode(nets, nodeReduceScatter(nets, nodeSums, flat),
+               "reduce_scatter (hierarchical, exact reduce-scatter in the node)");
     sentInNode(stats, (perNode - 1) * nodes * n * kFloatBytes);
   }
 

@@ -12,6 +12,9 @@
 //                   contributions to every shard at the rank of the node whose place
 //                   matches the shard owner's; compressed reduce-scatter of those node
 //                   sums across nodes. One quantization of each node's sum.
+//
+// The node stages go through shared memory when the node's ranks share a host (they
+// reduce in Gloo's order there too: the same bits either way).
 
 #include <cstdint>
 #include <vector>
@@ -26,9 +29,16 @@
 
 namespace qccl::algo {
 
+class OneHost;
+
 struct NodeTransports {
-  Transport& node;   // the ranks of this rank's node
+  // The ranks of this rank's node: through shared memory when they share a host
+  // (nodeMemory), else over `node` (null when nodeMemory is set).
+  OneHost* nodeMemory;
+  Transport* node;
   Transport& cross;  // one rank per node: those with this rank's place in its node
+
+  int ranksPerNode() const;
 };
 
 // The elements of a hierarchical all-reduce's error-feedback residual for a buffer of n:

@@ -102,7 +102,7 @@ void ShardedCompression::reduceScatter(
     options.stochastic = config_.stochastic;
     options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
     if (config_.errorFeedback) {
-      const int64_t n = nodes ? input.numel() / nodes->node.size() : input.numel();
+      const int64_t n = nodes ? input.numel() / nodes->ranksPerNode() : input.numel();
       options.residual = residuals_.lookup(place, n, input.device());
     }
     if (nodes) {

@@ -21,17 +21,27 @@ namespace {
 // take several rounds. 4 ranks hold 8 MiB of /dev/shm.
 constexpr uint64_t kOneHostSlotBytes = 1 << 20;
 
+// The shared-memory channel of `size` ranks on this host that know each other through
+// `store`, or null when /dev/shm cannot hold it (they keep the network).
 std::unique_ptr<algo::OneHost> connectOneHost(
     const c10::intrusive_ptr<c10d::Store>& store,
     int rank,
     int size,
-    std::chrono::milliseconds timeout,
-    const Config& config) {
-  if (!store || size < 2 || config.forceNetwork) {
-    return nullptr;
-  }
-  auto channel = shm::connectOnOneHost(*store, rank, size, kOneHostSlotBytes, timeout);
+    std::chrono::milliseconds timeout) {
+  auto channel = shm::connectSharedMemory(*store, rank, size, kOneHostSlotBytes, timeout);
   return channel ? std::make_unique<algo::OneHost>(std::move(channel)) : nullptr;
+}
+
+// `config` with ranks_per_node 0 (the default) replaced by the nodes the hosts make.
+Config withNodesOf(Config config, const std::optional<HostLayout>& hosts) {
+  if (config.ranksPerNode == 0) {
+    config.ranksPerNode = hosts ? hosts->ranksPerNode() : 1;
+  }
+  return config;
+}
+
+bool hierarchical(const Config& config, int size) {
+  return config.ranksPerNode > 1 && config.ranksPerNode < size;
 }
 
 } // namespace
@@ -45,13 +55,20 @@ ProcessGroupQCCL::ProcessGroupQCCL(
     c10::intrusive_ptr<c10d::Backend> nccl,
     c10::intrusive_ptr<c10d::Store> store)
     : Backend(rank, size),
-      config_(config),
-      settingsFingerprint_(config.fingerprint()),
+      hosts_(store && size > 1 ? std::optional<HostLayout>(HostLayout::share(*store, rank, size)) : std::nullopt),
+      config_(withNodesOf(config, hosts_)),
+      settingsFingerprint_(config_.fingerprint()),
       transport_(std::move(gloo), timeout),
-      oneHost_(connectOneHost(store, rank, size, timeout, config)),
+      oneHost_(hosts_ && hosts_->oneHost() && !config_.forceNetwork ? connectOneHost(store, rank, size, timeout) : nullptr),
+      nodeMemory_(
+          hierarchical(config_, size) && !config_.forceNetwork && hosts_ &&
+                  hosts_->shareAHost(rank / config_.ranksPerNode * config_.ranksPerNode, config_.ranksPerNode)
+              ? connectOneHost(NodeGroups::nodeStore(store, rank, config_.ranksPerNode),
+                               rank % config_.ranksPerNode, config_.ranksPerNode, timeout)
+              : nullptr),
       nodeGroups_(
-          config.ranksPerNode > 1 && config.ranksPerNode < size
-              ? std::make_unique<NodeGroups>(store, rank, size, static_cast<int>(config.ranksPerNode), timeout)
+          hierarchical(config_, size)
+              ? std::make_unique<NodeGroups>(store, rank, size, static_cast<int>(config_.ranksPerNode), timeout, !nodeMemory_)
               : nullptr),
       allreduce_(config, size),
       sharded_(config, size),
@@ -70,7 +87,7 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       "the NCCL transport is rank ", nccl_ ? nccl_->getRank() : -1, " of ", nccl_ ? nccl_->getSize() : -1,
       " but the group is rank ", rank, " of ", size);
   if (nodeGroups_) {
-    nodes_.emplace(algo::NodeTransports{nodeGroups_->node(), nodeGroups_->cross()});
+    nodes_.emplace(algo::NodeTransports{nodeMemory_.get(), nodeGroups_->node(), nodeGroups_->cross()});
   }
   init();
 }
@@ -242,8 +259,13 @@ void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
     p2p_.tellPeersGroupFailed(why);
   }
   p2p_.failGroup(unusableSince(why));
-  if (oneHost_) {
-    oneHost_->abort();
+  for (auto* memory : {oneHost_.get(), nodeMemory_.get()}) {
+    if (memory) {
+      memory->abort();
+    }
+  }
+  if (nodeGroups_) {
+    nodeGroups_->abort();
   }
   queue_.fail(makeCommError("a call still pending on rank " + std::to_string(rank_) + ": " + unusableSince(why)));
   transport_.abort();  // wakes the worker if it waits for a transfer
@@ -321,8 +343,10 @@ void ProcessGroupQCCL::setSequenceNumberForGroup() {
 
 void ProcessGroupQCCL::setTimeout(std::chrono::milliseconds timeout) {
   transport_.setTimeout(timeout);
-  if (oneHost_) {
-    oneHost_->setTimeout(timeout);
+  for (auto* memory : {oneHost_.get(), nodeMemory_.get()}) {
+    if (memory) {
+      memory->setTimeout(timeout);
+    }
   }
   if (nodeGroups_) {
     nodeGroups_->setTimeout(timeout);
@@ -339,9 +363,6 @@ void ProcessGroupQCCL::abort() {
   failGroup("rank " + std::to_string(rank_) + " aborted the group", true);
   if (nccl_) {
     nccl_->abort();
-  }
-  if (nodeGroups_) {
-    nodeGroups_->abort();
   }
   stop("the process group was aborted");
 }

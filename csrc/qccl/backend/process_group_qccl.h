@@ -32,6 +32,7 @@
 #include "qccl/p2p/inner_backend_p2p.h"
 #include "qccl/p2p/p2p_engine.h"
 #include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/host_layout.h"
 #include "qccl/transport/node_groups.h"
 
 namespace qccl {
@@ -162,9 +163,15 @@ class ProcessGroupQCCL : public c10d::Backend {
   const algo::ShardedCompression& shardedCompression() const {
     return sharded_;
   }
-  // Bytes this rank published through shared memory; null when the group has none.
-  std::optional<uint64_t> sharedMemoryBytes() const {
-    return oneHost_ ? std::optional<uint64_t>(oneHost_->bytesPublished()) : std::nullopt;
+  // How many ranks share memory with this one, itself included (the group's, or its
+  // node's in a hierarchical group; 0: none), and the bytes it published there.
+  int sharedMemoryRanks() const {
+    const auto* memory = sharedMemory();
+    return memory ? memory->size() : 0;
+  }
+  uint64_t sharedMemoryBytes() const {
+    const auto* memory = sharedMemory();
+    return memory ? memory->bytesPublished() : 0;
   }
   void resetCompressionStats() {
     allreduce_.resetStats();
@@ -276,6 +283,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   bool insideExact() const {
     return exactDepth_.load() > 0;
   }
+  const algo::OneHost* sharedMemory() const {
+    return oneHost_ ? oneHost_.get() : nodeMemory_.get();
+  }
   // The node sub-groups compressed CPU calls run across (null: one node, or no hierarchy).
   const algo::NodeTransports* acrossNodes() const {
     return nodes_ ? &*nodes_ : nullptr;
@@ -302,13 +312,18 @@ class ProcessGroupQCCL : public c10d::Backend {
   // The error of a call made after the group failed; null while it has not.
   std::exception_ptr groupFailedError(const std::string& name) const;
 
-  const Config config_;
+  // Which of the group's ranks share a host, read at creation (none without a store).
+  const std::optional<HostLayout> hosts_;
+  const Config config_;  // ranks_per_node 0 (from the hosts) resolved from hosts_
   const int64_t settingsFingerprint_;  // config_.fingerprint(), sent with every collective
   GlooTransport transport_;
   // Shared memory among the group's ranks when they all share this host (and
   // force_network is off): exact collectives and the cross-rank check go through it.
   // Null otherwise. Used by the worker only, but for abort() and setTimeout().
   std::unique_ptr<algo::OneHost> oneHost_;
+  // The node stages of hierarchical groups: shared memory when the node's ranks share a
+  // host (and force_network is off), else nodeGroups_'s node transport.
+  std::unique_ptr<algo::OneHost> nodeMemory_;
   std::unique_ptr<NodeGroups> nodeGroups_;  // on several nodes (ranks_per_node), else null
   std::optional<algo::NodeTransports> nodes_;  // nodeGroups_'s, for the algorithms
   algo::BucketedAllreduce allreduce_;

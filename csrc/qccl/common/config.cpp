@@ -113,7 +113,7 @@ const std::vector<Setting>& settings() {
        },
        [](const Config& c) { return std::string(codecName(c.allgatherCodec)); }},
       {"ranks_per_node",
-       [](Config& c, const std::string& v, const std::string& s) { c.ranksPerNode = parseInteger(v, s, 1, 1 << 20); },
+       [](Config& c, const std::string& v, const std::string& s) { c.ranksPerNode = parseInteger(v, s, 0, 1 << 20); },
        [](const Config& c) { return std::to_string(c.ranksPerNode); }},
       {"p2p_codec",
        [](Config& c, const std::string& v, const std::string& s) {

@@ -38,9 +38,9 @@ struct Config {
   // --- hierarchical compression (docs/algorithms.md) ---
   // The group's ranks sit on nodes of this many consecutive ranks: compressed all-reduces
   // and reduce-scatters run exact inside a node, compressed across nodes. 1 (or the
-  // group's size: one node) = off. Python's default comes from torchrun's
-  // LOCAL_WORLD_SIZE (qccl/factory.py).
-  int64_t ranksPerNode = 1;
+  // group's size: one node) = off. 0: the nodes are the hosts the group's ranks sit on
+  // (transport/host_layout.h), resolved when the group is created.
+  int64_t ranksPerNode = 0;
 
   // --- point-to-point (docs/p2p.md) ---
   // Codec for floating-point send/recv payloads; sender and receiver must agree. Only

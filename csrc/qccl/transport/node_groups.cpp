@@ -29,26 +29,41 @@ c10::intrusive_ptr<c10d::Backend> subgroup(
 
 } // namespace
 
+c10::intrusive_ptr<c10d::Store> NodeGroups::nodeStore(
+    const c10::intrusive_ptr<c10d::Store>& store,
+    int rank,
+    int ranksPerNode) {
+  QCCL_CHECK_VALUE(store, "hierarchical compression needs the group's store");
+  return c10::make_intrusive<c10d::PrefixStore>("node" + std::to_string(rank / ranksPerNode) + "/", store);
+}
+
 NodeGroups::NodeGroups(
     const c10::intrusive_ptr<c10d::Store>& store,
     int rank,
     int size,
     int ranksPerNode,
-    std::chrono::milliseconds timeout)
-    : node_(subgroup(store, "node" + std::to_string(rank / checkedRanksPerNode(size, ranksPerNode)) + "/",
-                     rank % ranksPerNode, ranksPerNode, timeout),
-            timeout),
-      cross_(subgroup(store, "cross" + std::to_string(rank % ranksPerNode) + "/", rank / ranksPerNode,
-                      size / ranksPerNode, timeout),
-             timeout) {}
+    std::chrono::milliseconds timeout,
+    bool withNodeTransport)
+    : cross_(subgroup(store, "cross" + std::to_string(rank % checkedRanksPerNode(size, ranksPerNode)) + "/",
+                      rank / ranksPerNode, size / ranksPerNode, timeout),
+             timeout) {
+  if (withNodeTransport) {
+    node_.emplace(makeGlooBackend(nodeStore(store, rank, ranksPerNode), rank % ranksPerNode, ranksPerNode, timeout),
+                  timeout);
+  }
+}
 
 void NodeGroups::setTimeout(std::chrono::milliseconds timeout) {
-  node_.setTimeout(timeout);
+  if (node_) {
+    node_->setTimeout(timeout);
+  }
   cross_.setTimeout(timeout);
 }
 
 void NodeGroups::abort() {
-  node_.abort();
+  if (node_) {
+    node_->abort();
+  }
   cross_.abort();
 }
 

@@ -5,8 +5,6 @@
 
 #include <c10/util/Logging.h>
 
-#include "qccl/transport/shm/host_identity.h"
-
 namespace qccl::shm {
 namespace {
 
@@ -30,18 +28,12 @@ constexpr char kNoRoom[] = "unavailable ";
 
 } // namespace
 
-std::unique_ptr<Channel> connectOnOneHost(
+std::unique_ptr<Channel> connectSharedMemory(
     c10d::Store& store,
     int rank,
     int size,
     uint64_t slotBytes,
     std::chrono::milliseconds timeout) {
-  const auto hosts = shareWithAll(store, "qccl_shm/host/", rank, size, hostIdentity());
-  for (const auto& host : hosts) {
-    if (host != hosts[0]) {
-      return nullptr;
-    }
-  }
   std::unique_ptr<Channel> channel;
   std::string mine;
   try {
