@@ -238,6 +238,42 @@ def test_all_to_all_sizes_that_disagree_raise_on_every_rank_without_the_check():
         assert after == [3.0, 3.0, 3.0]
 
 
+def _compressed_as_over_sockets(ctx):
+    """Compressed calls through shared memory (their encoded bytes) and over sockets
+    (force_network): the same algorithm on the same bytes, so the same bits."""
+    results = []
+    for force_network in (False, True):
+        group = dist.new_group(backend="qccl", pg_options=qccl.Options(
+            codec="int8", allgather_codec="int8", min_bytes=0, error_feedback=True, force_network=force_network))
+        g = torch.Generator().manual_seed(23 + ctx.rank)
+        before = qccl.stats(group)["shared_memory"]["bytes"]
+        mine = []
+        for n in (5, 4099, 700_001):  # 700k floats: encoded chunks over several 1 MiB rounds
+            t = torch.randn(n, generator=g)
+            dist.all_reduce(t, group=group)
+            bucket = [torch.randn(n, generator=g), torch.randn(3 * n + 1, generator=g)]
+            dist.all_reduce_coalesced(bucket, group=group)
+            shard = torch.empty(n)
+            dist.reduce_scatter_tensor(shard, torch.randn(n * ctx.size, generator=g), group=group)
+            gathered = torch.empty(n * ctx.size)
+            dist.all_gather_into_tensor(gathered, torch.randn(n, generator=g), group=group)
+            mine += [t, *bucket, shard, gathered]
+        stats = qccl.stats(group)
+        assert stats["compressed_tensors"] > 0 and stats["reduce_scatter"]["compressed_tensors"] > 0, stats
+        moved = stats["shared_memory"]["bytes"] - before
+        # What this rank sent to its peers (each rank's part at least once through its slot).
+        sent = stats["wire_bytes"] + stats["reduce_scatter"]["wire_bytes"] + stats["all_gather"]["wire_bytes"]
+        results.append((mine, moved, sent // (ctx.size - 1)))
+    (here, moved_here, sent), (there, moved_there, _) = results
+    assert moved_here >= sent and moved_there == 0, (moved_here, sent, moved_there)
+    return [torch.equal(a, b) for a, b in zip(here, there)]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_placement_never_changes_a_compressed_call(size):
+    assert run_in_fresh_world(size, _compressed_as_over_sockets) == [[True] * 15] * size
+
+
 def test_force_network_turns_shared_memory_off():
     used = run_in_fresh_world(2, _shared_memory, env={"QCCL_FORCE_NETWORK": "1"})
     assert [s["used"] for s in used] == [False, False]

@@ -49,6 +49,7 @@ void copyOverlap(uint8_t* into, int64_t from, int64_t block, const uint8_t* data
 
 OneHost::OneHost(std::unique_ptr<shm::Channel> channel)
     : channel_(std::move(channel)),
+      backend_(c10::make_intrusive<OneHostBackend>(*this)),
       chunkBytes_(static_cast<int64_t>(channel_->slotBytes()) / kWidestElement * kWidestElement) {
   TORCH_INTERNAL_ASSERT(chunkBytes_ > 0, "qccl: a shared-memory slot smaller than one element");
 }

@@ -16,6 +16,9 @@
 //
 // Runs on the group's worker thread (one call at a time, in the group's order, which
 // every rank shares: the channel's rounds stay in step). Failures raise DistBackendError.
+//
+// It is a Transport too (one_host_backend.h): the compressed algorithms run over it as
+// they run over Gloo, their encoded bytes through shared memory.
 
 #include <cstdint>
 #include <functional>
@@ -25,21 +28,28 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
+#include "qccl/algo/one_host_backend.h"
 #include "qccl/algo/reduce_lowering.h"
 #include "qccl/transport/shm/channel.h"
+#include "qccl/transport/transport.h"
 
 namespace qccl::algo {
 
-class OneHost {
+class OneHost : public Transport {
  public:
   explicit OneHost(std::unique_ptr<shm::Channel> channel);
 
-  int rank() const {
+  int rank() const override {
     return channel_->rank();
   }
-  int size() const {
+  int size() const override {
     return channel_->size();
   }
+  // Transport: its Works are done when returned, so a wait has nothing to wait for.
+  c10d::Backend& backend() override {
+    return *backend_;
+  }
+  void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) override {}
 
   void allreduce(at::Tensor& tensor, const c10d::ReduceOp& op);
   // The same on a contiguous tensor already in its lowering's wire dtype (`wireOp`), in
@@ -106,6 +116,7 @@ class OneHost {
       int64_t chunkElements) const;
 
   std::unique_ptr<shm::Channel> channel_;
+  c10::intrusive_ptr<OneHostBackend> backend_;
   int64_t chunkBytes_;  // a slot, rounded down so that a chunk never splits an element
   uint64_t round_ = 0;  // the last round this rank ran
 };

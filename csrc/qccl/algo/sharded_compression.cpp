@@ -108,7 +108,7 @@ void ShardedCompression::reduceScatter(
     if (nodes) {
       hierarchicalReduceScatter(*nodes, *gradientCodec_, output, input, options, delta);
     } else {
-      compressedReduceScatter(net, *gradientCodec_, output, input, options, delta);
+      compressedReduceScatter(oneHost ? *oneHost : static_cast<Transport&>(net), *gradientCodec_, output, input, options, delta);
     }
   }
   reduceScatterStats_.add(delta);
@@ -132,7 +132,7 @@ std::optional<StartedTransfer> ShardedCompression::allgather(
   ShardedOptions options;
   options.stochastic = config_.stochastic;
   options.seed = static_cast<uint64_t>(calls_.fetch_add(1));
-  compressedAllgather(net, *weightCodec_, output, input, options, delta);
+  compressedAllgather(oneHost ? *oneHost : static_cast<Transport&>(net), *weightCodec_, output, input, options, delta);
   allgatherStats_.add(delta);
   return std::nullopt;
 }

@@ -45,7 +45,8 @@ class ShardedCompression {
 
   // output (n elements) = the reduction of every rank's input (ranks * n), contiguous CPU
   // tensors of one dtype; `route` and `place` as decided when the call was issued. With
-  // `nodes` (a group on several nodes) a compressed one runs hierarchically.
+  // `nodes` (a group on several nodes) a compressed one runs hierarchically; with
+  // `oneHost` (a group on one host) every byte goes through it, encoded ones included.
   void reduceScatter(
       GlooTransport& net,
       at::Tensor& output,

@@ -113,7 +113,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
   }
   auto work = place(name, std::move(signature), tensors, {}, [this, tensors, routes, op, local]() mutable {
     std::optional<StartedTransfer> started;
-    allreduce_.run(transport_, tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
+    allreduce_.run(compressedNet(), tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
       } else {
@@ -132,7 +132,7 @@ void ProcessGroupQCCL::allreduceJointly(const std::vector<QueuedOp*>& ops) {
   for (const auto* op : ops) {
     calls.push_back(static_cast<const JoinableAllreduce&>(*op->joinable).call());
   }
-  allreduce_.run(transport_, calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
+  allreduce_.run(compressedNet(), calls, [this](std::vector<at::Tensor>& bucket, const c10d::ReduceOp& op) {
     algo::exactAllreduce(transport_, bucket, op, /*mayLeaveRunning=*/false, oneHost_.get());  // not reached: joinable calls have no exact bucket
   }, acrossNodes());
 }

@@ -283,6 +283,11 @@ class ProcessGroupQCCL : public c10d::Backend {
   bool insideExact() const {
     return exactDepth_.load() > 0;
   }
+  // What compressed CPU calls of a flat group run over: shared memory on one host (their
+  // encoded bytes), else Gloo.
+  Transport& compressedNet() {
+    return oneHost_ ? static_cast<Transport&>(*oneHost_) : transport_;
+  }
   const algo::OneHost* sharedMemory() const {
     return oneHost_ ? oneHost_.get() : nodeMemory_.get();
   }
