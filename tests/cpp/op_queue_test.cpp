@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -390,3 +391,50 @@ TEST(OpQueue, TheFailureCallbackHearsOfAFailedOpBeforeItsWorkFails) {
     EXPECT_FALSE(completedWhenHeard[name]) << name << ": its work failed before the callback heard of it";
   }
 }
+
+namespace {
+
+TEST(OpQueue, AWaiterRunsTheOnlyQueuedOpItselfWhileTheWorkerIsIdle) {
+  qccl::OpQueue queue(0, admitAll);
+  std::vector<int> order;
+  std::vector<bool> onTheWaiter;
+  for (int i = 0; i < 300; ++i) {
+    c10::intrusive_ptr<qccl::FutureWork> work =
+        c10::make_intrusive<qccl::QueuedWork>(queue, 0, c10d::OpType::UNKNOWN, "op", std::vector<at::Tensor>{}, 0);
+    const auto waiter = std::this_thread::get_id();
+    enqueue(queue, work, [&, i, waiter] {
+      order.push_back(i);
+      onTheWaiter.push_back(std::this_thread::get_id() == waiter);
+    });
+    work->wait();  // QueuedWork::wait: runs it here unless the worker took it first
+    ASSERT_TRUE(work->isSuccess());
+  }
+  ASSERT_EQ(order.size(), 300u);
+  for (int i = 0; i < 300; ++i) {
+    EXPECT_EQ(order[i], i);
+  }
+  // The worker wakes up far later than the waiter asks: most ops run on the waiter.
+  EXPECT_GT(std::count(onTheWaiter.begin(), onTheWaiter.end(), true), 150);
+}
+
+TEST(OpQueue, AWaiterLeavesOpsToTheWorkerWhileItRunsOthers) {
+  qccl::OpQueue queue(0, admitAll);
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::promise<void> started;
+  auto first = newWork("first");
+  enqueue(queue, first, [&] {
+    started.set_value();
+    released.wait();
+  });
+  started.get_future().wait();  // the worker runs `first` now
+  auto second = newWork("second");
+  std::thread::id ranOn;
+  enqueue(queue, second, [&] { ranOn = std::this_thread::get_id(); });
+  EXPECT_FALSE(queue.runOnCaller(*second));  // it would overtake nothing, but the worker is busy
+  release.set_value();
+  second->wait();
+  EXPECT_NE(ranOn, std::this_thread::get_id());
+}
+
+} // namespace

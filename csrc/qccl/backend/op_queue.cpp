@@ -64,6 +64,10 @@ void OpQueue::failRunning(const c10::intrusive_ptr<FutureWork>& work, const std:
 void OpQueue::stop(const std::exception_ptr& reason) {
   fail(reason);
   {
+    std::lock_guard<std::mutex> lock(callerRuns_->mutex);  // after an op a caller runs
+    callerRuns_->queue = nullptr;
+  }
+  {
     std::lock_guard<std::mutex> lock(inFlight_->onFailureMutex);
     inFlight_->onFailure = nullptr;
   }
@@ -132,80 +136,95 @@ void OpQueue::watch() {
   }
 }
 
+bool OpQueue::runOnCaller(const FutureWork& work) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (stopped_ || running_ || !admitted_.empty() || ops_.size() != 1 || ops_.front().work.get() != &work) {
+    return false;
+  }
+  running_ = true;
+  runBatch(lock);
+  running_ = false;
+  cv_.notify_all();
+  return true;
+}
+
 void OpQueue::loop() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    cv_.wait(lock, [this] { return stopped_ || !ops_.empty(); });
+    // Not while a caller runs an op itself (runOnCaller).
+    cv_.wait(lock, [this] { return !running_ && (stopped_ || !ops_.empty()); });
     if (ops_.empty()) {
       return;  // stopped and nothing left
     }
-    std::vector<const QueuedOp*> batch;
-    for (size_t i = 0; i < ops_.size() && i < static_cast<size_t>(kMaxCallsPerCheck); ++i) {
-      batch.push_back(&ops_[i]);  // deque elements stay put while only the worker pops
-    }
     running_ = true;
-    lock.unlock();
-    std::vector<std::exception_ptr> verdicts;
-    std::exception_ptr batchFailed;
-    try {
-      // The leading small all_reduces give their data to the check (QueuedOp::local):
-      // it must be what earlier transfers left there.
-      for (size_t i = 0; i < batch.size() && batch[i]->local; ++i) {
-        awaitTransfersTouching(batch[i]->touches);
-      }
-      verdicts = admit_(batch);
-    } catch (...) {
-      batchFailed = std::current_exception();  // the whole batch fails
-    }
-    lock.lock();
-    if (batchFailed) {
-      // Out of the queue first: the failure callback may fail() the queue, and these
-      // calls fail with their own error.
-      std::vector<QueuedOp> failed;
-      for (size_t i = 0; i < batch.size() && !ops_.empty(); ++i) {
-        failed.push_back(std::move(ops_.front()));
-        ops_.pop_front();
-      }
-      lock.unlock();
-      if (!failed.empty()) {
-        inFlight_->tellFailure(failed.front().name, batchFailed);
-      }
-      for (auto& op : failed) {
-        op.work->markFailed(batchFailed);
-      }
-      failed.clear();  // release tensors before reporting idle
-      lock.lock();
-      running_ = false;
-      cv_.notify_all();
-      continue;
-    }
-    for (size_t i = 0; i < verdicts.size() && !ops_.empty(); ++i) {
-      admitted_.push_back({std::move(ops_.front()), verdicts[i]});
-      ops_.pop_front();
-    }
-    while (!admitted_.empty()) {  // stop() takes the ones not started yet
-      Admitted next = std::move(admitted_.front());
-      admitted_.pop_front();
-      std::vector<QueuedOp> together;
-      while (runJointly_ && !next.refused && next.op.joinable && !admitted_.empty() && !admitted_.front().refused &&
-             admitted_.front().op.joinable && admitted_.front().op.joinable->joins(*next.op.joinable)) {
-        together.push_back(std::move(next.op));
-        next = std::move(admitted_.front());
-        admitted_.pop_front();
-      }
-      lock.unlock();
-      if (together.empty()) {
-        run(next.op, next.refused);
-      } else {
-        together.push_back(std::move(next.op));
-        runJointly(together);
-      }
-      next = Admitted{};  // release tensors before reporting idle
-      together.clear();
-      lock.lock();
-    }
+    runBatch(lock);
     running_ = false;
     cv_.notify_all();
+  }
+}
+
+void OpQueue::runBatch(std::unique_lock<std::mutex>& lock) {
+  std::vector<const QueuedOp*> batch;
+  for (size_t i = 0; i < ops_.size() && i < static_cast<size_t>(kMaxCallsPerCheck); ++i) {
+    batch.push_back(&ops_[i]);  // deque elements stay put while only the runner pops
+  }
+  lock.unlock();
+  std::vector<std::exception_ptr> verdicts;
+  std::exception_ptr batchFailed;
+  try {
+    // The leading small all_reduces give their data to the check (QueuedOp::local):
+    // it must be what earlier transfers left there.
+    for (size_t i = 0; i < batch.size() && batch[i]->local; ++i) {
+      awaitTransfersTouching(batch[i]->touches);
+    }
+    verdicts = admit_(batch);
+  } catch (...) {
+    batchFailed = std::current_exception();  // the whole batch fails
+  }
+  lock.lock();
+  if (batchFailed) {
+    // Out of the queue first: the failure callback may fail() the queue, and these
+    // calls fail with their own error.
+    std::vector<QueuedOp> failed;
+    for (size_t i = 0; i < batch.size() && !ops_.empty(); ++i) {
+      failed.push_back(std::move(ops_.front()));
+      ops_.pop_front();
+    }
+    lock.unlock();
+    if (!failed.empty()) {
+      inFlight_->tellFailure(failed.front().name, batchFailed);
+    }
+    for (auto& op : failed) {
+      op.work->markFailed(batchFailed);
+    }
+    failed.clear();  // release tensors before reporting idle
+    lock.lock();
+    return;
+  }
+  for (size_t i = 0; i < verdicts.size() && !ops_.empty(); ++i) {
+    admitted_.push_back({std::move(ops_.front()), verdicts[i]});
+    ops_.pop_front();
+  }
+  while (!admitted_.empty()) {  // stop() takes the ones not started yet
+    Admitted next = std::move(admitted_.front());
+    admitted_.pop_front();
+    std::vector<QueuedOp> together;
+    while (runJointly_ && !next.refused && next.op.joinable && !admitted_.empty() && !admitted_.front().refused &&
+           admitted_.front().op.joinable && admitted_.front().op.joinable->joins(*next.op.joinable)) {
+      together.push_back(std::move(next.op));
+      next = std::move(admitted_.front());
+      admitted_.pop_front();
+    }
+    lock.unlock();
+    if (together.empty()) {
+      run(next.op, next.refused);
+    } else {
+      together.push_back(std::move(next.op));
+      runJointly(together);
+    }
+    next = Admitted{};  // release tensors before reporting idle
+    together.clear();
+    lock.lock();
   }
 }
 
@@ -329,6 +348,18 @@ void OpQueue::completeLater(
         lock.unlock();  // the failure callback may fail() the queue, which takes the lock
         inFlight->failSettling({{work, error}});
       });
+}
+
+bool QueuedWork::wait(std::chrono::milliseconds timeout) {
+  if (timeout == kNoTimeout && !isCompleted()) {
+    if (auto runs = queue_.lock()) {
+      std::lock_guard<std::mutex> lock(runs->mutex);
+      if (runs->queue) {
+        runs->queue->runOnCaller(*this);
+      }
+    }
+  }
+  return FutureWork::wait(timeout);
 }
 
 } // namespace qccl

@@ -6,7 +6,10 @@
 // with local work in between) from interleaving differently across ranks.
 //
 // The worker takes the queued ops in batches: `admit` checks a batch across ranks (one
-// exchange for every op queued) and says how many of them run now. An op either finishes
+// exchange for every op queued) and says how many of them run now. A caller that waits
+// for the only queued op while the worker is idle runs it itself (runOnCaller): a
+// synchronous call then costs no hand-off to the worker and back, which on one host
+// costs more than the call. An op either finishes
 // on the worker, or starts a transfer and lets the worker go on (StartedTransfer), so
 // that the group's calls overlap on the wire while Gloo still sees them in order. Within
 // a batch, consecutive joinable ops run together (see Joinable): the batch is the same on
@@ -42,6 +45,8 @@ class Joinable {
   // Whether this call may run together with `previous`, the call queued right before it.
   virtual bool joins(const Joinable& previous) const = 0;
 };
+
+class QueuedWork;
 
 struct QueuedOp {
   c10::intrusive_ptr<FutureWork> work;
@@ -93,6 +98,23 @@ class OpQueue {
   // Blocks until everything enqueued so far has completed, transfers included.
   void drain();
 
+  // Runs the op of `work` on the calling thread, as the worker would (its check, its
+  // body), if it is the only op queued and the worker is idle; returns whether it did.
+  // The worker leaves the queue alone meanwhile, so the group's order is kept.
+  bool runOnCaller(const FutureWork& work);
+
+  // What a Work's wait() reaches: this queue until stop(), then nothing (a work may be
+  // waited on after its group is gone). Held while a caller runs an op, so stop() waits
+  // for it as it waits for the worker.
+  struct CallerRuns {
+    explicit CallerRuns(OpQueue* queue) : queue(queue) {}
+    std::mutex mutex;
+    OpQueue* queue;
+  };
+  const std::shared_ptr<CallerRuns>& callerRuns() const {
+    return callerRuns_;
+  }
+
   // Fails every op not yet completed with `reason`; the worker ends once the op it runs
   // returns. Later enqueue() calls fail their work at once. Returns at once: safe from any
   // thread, the worker's own and the OnFailure callback included.
@@ -137,6 +159,9 @@ class OpQueue {
   };
 
   void loop();
+  // Checks and runs the oldest queued ops (up to a check's worth); `lock` holds mutex_ on
+  // entry and on return, and running_ is set by the caller.
+  void runBatch(std::unique_lock<std::mutex>& lock);
   // Fails transfers still on the wire at their deadline (an inner backend that never
   // completes its work must not hang the caller).
   void watch();
@@ -163,8 +188,23 @@ class OpQueue {
   bool running_ = false;  // the worker is running a batch right now
   std::exception_ptr stopped_;
   std::shared_ptr<InFlight> inFlight_ = std::make_shared<InFlight>();
+  std::shared_ptr<CallerRuns> callerRuns_ = std::make_shared<CallerRuns>(this);
   std::thread worker_;
   std::thread watchdog_;
+};
+
+// The Work of a queued op: a wait() without a timeout first offers to run the op on the
+// waiting thread (OpQueue::runOnCaller), then waits as any FutureWork.
+class QueuedWork : public FutureWork {
+ public:
+  template <typename... FutureWorkArgs>
+  explicit QueuedWork(const OpQueue& queue, FutureWorkArgs&&... args)
+      : FutureWork(std::forward<FutureWorkArgs>(args)...), queue_(queue.callerRuns()) {}
+
+  bool wait(std::chrono::milliseconds timeout) override;
+
+ private:
+  std::weak_ptr<OpQueue::CallerRuns> queue_;
 };
 
 } // namespace qccl

@@ -152,8 +152,8 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
       return t.layout() == at::kStrided;
     });
   }
-  auto work = c10::make_intrusive<FutureWork>(
-      rank_, signature.op, name, std::move(outputs), ++seq_, std::vector<c10::Device>{}, inputs);
+  c10::intrusive_ptr<FutureWork> work = c10::make_intrusive<QueuedWork>(
+      queue_, rank_, signature.op, name, std::move(outputs), ++seq_, std::vector<c10::Device>{}, inputs);
   ++callsPlacedByThisThread;
   if (auto failed = groupFailedError(name)) {
     work->markFailed(failed);
