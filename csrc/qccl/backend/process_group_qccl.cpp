@@ -32,6 +32,10 @@ std::unique_ptr<algo::OneHost> connectOneHost(
   return channel ? std::make_unique<algo::OneHost>(std::move(channel)) : nullptr;
 }
 
+// Bytes each rank's stream to each peer holds (transport/shm/mailbox.h): a larger
+// message streams through while the receiver reads. 4 ranks hold 3 MiB per rank.
+constexpr uint64_t kMailboxRingBytes = 1 << 20;
+
 // `config` with ranks_per_node 0 (the default) replaced by the nodes the hosts make.
 Config withNodesOf(Config config, const std::optional<HostLayout>& hosts) {
   if (config.ranksPerNode == 0) {
@@ -75,7 +79,10 @@ ProcessGroupQCCL::ProcessGroupQCCL(
       p2p_(transport_, config, rank, size,
            [this](int peer, const std::string& why) {
              failGroup("rank " + std::to_string(peer) + " reported that the group failed there: " + why, false);
-           }),
+           },
+           hosts_ && hosts_->oneHost() && !config_.forceNetwork
+               ? shm::connectMailbox(*store, rank, size, kMailboxRingBytes, timeout)
+               : nullptr),
       nccl_(std::move(nccl)),
       ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
   QCCL_CHECK_VALUE(

@@ -1,6 +1,8 @@
 #include "qccl/p2p/p2p_engine.h"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 
 #include <ATen/ATen.h>
 
@@ -13,7 +15,13 @@ namespace qccl::p2p {
 
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
-P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, int size, OnGroupFailed onGroupFailed)
+P2PEngine::P2PEngine(
+    GlooTransport& transport,
+    const Config& config,
+    int rank,
+    int size,
+    OnGroupFailed onGroupFailed,
+    std::unique_ptr<shm::Mailbox> mailbox)
     : transport_(transport),
       config_(config),
       rank_(rank),
@@ -27,12 +35,19 @@ P2PEngine::P2PEngine(GlooTransport& transport, const Config& config, int rank, i
       unreported_(size),
       nextSeq_(size, 0),
       peerStages_(size, false),
-      pendingSends_(size) {
+      pendingSends_(size),
+      mailbox_(std::move(mailbox)) {
+  if (mailbox_) {
+    for (int peer = 0; peer < size_; ++peer) {
+      outboxes_.push_back(peer == rank_ ? nullptr
+                                        : std::make_unique<HostOutbox>(*mailbox_, rank_, peer, transport_.timeout()));
+    }
+  }
   // From the start: a peer's first message must find this rank listening even if this
   // rank's own first call on the group comes after that peer waits for it.
   for (int peer = 0; peer < size_; ++peer) {
     if (peer != rank_) {
-      listeners_.emplace_back([this, peer] { listen(peer); });
+      listeners_.emplace_back([this, peer] { mailbox_ ? listenOnHost(peer) : listen(peer); });
     }
   }
 }
@@ -76,7 +91,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
       }
       if (reported.empty()) {
         header.seq = nextSeq_[dst]++;
-        if (shortControlMessages_ && fitsStaging(header.payloadBytes)) {
+        if (!mailbox_ && shortControlMessages_ && fitsStaging(header.payloadBytes)) {
           // The receiver posts its staging receive once the first such payload has
           // arrived the ordinary way (message.h); the ones after it go there.
           if (peerStages_[dst]) {
@@ -107,7 +122,7 @@ c10::intrusive_ptr<P2PWork> P2PEngine::send(const at::Tensor& tensor, int dst, i
   }
   if (!reported.empty()) {
     work->markFailed(reportingError(rank_, *work, reported));  // nothing was sent
-  } else if (copiedInline) {
+  } else if (copiedInline || !transfer) {
     work->markSucceeded();
   } else {
     work->settleWith(transfer);
@@ -171,9 +186,17 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
 
 
 void P2PEngine::sendRejection(const Inbound& message, const at::Tensor& tensor) {
-  std::lock_guard<std::mutex> order(postMutex_);
+  const auto reply = rejectionReply(config_, message.header, tensor);
   try {
-    post(message.src, rejectionReply(config_, message.header, tensor), at::Tensor());
+    if (mailbox_) {  // never waits (mailbox.h)
+      std::array<uint8_t, shm::Mailbox::kStatusBytes> record{};
+      std::memcpy(record.data(), &reply, sizeof(Header));
+      std::lock_guard<std::mutex> lock(statusMutex_);
+      mailbox_->postStatus(message.src, record.data());
+      return;
+    }
+    std::lock_guard<std::mutex> order(postMutex_);
+    post(message.src, reply, at::Tensor());
   } catch (...) {
     // The sender is gone, so nobody is left to tell; its listener reports that.
   }
@@ -192,6 +215,23 @@ std::vector<std::string> P2PEngine::takeUnreported(int peer) {
 
 c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, const at::Tensor& payload) {
   std::vector<WorkPtr> parts;
+  if (mailbox_) {  // the header, then the payload, however large
+    auto written = outboxes_[peer]->post(header, payload);
+    if (!written) {
+      return nullptr;
+    }
+    parts.push_back(written);
+  } else {
+    postOverGloo(peer, header, payload, parts);
+  }
+  auto transfer = c10::make_intrusive<WaitingWork>(
+      rank_, c10d::OpType::SEND, "transfer of a point-to-point message", std::move(parts), std::vector<at::Tensor>{},
+      transport_.timeout());
+  glooSends_.post(transfer);
+  return transfer;
+}
+
+void P2PEngine::postOverGloo(int peer, const Header& header, const at::Tensor& payload, std::vector<WorkPtr>& parts) {
   std::vector<at::Tensor> head{controlMessage(header, payload, shortControlMessages_)};
   parts.push_back(transport_.gloo().send(head, peer, kControlSlot));
   const bool staged = header.kind == Kind::StagedData;
@@ -201,11 +241,6 @@ c10::intrusive_ptr<WaitingWork> P2PEngine::post(int peer, const Header& header, 
       parts.push_back(transport_.gloo().send(transfer, peer, staged ? kStagedPayloadSlot : kPayloadSlot));
     }
   }
-  auto transfer = c10::make_intrusive<WaitingWork>(
-      rank_, c10d::OpType::SEND, "transfer of a point-to-point message", std::move(parts), std::vector<at::Tensor>{},
-      transport_.timeout());
-  glooSends_.post(transfer);
-  return transfer;
 }
 
 void P2PEngine::raiseIfBroken(int peer, const std::string& op) {
@@ -345,6 +380,14 @@ void P2PEngine::shutdown(const std::string& why) {
   }
   for (auto& wait : waits) {
     wait->abort();
+  }
+  if (mailbox_) {
+    mailbox_->abort();  // the listeners' and the outboxes' waits end
+    for (auto& outbox : outboxes_) {
+      if (outbox) {
+        outbox->stop();
+      }
+    }
   }
   for (auto& listener : listeners_) {
     if (listener.joinable()) {

@@ -28,6 +28,12 @@
 //   - a group that failed (docs/errors.md, rule 9) is told to every peer
 //     (tellPeersGroupFailed), whose engine hands the notice to the group (OnGroupFailed);
 //     failGroup() then fails every pending send and receive, and later ones raise.
+//
+// On one host (a Mailbox given) the same messages travel through shared memory instead
+// of Gloo: each one is its header and its payload, appended to the sender's stream to the
+// receiver (transport/shm/mailbox.h), which the receiver's listener reads; rejections go
+// as status records, which never wait, so that a listener never waits for the peer it
+// answers. A send returns once its bytes are in the stream.
 
 #include <chrono>
 #include <functional>
@@ -39,12 +45,14 @@
 #include <vector>
 
 #include "qccl/p2p/async_waiter.h"
+#include "qccl/p2p/host_outbox.h"
 #include "qccl/common/config.h"
 #include "qccl/p2p/matching.h"
 #include "qccl/p2p/message.h"
 #include "qccl/p2p/p2p_work.h"
 #include "qccl/p2p/staging_receive.h"
 #include "qccl/transport/gloo_transport.h"
+#include "qccl/transport/shm/mailbox.h"
 
 namespace qccl::p2p {
 
@@ -53,7 +61,14 @@ class P2PEngine {
   // Called on a listener thread when `peer` says its group failed, with its reason.
   using OnGroupFailed = std::function<void(int peer, const std::string& why)>;
 
-  P2PEngine(GlooTransport& transport, const Config& config, int rank, int size, OnGroupFailed onGroupFailed = nullptr);
+  // With `mailbox` (every rank of the group on this host), messages go through it.
+  P2PEngine(
+      GlooTransport& transport,
+      const Config& config,
+      int rank,
+      int size,
+      OnGroupFailed onGroupFailed = nullptr,
+      std::unique_ptr<shm::Mailbox> mailbox = nullptr);
   ~P2PEngine();
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
@@ -88,8 +103,15 @@ class P2PEngine {
   };
 
   void listen(int peer);
+  void listenOnHost(int peer);  // the same, through the mailbox
   ControlReceive postControlReceive(int peer, at::Tensor bytes);
-  void onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging);
+  // Takes a message in; `takePayload` writes a payload that did not come inline into its
+  // argument (sized to it).
+  void onData(
+      int peer,
+      const Header& header,
+      const at::Tensor& control,
+      const std::function<void(at::Tensor& payload)>& takePayload);
   // Receives the payload of a message that did not go inline into `payload`.
   void receivePayload(int peer, const Header& header, at::Tensor& payload, StagingReceive& staging);
   // Posts `staging` (again), unless the group is shutting down.
@@ -115,8 +137,10 @@ class P2PEngine {
   std::vector<std::string> takeUnreported(int peer);
   // Posts the control message (and a payload too large to go inline) to Gloo; a
   // background waiter keeps the Gloo works alive until they are done. Returns the work
-  // that completes when Gloo has written every part.
+  // that completes when Gloo has written every part; null when the message is written
+  // already (through the mailbox).
   c10::intrusive_ptr<WaitingWork> post(int peer, const Header& header, const at::Tensor& payload);
+  void postOverGloo(int peer, const Header& header, const at::Tensor& payload, std::vector<c10::intrusive_ptr<c10d::Work>>& parts);
   // Waits for a Gloo receive the listener posted, abortable by shutdown().
   void waitListening(int peer, const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds limit);
   // Takes the pending sends to `peer` and receives from it (every peer for -1) out of
@@ -165,6 +189,9 @@ class P2PEngine {
 
   std::mutex postMutex_;  // keeps each header next to its payload on the wire
   AsyncWaiter glooSends_;
+  const std::unique_ptr<shm::Mailbox> mailbox_;  // null: every message goes through Gloo
+  std::vector<std::unique_ptr<HostOutbox>> outboxes_;  // by peer, with the mailbox
+  std::mutex statusMutex_;  // one status record at a time into the mailbox
 };
 
 } // namespace qccl::p2p

@@ -2,6 +2,8 @@
 // control message in, matches it (matching.h), receives its payload, and delivers it or
 // reports a rejection; a dead peer fails what involves it.
 
+#include <array>
+#include <cstring>
 #include <deque>
 
 #include <ATen/ATen.h>
@@ -40,7 +42,7 @@ void P2PEngine::listen(int peer) {
       std::memcpy(&header, next.bytes.const_data_ptr(), sizeof(Header));
       TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol (version 2) arrived");
       if (header.kind == Kind::Data || header.kind == Kind::StagedData) {
-        onData(peer, header, next.bytes, staging);
+        onData(peer, header, next.bytes, [&](at::Tensor& payload) { receivePayload(peer, header, payload, staging); });
       } else if (isNotice(header.kind)) {
         onNotice(peer, header, next.bytes);
       } else {
@@ -50,6 +52,43 @@ void P2PEngine::listen(int peer) {
       // window takes what arrives meanwhile.
       window.push_back(postControlReceive(peer, next.bytes));
     }
+  } catch (...) {
+    peerFailed(peer, describeException(std::current_exception()));
+  }
+}
+
+void P2PEngine::listenOnHost(int peer) {
+  // Each message is its header and its payload (p2p_engine.h); an inline one is read
+  // behind the header, as it arrives over Gloo, so that the handlers below serve both.
+  auto control = at::empty({kControlBytes}, at::kByte);
+  auto* bytes = static_cast<uint8_t*>(control.mutable_data_ptr());
+  std::array<uint8_t, shm::Mailbox::kStatusBytes> status{};
+  try {
+    while (mailbox_->awaitFrom(peer)) {
+      Header header;
+      if (mailbox_->takeStatus(peer, status.data())) {
+        std::memcpy(&header, status.data(), sizeof(Header));
+        TORCH_CHECK(header.magic == kMagic, "a status that is not qccl's point-to-point protocol arrived");
+        onStatus(peer, header);
+        continue;
+      }
+      mailbox_->read(peer, bytes, sizeof(Header));
+      std::memcpy(&header, bytes, sizeof(Header));
+      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
+      if (carriesInline(header)) {
+        mailbox_->read(peer, bytes + sizeof(Header), static_cast<uint64_t>(header.payloadBytes));
+      }
+      if (header.kind == Kind::Data) {
+        onData(peer, header, control, [&](at::Tensor& payload) {
+          mailbox_->read(peer, payload.mutable_data_ptr(), static_cast<uint64_t>(header.payloadBytes));
+        });
+      } else if (isNotice(header.kind)) {
+        onNotice(peer, header, control);
+      } else {
+        onStatus(peer, header);
+      }
+    }
+    peerFailed(peer, "its process ended or closed the group");
   } catch (...) {
     peerFailed(peer, describeException(std::current_exception()));
   }
@@ -77,7 +116,11 @@ void P2PEngine::waitListening(int peer, const WorkPtr& work, std::chrono::millis
   TORCH_CHECK(completed && !stopping_, "the process group is shutting down");
 }
 
-void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control, StagingReceive& staging) {
+void P2PEngine::onData(
+    int peer,
+    const Header& header,
+    const at::Tensor& control,
+    const std::function<void(at::Tensor& payload)>& takePayload) {
   bool closed = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -86,7 +129,7 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (closed) {  // read off the wire and dropped: no receive may take it
     if (!carriesInline(header)) {
       auto discarded = at::empty({header.payloadBytes}, at::kByte);
-      receivePayload(peer, header, discarded, staging);
+      takePayload(discarded);
     }
     return;
   }
@@ -103,7 +146,7 @@ void P2PEngine::onData(int peer, const Header& header, const at::Tensor& control
   if (carriesInline(header)) {  // copied out: the control buffer takes the next message
     message->payload.copy_(control.narrow(0, sizeof(Header), header.payloadBytes));
   } else {
-    receivePayload(peer, header, message->payload, staging);
+    takePayload(message->payload);
   }
 
   c10::intrusive_ptr<P2PWork> receiver;

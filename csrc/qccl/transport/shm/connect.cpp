@@ -26,6 +26,46 @@ std::vector<std::string> shareWithAll(c10d::Store& store, const std::string& key
 constexpr char kName[] = "name ";
 constexpr char kNoRoom[] = "unavailable ";
 
+// The steps of connect.h for an endpoint (Channel or Mailbox) that `make` creates, with
+// keys under `key`; `what` names its traffic in the warning.
+template <typename Endpoint, typename Make, typename Unlink>
+std::unique_ptr<Endpoint> connectEndpoint(
+    c10d::Store& store,
+    int rank,
+    int size,
+    const std::string& key,
+    const char* what,
+    Make make,
+    Unlink unlinkOwn) {
+  std::unique_ptr<Endpoint> endpoint;
+  std::string mine;
+  try {
+    endpoint = make();
+    mine = kName + endpoint->myName();
+  } catch (const SegmentTooLarge& tooLarge) {
+    mine = kNoRoom + std::string(tooLarge.what());
+  } catch (const c10::DistBackendError& error) {  // no /dev/shm, say: the peers must hear it too
+    mine = kNoRoom + std::string(error.what_without_backtrace());
+  }
+  const auto segments = shareWithAll(store, key, rank, size, mine);
+  std::vector<std::string> names;
+  for (int r = 0; r < size; ++r) {
+    if (segments[r].rfind(kName, 0) != 0) {
+      if (rank == 0 || r == rank) {  // one warning for the group, from a rank that knows
+        LOG(WARNING) << "qccl: rank " << r << " of a group on one host could not use shared memory ("
+                     << segments[r].substr(sizeof(kNoRoom) - 1) << "); its " << what
+                     << " runs over sockets instead. Make /dev/shm larger (docker run --shm-size=...) to get "
+                        "memory speed";
+      }
+      return nullptr;
+    }
+    names.push_back(segments[r].substr(sizeof(kName) - 1));
+  }
+  endpoint->attach(names);
+  unlinkOwn(*endpoint);
+  return endpoint;
+}
+
 } // namespace
 
 std::unique_ptr<Channel> connectSharedMemory(
@@ -34,33 +74,22 @@ std::unique_ptr<Channel> connectSharedMemory(
     int size,
     uint64_t slotBytes,
     std::chrono::milliseconds timeout) {
-  std::unique_ptr<Channel> channel;
-  std::string mine;
-  try {
-    channel = std::make_unique<Channel>(rank, size, slotBytes, timeout);
-    mine = kName + channel->myName();
-  } catch (const SegmentTooLarge& tooLarge) {
-    mine = kNoRoom + std::string(tooLarge.what());
-  } catch (const c10::DistBackendError& error) {  // no /dev/shm, say: the peers must hear it too
-    mine = kNoRoom + std::string(error.what_without_backtrace());
-  }
-  const auto segments = shareWithAll(store, "qccl_shm/segment/", rank, size, mine);
-  std::vector<std::string> names;
-  for (int r = 0; r < size; ++r) {
-    if (segments[r].rfind(kName, 0) != 0) {
-      if (rank == 0 || r == rank) {  // one warning for the group, from a rank that knows
-        LOG(WARNING) << "qccl: rank " << r << " of a group on one host could not use shared memory ("
-                     << segments[r].substr(sizeof(kNoRoom) - 1)
-                     << "); the group runs over sockets instead. Make /dev/shm larger (docker run "
-                        "--shm-size=...) to get memory speed";
-      }
-      return nullptr;
-    }
-    names.push_back(segments[r].substr(sizeof(kName) - 1));
-  }
-  channel->attach(names);
-  channel->unlinkOwn();
-  return channel;
+  return connectEndpoint<Channel>(
+      store, rank, size, "qccl_shm/segment/", "collectives",
+      [&] { return std::make_unique<Channel>(rank, size, slotBytes, timeout); },
+      [](Channel& channel) { channel.unlinkOwn(); });
+}
+
+std::unique_ptr<Mailbox> connectMailbox(
+    c10d::Store& store,
+    int rank,
+    int size,
+    uint64_t ringBytes,
+    std::chrono::milliseconds timeout) {
+  return connectEndpoint<Mailbox>(
+      store, rank, size, "qccl_shm/mailbox/", "point-to-point traffic",
+      [&] { return std::make_unique<Mailbox>(rank, size, ringBytes); },
+      [timeout](Mailbox& mailbox) { mailbox.unlinkOwn(timeout); });
 }
 
 } // namespace qccl::shm

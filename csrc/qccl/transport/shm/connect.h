@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "qccl/transport/shm/channel.h"
+#include "qccl/transport/shm/mailbox.h"
 
 namespace qccl::shm {
 
@@ -25,6 +26,14 @@ std::unique_ptr<Channel> connectSharedMemory(
     int rank,
     int size,
     uint64_t slotBytes,
+    std::chrono::milliseconds timeout);
+
+// The same for their point-to-point mailboxes (mailbox.h), set up alike.
+std::unique_ptr<Mailbox> connectMailbox(
+    c10d::Store& store,
+    int rank,
+    int size,
+    uint64_t ringBytes,
     std::chrono::milliseconds timeout);
 
 } // namespace qccl::shm
