@@ -1,6 +1,6 @@
 """Ranks of one host go through shared memory (issue 28): every collective it serves
 (all_reduce, reduce, broadcast, every all_gather form, gather, scatter,
-reduce_scatter_tensor, both all_to_alls, barrier), at 2, 3 and 4 ranks, against a float64 computation on inputs Gloo gathered;
+reduce_scatter_tensor, both all_to_alls, barrier) and point-to-point, at 2, 3 and 4 ranks, against a float64 computation on inputs Gloo gathered;
 ranks bit-identical and repeatable; a rank SIGKILLed mid-collective makes the others raise
 within the timeout; nothing is left in /dev/shm; force_network turns it off.
 
@@ -272,6 +272,46 @@ def _compressed_as_over_sockets(ctx):
 @pytest.mark.parametrize("size", [2, 3])
 def test_placement_never_changes_a_compressed_call(size):
     assert run_in_fresh_world(size, _compressed_as_over_sockets) == [[True] * 15] * size
+
+
+def _p2p_exchange(ctx):
+    """Every pair of ranks exchanges messages of every size class (inline, streamed past
+    the 1 MiB ring) by send/recv, receives from any source and batch_isend_irecv; what
+    each receive gets is checked against what its sender made (a seeded generator)."""
+    def message(src, dst, n):
+        return torch.randn(n, generator=torch.Generator().manual_seed(1000 * src + dst + n), dtype=torch.float64)
+
+    before = qccl.stats()["shared_memory"]["bytes"]
+    sizes = (1, 2000, 40_000, 700_001)  # the last is 5.6 MB
+    bad = []
+    for n in sizes:
+        for peer in range(ctx.size):
+            if peer == ctx.rank:
+                continue
+            ops = [dist.P2POp(dist.isend, message(ctx.rank, peer, n), peer),
+                   dist.P2POp(dist.irecv, got := torch.empty(n, dtype=torch.float64), peer)]
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+            if not torch.equal(got, message(peer, ctx.rank, n)):
+                bad.append(("batch", n, peer))
+    # Ranks > 0 send rank 0 one message each; rank 0 takes them from any source.
+    n = 300_000
+    if ctx.rank == 0:
+        for _ in range(ctx.size - 1):
+            got = torch.empty(n, dtype=torch.float64)
+            src = dist.recv(got)
+            if not torch.equal(got, message(src, 0, n)):
+                bad.append(("any source", n, src))
+    else:
+        dist.send(message(ctx.rank, 0, n), 0)
+    dist.barrier()
+    sent = sum(8 * n for n in sizes) * (ctx.size - 1) + (8 * 300_000 if ctx.rank else 0)
+    return bad, qccl.stats()["shared_memory"]["bytes"] - before >= sent
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_point_to_point_goes_through_shared_memory(size):
+    assert run_in_fresh_world(size, _p2p_exchange) == [([], True)] * size
 
 
 def test_force_network_turns_shared_memory_off():

@@ -164,14 +164,15 @@ class ProcessGroupQCCL : public c10d::Backend {
     return sharded_;
   }
   // How many ranks share memory with this one, itself included (the group's, or its
-  // node's in a hierarchical group; 0: none), and the bytes it published there.
+  // node's in a hierarchical group; 0: none), and the bytes it put there (collectives'
+  // and point-to-point messages').
   int sharedMemoryRanks() const {
     const auto* memory = sharedMemory();
     return memory ? memory->size() : 0;
   }
   uint64_t sharedMemoryBytes() const {
     const auto* memory = sharedMemory();
-    return memory ? memory->bytesPublished() : 0;
+    return (memory ? memory->bytesPublished() : 0) + p2p_.bytesThroughMemory();
   }
   void resetCompressionStats() {
     allreduce_.resetStats();

@@ -82,6 +82,11 @@ class P2PEngine {
   // peer for -1).
   c10::intrusive_ptr<P2PWork> recv(const at::Tensor& tensor, int src, int64_t tag);
 
+  // Bytes this rank's messages put through shared memory (0 without a mailbox).
+  uint64_t bytesThroughMemory() const {
+    return mailbox_ ? mailbox_->bytesWritten() : 0;
+  }
+
   // Stops listening and fails every pending send and receive with `why`; idempotent.
   void shutdown(const std::string& why);
 

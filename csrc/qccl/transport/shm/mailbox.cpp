@@ -192,6 +192,9 @@ void Mailbox::write(int peer, const void* data, uint64_t bytes, std::chrono::mil
   const auto* from = static_cast<const uint8_t*>(data);
   uint8_t* base = ring(rank_, peer);
   uint64_t written = shared(out.written).load(std::memory_order_relaxed);
+  if (aborted_.load() || shared(headerOf(bases_[peer]).closed).load(std::memory_order_acquire) != 0) {
+    fail(peer, "a send", aborted_.load() ? "aborted" : "the peer closed its mailbox (it closed the process group)");
+  }
   while (bytes > 0) {
     auto room = [&] { return ringBytes_ - (written - shared(in.read).load(std::memory_order_acquire)); };
     if (room() == 0) {
