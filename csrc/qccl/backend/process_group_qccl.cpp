@@ -80,9 +80,9 @@ ProcessGroupQCCL::ProcessGroupQCCL(
            [this](int peer, const std::string& why) {
              failGroup("rank " + std::to_string(peer) + " reported that the group failed there: " + why, false);
            },
-           hosts_ && hosts_->oneHost() && !config_.forceNetwork
-               ? shm::connectMailbox(*store, rank, size, kMailboxRingBytes, timeout)
-               : nullptr),
+           // Only where the collectives got shared memory: a /dev/shm too small for them
+           // keeps every op on sockets, with one warning.
+           oneHost_ ? shm::connectMailbox(*store, rank, size, kMailboxRingBytes, timeout) : nullptr),
       nccl_(std::move(nccl)),
       ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
   QCCL_CHECK_VALUE(

@@ -27,7 +27,7 @@ constexpr char kName[] = "name ";
 constexpr char kNoRoom[] = "unavailable ";
 
 // The steps of connect.h for an endpoint (Channel or Mailbox) that `make` creates, with
-// keys under `key`; `what` names its traffic in the warning.
+// keys under `key`; `what` names its traffic (and verb) in the warning.
 template <typename Endpoint, typename Make, typename Unlink>
 std::unique_ptr<Endpoint> connectEndpoint(
     c10d::Store& store,
@@ -54,7 +54,7 @@ std::unique_ptr<Endpoint> connectEndpoint(
       if (rank == 0 || r == rank) {  // one warning for the group, from a rank that knows
         LOG(WARNING) << "qccl: rank " << r << " of a group on one host could not use shared memory ("
                      << segments[r].substr(sizeof(kNoRoom) - 1) << "); its " << what
-                     << " runs over sockets instead. Make /dev/shm larger (docker run --shm-size=...) to get "
+                     << " over sockets instead. Make /dev/shm larger (docker run --shm-size=...) to get "
                         "memory speed";
       }
       return nullptr;
@@ -75,7 +75,7 @@ std::unique_ptr<Channel> connectSharedMemory(
     uint64_t slotBytes,
     std::chrono::milliseconds timeout) {
   return connectEndpoint<Channel>(
-      store, rank, size, "qccl_shm/segment/", "collectives",
+      store, rank, size, "qccl_shm/segment/", "collectives and point-to-point traffic run",
       [&] { return std::make_unique<Channel>(rank, size, slotBytes, timeout); },
       [](Channel& channel) { channel.unlinkOwn(); });
 }
@@ -87,7 +87,7 @@ std::unique_ptr<Mailbox> connectMailbox(
     uint64_t ringBytes,
     std::chrono::milliseconds timeout) {
   return connectEndpoint<Mailbox>(
-      store, rank, size, "qccl_shm/mailbox/", "point-to-point traffic",
+      store, rank, size, "qccl_shm/mailbox/", "point-to-point traffic runs",
       [&] { return std::make_unique<Mailbox>(rank, size, ringBytes); },
       [timeout](Mailbox& mailbox) { mailbox.unlinkOwn(timeout); });
 }
