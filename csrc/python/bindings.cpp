@@ -38,6 +38,7 @@ py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
   }
   py::dict d;
   d["calls"] = s.calls;
+  d["calls_in_check"] = s.callsInCheck;
   d["tensors"] = s.tensors;
   d["compressed_tensors"] = s.compressedTensors;
   d["exact_tensors"] = exact;

@@ -52,9 +52,11 @@ def _with_ratio(counters: dict) -> dict:
 def stats(group=None) -> dict:
     """Counters of the group's allreduces since it was created (or reset_stats()).
 
-    calls, tensors, compressed_tensors, exact_tensors (per reason), logical_bytes (of the
-    tensors), wire_bytes (this rank sent; node_wire_bytes of them to its own node, with
-    hierarchical compression), exact_wire_bytes (it would have sent uncompressed),
+    calls (calls_in_check of them small exact ones done from what the cross-rank check
+    carried, with no exchange of their own), tensors, compressed_tensors, exact_tensors
+    (per reason), logical_bytes (of the tensors), wire_bytes (this rank sent;
+    node_wire_bytes of them to its own node, with hierarchical compression),
+    exact_wire_bytes (it would have sent uncompressed),
     compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent
     encoding, communicating and decoding, plus the group's settings. The same counters
     of its reduce-scatters and all-gathers (every form of each) are under

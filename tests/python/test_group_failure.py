@@ -200,14 +200,18 @@ def test_a_poll_from_any_source_that_timed_out_takes_no_message():
     assert report.get(timeout=10) == [3.0] * 4
 
 
-def abort_notice_rank(rank, size, port, report, aborted):
+def abort_notice_rank(rank, size, port, report, aborted, peer_done):
     init_loopback_rank(rank, size, port, 120)
     dist.all_reduce(torch.ones(4))
     if rank == 0:
+        # Only once the peer's call is done too: an abort may fail a call still running
+        # on a peer, which is not what this test is about.
+        peer_done.wait(WAIT_S)
         dist.group.WORLD._get_backend(torch.device("cpu")).abort()
         aborted.set()
         report.put((rank, "aborted"))
         return
+    peer_done.set()
     aborted.wait(WAIT_S)
     start = datetime.datetime.now()
     try:
@@ -221,8 +225,8 @@ def abort_notice_rank(rank, size, port, report, aborted):
 def test_an_abort_fails_the_peers_next_call_at_once():
     """The peer of a rank that aborted does not wait out its (long) timeout."""
     ctx = mp.get_context("spawn")
-    report, aborted = ctx.Queue(), ctx.Event()
-    spawn_ranks(2, abort_notice_rank, (report, aborted))
+    report, aborted, peer_done = ctx.Queue(), ctx.Event(), ctx.Event()
+    spawn_ranks(2, abort_notice_rank, (report, aborted, peer_done))
     results = dict(report.get(timeout=10) for _ in range(2))
     kind, message, seconds = results[1]
     assert kind == "DistBackendError", results

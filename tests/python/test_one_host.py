@@ -323,7 +323,7 @@ def _qccl_segments():
     return set(glob.glob("/dev/shm/qccl-*"))
 
 
-def killed_rank(rank, size, port, report, n, victim_ready):
+def killed_rank(rank, size, port, report, op, n, victim_ready):
     init_loopback_rank(rank, size, port, 20)
     dist.all_reduce(torch.ones(4))
     if rank == size - 1:
@@ -332,20 +332,26 @@ def killed_rank(rank, size, port, report, n, victim_ready):
     victim_ready.set()
     start = time.monotonic()
     try:
-        dist.all_reduce(torch.ones(n))
+        if op == "recv":  # through the mailbox, from the rank that dies
+            dist.recv(torch.zeros(n), size - 1)
+        else:
+            dist.all_reduce(torch.ones(n))
         report.put((rank, "no error", "", 0.0))
     except Exception as error:  # noqa: BLE001 - the error is the result
         report.put((rank, type(error).__name__, str(error), time.monotonic() - start))
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("size,n", [(2, 16), (3, 16), (2, 1 << 20), (3, 1 << 20)],
-                         ids=["2ranks-small", "3ranks-small", "2ranks-4MiB", "3ranks-4MiB"])
-def test_a_rank_killed_mid_collective_fails_the_others_within_the_timeout(size, n):
+@pytest.mark.parametrize(
+    "size,op,n",
+    [(2, "all_reduce", 16), (3, "all_reduce", 16), (2, "all_reduce", 1 << 20), (3, "all_reduce", 1 << 20),
+     (2, "recv", 16), (3, "recv", 1 << 20)],
+    ids=["2ranks-small", "3ranks-small", "2ranks-4MiB", "3ranks-4MiB", "2ranks-recv-small", "3ranks-recv-4MiB"])
+def test_a_rank_killed_mid_call_fails_the_others_within_the_timeout(size, op, n):
     before = _qccl_segments()
     ctx = mp.get_context("spawn")
     report, victim_ready = ctx.Queue(), ctx.Event()
-    codes = spawn_ranks(size, killed_rank, (report, n, victim_ready))
+    codes = spawn_ranks(size, killed_rank, (report, op, n, victim_ready))
     assert codes == [0] * (size - 1) + [-signal.SIGKILL], codes
     for _ in range(size - 1):
         rank, kind, message, seconds = report.get(timeout=10)

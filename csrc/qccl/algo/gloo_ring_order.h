@@ -17,6 +17,10 @@
 // 1 to 32M elements (4068 cases, bit for bit); a plain rank-order sum differs in most.
 
 #include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/Types.hpp>
 
 namespace qccl::algo {
 
@@ -29,5 +33,17 @@ int64_t glooReduceChunkElements(int64_t count, int64_t elementSize, int size);
 inline int glooRingRank(int64_t chunk, int k, int size) {
   return static_cast<int>(((chunk - 1 - k) % size + size) % size);
 }
+
+// Reduces `length` bytes of every rank's contribution (`fromRank[r]` points at rank r's,
+// each a piece of a buffer of `type` that starts at element `firstElement`) into `into`,
+// each of Gloo's chunks of `chunkElements` in its ring order: the bits Gloo's ring gives.
+void reduceInGlooOrder(
+    c10d::ReduceOp::RedOpType op,
+    at::ScalarType type,
+    uint8_t* into,
+    int64_t firstElement,
+    int64_t length,
+    const std::vector<const uint8_t*>& fromRank,
+    int64_t chunkElements);
 
 } // namespace qccl::algo

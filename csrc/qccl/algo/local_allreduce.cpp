@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include <ATen/ops/empty_like.h>
 
+#include "qccl/algo/gloo_ring_order.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::algo {
@@ -10,19 +12,19 @@ namespace {
 
 using R = c10d::ReduceOp::RedOpType;
 
-bool orderIndependent(R op, at::ScalarType wireType, int worldSize) {
-  const bool integral = at::isIntegralType(wireType, /*includeBool=*/true);
+// Whether reducing in Gloo's ring order (gloo_ring_order.h) gives Gloo's bits.
+bool reproducible(R op, at::ScalarType wireType) {
   switch (op) {
     case R::BAND:
     case R::BOR:
     case R::BXOR:
+    case R::SUM:
+    case R::PRODUCT:
       return true;
     case R::MIN:
     case R::MAX:
-      return integral;  // floats: NaN handling would depend on the order
-    case R::SUM:
-    case R::PRODUCT:
-      return integral || worldSize == 2;
+      // Floats: how a NaN spreads is Gloo's element kernel's, which at::minimum is not.
+      return at::isIntegralType(wireType, /*includeBool=*/true);
     default:
       return false;
   }
@@ -47,7 +49,7 @@ std::shared_ptr<LocalAllreduce> LocalAllreduce::ifEligible(
   auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(c10::elementSize(lowered.wireType)) *
       (lowered.viewComplexAsReal ? 2 : 1);
-  if (bytes > inlineBytesPerCheck(worldSize) || !orderIndependent(lowered.wireOp, lowered.wireType, worldSize)) {
+  if (bytes > inlineBytesPerCheck(worldSize) || !reproducible(lowered.wireOp, lowered.wireType)) {
     return nullptr;
   }
   return std::shared_ptr<LocalAllreduce>(new LocalAllreduce(tensor, std::move(lowered), worldSize));
@@ -65,13 +67,18 @@ void LocalAllreduce::received(std::vector<at::Tensor> contributions) {
 }
 
 void LocalAllreduce::finish() {
-  auto as = [&](const at::Tensor& bytes) { return bytes.view(lowered_.wireType); };
-  at::Tensor acc = as(contributions_[0]).clone();
-  for (size_t r = 1; r < contributions_.size(); ++r) {
-    reduceInto(lowered_.wireOp, acc, as(contributions_[r]));
+  auto acc = at::empty_like(contributions_[0]);
+  std::vector<const uint8_t*> fromRank;
+  for (const auto& bytes : contributions_) {
+    fromRank.push_back(static_cast<const uint8_t*>(bytes.const_data_ptr()));
   }
+  const auto elementSize = static_cast<int64_t>(c10::elementSize(lowered_.wireType));
+  const int64_t count = acc.numel() / elementSize;
+  reduceInGlooOrder(
+      lowered_.wireOp, lowered_.wireType, static_cast<uint8_t*>(acc.mutable_data_ptr()), 0, acc.numel(), fromRank,
+      glooAllreduceChunkElements(count, elementSize, worldSize_));
   contributions_.clear();
-  fromWire(lowered_, acc, tensor_, worldSize_);
+  fromWire(lowered_, acc.view(lowered_.wireType), tensor_, worldSize_);
 }
 
 } // namespace qccl::algo

@@ -2,14 +2,15 @@
 
 // A small exact all_reduce that travels with its cross-rank check (algo/agreement.h):
 // every rank's contribution rides in the check's exchange, and each rank reduces them
-// itself, in rank order, so the call needs no exchange of its own: on a link with latency
-// it costs the check's one round trip instead of Gloo's two.
+// itself, so the call needs no exchange of its own: on a link with latency it costs the
+// check's one round trip instead of Gloo's ring.
 //
-// Only where the result is bit for bit what Gloo's allreduce gives, whatever order Gloo
-// reduces in: integer and bitwise ops and MIN/MAX of integers (exact in any order), and
-// floating-point sums and products between two ranks (a + b == b + a in IEEE
-// arithmetic). Eligibility depends only on facts every rank shares (dtype, size, op,
-// world size), so all ranks decide alike.
+// Only where the result is bit for bit what Gloo's allreduce gives: each rank reduces in
+// the order of Gloo's ring (gloo_ring_order.h), which makes sums and products of every
+// type Gloo's at any world size; bitwise ops and MIN/MAX of integers are exact in any
+// order. Floating-point MIN/MAX stay with Gloo (how a NaN spreads is its kernel's).
+// Eligibility depends only on facts every rank shares (dtype, size, op, world size), so
+// all ranks decide alike.
 
 #include <cstdint>
 #include <memory>

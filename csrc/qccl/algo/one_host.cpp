@@ -24,13 +24,6 @@ uint8_t* mutableBytesOf(at::Tensor& contiguous) {
   return static_cast<uint8_t*>(contiguous.mutable_data_ptr());
 }
 
-// `length` bytes at `data`, read as elements of `dtype` (no copy).
-at::Tensor viewOf(const uint8_t* data, int64_t length, at::ScalarType dtype) {
-  return at::from_blob(
-      const_cast<uint8_t*>(data), {length / static_cast<int64_t>(c10::elementSize(dtype))},
-      at::TensorOptions().dtype(dtype));
-}
-
 bool everyRank(int) {
   return true;
 }
@@ -103,31 +96,6 @@ void OneHost::runRounds(
   } while (offset < span);
 }
 
-void OneHost::reduceChunk(
-    const LoweredReduction& lowered,
-    uint8_t* into,
-    int64_t firstElement,
-    int64_t length,
-    const std::vector<const uint8_t*>& fromRank,
-    int64_t chunkElements) const {
-  const auto type = lowered.wireType;
-  const int64_t elementSize = static_cast<int64_t>(c10::elementSize(type));
-  const int64_t end = firstElement + length / elementSize;
-  // Each of Gloo's chunks that this piece overlaps has its own order of ranks.
-  for (int64_t from = firstElement; from < end;) {
-    const int64_t chunk = from / chunkElements;
-    const int64_t to = std::min(end, (chunk + 1) * chunkElements);
-    const int64_t skip = (from - firstElement) * elementSize;
-    const int64_t span = (to - from) * elementSize;
-    auto acc = viewOf(into + skip, span, type);
-    acc.copy_(viewOf(fromRank[glooRingRank(chunk, 0, size())] + skip, span, type));
-    for (int k = 1; k < size(); ++k) {
-      reduceInto(lowered.wireOp, acc, viewOf(fromRank[glooRingRank(chunk, k, size())] + skip, span, type));
-    }
-    from = to;
-  }
-}
-
 void OneHost::allreduce(at::Tensor& tensor, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   auto wire = toWire(lowered, tensor).contiguous();
@@ -136,16 +104,13 @@ void OneHost::allreduce(at::Tensor& tensor, const c10d::ReduceOp& op) {
 }
 
 void OneHost::allreduceWire(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, const char* what) {
-  LoweredReduction lowered;
-  lowered.wireOp = wireOp;
-  lowered.wireType = wire.scalar_type();
   const int64_t elementSize = static_cast<int64_t>(wire.element_size());
   const int64_t chunkElements = glooAllreduceChunkElements(wire.numel(), elementSize, size());
   // The wire tensor is this rank's contribution until its bytes are in its slot, then the
   // result: each chunk is overwritten only after the round published it.
   auto* acc = mutableBytesOf(wire);
   rounds(what, byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
-    reduceChunk(lowered, acc + offset, offset / elementSize, length, fromRank, chunkElements);
+    reduceInGlooOrder(wireOp, wire.scalar_type(), acc + offset, offset / elementSize, length, fromRank, chunkElements);
   });
 }
 
@@ -158,7 +123,7 @@ void OneHost::reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root)
   auto* acc = mutableBytesOf(wire);
   rounds("reduce", byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     if (isRoot) {  // the others only contribute: their tensors stay as they were
-      reduceChunk(lowered, acc + offset, offset / elementSize, length, fromRank, chunkElements);
+      reduceInGlooOrder(lowered.wireOp, lowered.wireType, acc + offset, offset / elementSize, length, fromRank, chunkElements);
     }
   });
   if (isRoot) {
@@ -187,7 +152,7 @@ void OneHost::reduceScatterTensor(at::Tensor& output, const at::Tensor& input, c
     for (const auto* data : fromRank) {
       overlap.push_back(data + (start - offset));
     }
-    reduceChunk(lowered, out + (start - mineFrom), start / elementSize, end - start, overlap, chunkElements);
+    reduceInGlooOrder(lowered.wireOp, lowered.wireType, out + (start - mineFrom), start / elementSize, end - start, overlap, chunkElements);
   });
   fromWire(lowered, wireOut, output, size());
 }

@@ -105,15 +105,6 @@ class OneHost : public Transport {
       int64_t myBytes,
       const std::function<bool(int)>& contributes,
       const Take& take);
-  // Reduces every rank's `length` bytes at fromRank into `into` (wire elements from
-  // `firstElement` of the call's `count`), in Gloo's order for chunks of `chunkElements`.
-  void reduceChunk(
-      const LoweredReduction& lowered,
-      uint8_t* into,
-      int64_t firstElement,
-      int64_t length,
-      const std::vector<const uint8_t*>& fromRank,
-      int64_t chunkElements) const;
 
   std::unique_ptr<shm::Channel> channel_;
   c10::intrusive_ptr<OneHostBackend> backend_;

@@ -116,6 +116,7 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     allreduce_.run(compressedNet(), tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
+        allreduce_.countCallInCheck();
       } else {
         // A call of one tensor (DDP's buckets with an exact route) leaves its transfer on
         // the wire, and its end completes the call.
