@@ -62,3 +62,29 @@ def rank_small_sums(ctx):
 def test_small_float_sums_ride_in_the_check_and_are_gloos_bits(size):
     expected = {where: ([], len(RIDING), 0) for where in ("shared memory", "sockets")}
     assert get_world(size).run(rank_small_sums) == [expected] * size
+
+
+def rank_chained(ctx):
+    """Async small all-reduces queued on one tensor, or on views of it, are checked in
+    one batch; each must still see the result of the one before (as on a stream), so a
+    call's data rides in the check only if no earlier call of the batch touches it.
+    Returns the values that differ from the sequential result."""
+    n, s = ctx.size, ctx.size * (ctx.size + 1) // 2  # s: the sum of rank + 1 over ranks
+    wrong = []
+    for _ in range(50):
+        x = torch.full((4,), ctx.rank + 1, dtype=torch.int64)
+        works = [dist.all_reduce(x, async_op=True) for _ in range(3)]
+        y = torch.full((8,), ctx.rank + 1.0)
+        works += [dist.all_reduce(y, async_op=True), dist.all_reduce(y[:4], async_op=True)]
+        for work in works:
+            work.wait()
+        if x.tolist() != [s * n * n] * 4:
+            wrong.append(("x", x.tolist()))
+        if y.tolist() != [float(s * n)] * 4 + [float(s)] * 4:
+            wrong.append(("y", y.tolist()))
+    return wrong[:3]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_calls_queued_on_one_tensor_see_each_others_results(size):
+    assert get_world(size).run(rank_chained) == [[]] * size

@@ -5,6 +5,20 @@
 #include "qccl/common/errors.h"
 
 namespace qccl {
+namespace {
+
+bool shareStorage(const std::vector<at::Tensor>& some, const std::vector<at::Tensor>& others) {
+  for (const auto& mine : some) {
+    for (const auto& theirs : others) {
+      if (mine.defined() && theirs.defined() && mine.is_alias_of(theirs)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+} // namespace
 
 OpQueue::OpQueue(int rank, Admit admit, RunJointly runJointly, OnFailure onFailure)
     : rank_(rank), admit_(std::move(admit)), runJointly_(std::move(runJointly)) {
@@ -165,16 +179,25 @@ void OpQueue::loop() {
 
 void OpQueue::runBatch(std::unique_lock<std::mutex>& lock) {
   std::vector<const QueuedOp*> batch;
+  bool leading = true;
   for (size_t i = 0; i < ops_.size() && i < static_cast<size_t>(kMaxCallsPerCheck); ++i) {
-    batch.push_back(&ops_[i]);  // deque elements stay put while only the runner pops
+    auto& op = ops_[i];  // deque elements stay put while only the runner pops
+    // The leading small all_reduces give their data to the check (QueuedOp::local), but
+    // not one whose tensors an earlier call of the batch touches: its data must be what
+    // that call leaves there, which the check would read before that call ran.
+    leading = leading && op.local &&
+        std::none_of(batch.begin(), batch.end(), [&](const QueuedOp* earlier) {
+          return shareStorage(op.touches, earlier->touches);
+        });
+    op.carried = leading;
+    batch.push_back(&op);
   }
   lock.unlock();
   std::vector<std::exception_ptr> verdicts;
   std::exception_ptr batchFailed;
   try {
-    // The leading small all_reduces give their data to the check (QueuedOp::local):
-    // it must be what earlier transfers left there.
-    for (size_t i = 0; i < batch.size() && batch[i]->local; ++i) {
+    // The data a carried call gives must be what earlier transfers left there.
+    for (size_t i = 0; i < batch.size() && batch[i]->carried; ++i) {
       awaitTransfersTouching(batch[i]->touches);
     }
     verdicts = admit_(batch);
@@ -281,16 +304,7 @@ void OpQueue::awaitTransfersTouching(const std::vector<at::Tensor>& tensors) {
   if (tensors.empty()) {
     return;
   }
-  auto shares = [&](const InFlight::Entry& entry) {
-    for (const auto& mine : tensors) {
-      for (const auto& theirs : entry.touches) {
-        if (mine.defined() && theirs.defined() && mine.is_alias_of(theirs)) {
-          return true;
-        }
-      }
-    }
-    return false;
-  };
+  auto shares = [&](const InFlight::Entry& entry) { return shareStorage(tensors, entry.touches); };
   // Bounded: the watchdog fails and removes a transfer at its deadline.
   std::unique_lock<std::mutex> lock(inFlight_->mutex);
   inFlight_->cv.wait(lock, [&] {

@@ -69,6 +69,8 @@ struct QueuedOp {
   // False for a call the cross-rank check leaves out (monitored_barrier: it must name a
   // rank that never arrives, where the check would wait for that rank itself).
   bool checked = true;
+  // Set by the queue for the batch being checked: `local`'s data rides in this check.
+  bool carried = false;
 };
 
 class OpQueue {

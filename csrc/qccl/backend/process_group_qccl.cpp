@@ -198,7 +198,7 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   std::vector<CallToCheck> calls;
   for (size_t i = 0; i < batch.size(); ++i) {
     const auto* op = batch[i];
-    calls.push_back({op->name, &signatures[i], op->local ? op->local->contribution() : at::Tensor()});
+    calls.push_back({op->name, &signatures[i], op->carried ? op->local->contribution() : at::Tensor()});
   }
   auto checked = check_.compareAcrossRanks(rank_, size_, calls, [this](const at::Tensor& mine, const std::string& what) {
     return oneHost_ ? oneHost_->exchange(mine, what) : exchangeCheckParts(p2p_, transport_, mine, what);
