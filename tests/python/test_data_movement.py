@@ -145,3 +145,24 @@ def rank_barrier(ctx):
 
 def test_barrier(world):
     assert world.run(rank_barrier) == [True] * world.size
+
+
+def rank_barrier_waits(ctx):
+    """The last rank arrives only once every other rank has entered the barrier (it
+    waits for their marks in the store); no rank may leave before it arrived. Returns
+    how many ranks each rank saw arrived when its barrier returned, per round."""
+    store = dist.distributed_c10d._get_default_store()
+    seen = []
+    for round_ in range(10):
+        key = f"barrier_waits/{round_}"
+        if ctx.rank == ctx.size - 1:
+            while int(store.add(key, 0)) < ctx.size - 1:
+                pass  # polls the store: the others are in their barrier by now, or soon
+        store.add(key, 1)
+        dist.barrier()
+        seen.append(int(store.add(key, 0)))
+    return seen
+
+
+def test_barrier_waits_for_the_last_rank(world):
+    assert world.run(rank_barrier_waits) == [[world.size] * 10] * world.size

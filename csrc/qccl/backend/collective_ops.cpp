@@ -411,6 +411,11 @@ WorkPtr ProcessGroupQCCL::alltoall(
 
 WorkPtr ProcessGroupQCCL::barrier(const c10d::BarrierOptions&) {
   return track(place("barrier", OpSignature{OpType::BARRIER}, {}, {}, [this]() -> std::optional<StartedTransfer> {
+    // The cross-rank check passes a call only once every rank's record of it arrived:
+    // every rank has entered this barrier, so the check was the barrier.
+    if (config_.verifyAcrossRanks) {
+      return std::nullopt;
+    }
     if (oneHost_) {
       oneHost_->barrier();
       return std::nullopt;
