@@ -38,7 +38,6 @@ py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
   }
   py::dict d;
   d["calls"] = s.calls;
-  d["calls_in_check"] = s.callsInCheck;
   d["tensors"] = s.tensors;
   d["compressed_tensors"] = s.compressedTensors;
   d["exact_tensors"] = exact;
@@ -172,6 +171,7 @@ void bindBackend(py::module_& m) {
       .def("all_gather_stats", [](const ProcessGroupQCCL& pg) { return statsDict(pg.shardedCompression().allgatherStats()); })
       .def("shared_memory_ranks", &ProcessGroupQCCL::sharedMemoryRanks)
       .def("shared_memory_bytes", &ProcessGroupQCCL::sharedMemoryBytes)
+      .def("calls_in_check", &ProcessGroupQCCL::callsInCheck)
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
       .def("abandon_coalescing", &ProcessGroupQCCL::abandonCoalescing, py::call_guard<py::gil_scoped_release>())
       .def("enter_exact", &ProcessGroupQCCL::enterExactRegion)

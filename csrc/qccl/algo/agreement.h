@@ -23,7 +23,7 @@
 
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
-#include "qccl/algo/local_allreduce.h"
+#include "qccl/algo/carried_call.h"
 
 namespace qccl {
 
@@ -75,7 +75,7 @@ constexpr int64_t kMaxCallsPerCheck = 16;
 struct CallToCheck {
   std::string opName;
   const OpSignature* signature;
-  // A small all_reduce's contribution (algo/local_allreduce.h) as bytes, carried with
+  // A small call's contribution (algo/carried_call.h) as bytes, carried with
   // its record; undefined for other calls.
   at::Tensor contribution;
 };

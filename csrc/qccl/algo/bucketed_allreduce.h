@@ -69,13 +69,6 @@ class BucketedAllreduce {
   StatsSnapshot stats() const {
     return stats_.snapshot();
   }
-  // A call that run() counted was done from the contributions its check carried
-  // (local_allreduce.h).
-  void countCallInCheck() {
-    StatsSnapshot delta;
-    delta.callsInCheck = 1;
-    stats_.add(delta);
-  }
   void resetStats() {
     stats_.reset();
   }

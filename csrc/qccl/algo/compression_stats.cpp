@@ -5,7 +5,6 @@ namespace qccl::algo {
 void CompressionStats::add(const StatsSnapshot& d) {
   std::lock_guard<std::mutex> lock(mutex_);
   totals_.calls += d.calls;
-  totals_.callsInCheck += d.callsInCheck;
   totals_.tensors += d.tensors;
   totals_.compressedTensors += d.compressedTensors;
   totals_.logicalBytes += d.logicalBytes;

@@ -15,7 +15,6 @@ namespace qccl::algo {
 
 struct StatsSnapshot {
   int64_t calls = 0;              // allreduce calls (a coalesced call counts once)
-  int64_t callsInCheck = 0;       // of which done from what their cross-rank check carried
   int64_t tensors = 0;            // tensors reduced
   int64_t compressedTensors = 0;
   int64_t logicalBytes = 0;       // bytes of the tensors reduced

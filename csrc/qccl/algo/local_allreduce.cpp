@@ -1,19 +1,14 @@
 #include "qccl/algo/local_allreduce.h"
 
-#include <algorithm>
-
 #include <ATen/ops/empty_like.h>
 
 #include "qccl/algo/gloo_ring_order.h"
 #include "qccl/common/tensor_bytes.h"
 
 namespace qccl::algo {
-namespace {
 
-using R = c10d::ReduceOp::RedOpType;
-
-// Whether reducing in Gloo's ring order (gloo_ring_order.h) gives Gloo's bits.
-bool reproducible(R op, at::ScalarType wireType) {
+bool reducesAsGloo(c10d::ReduceOp::RedOpType op, at::ScalarType wireType) {
+  using R = c10d::ReduceOp::RedOpType;
   switch (op) {
     case R::BAND:
     case R::BOR:
@@ -30,15 +25,6 @@ bool reproducible(R op, at::ScalarType wireType) {
   }
 }
 
-} // namespace
-
-int64_t inlineBytesPerCheck(int worldSize) {
-  constexpr int64_t kReceivedPerCheck = 64 << 10;
-  constexpr int64_t kLeast = 64;
-  const int64_t share = kReceivedPerCheck / std::max(worldSize - 1, 1) / 8 * 8;
-  return std::clamp(share, kLeast, kMaxInlineBytes);
-}
-
 std::shared_ptr<LocalAllreduce> LocalAllreduce::ifEligible(
     const at::Tensor& tensor,
     const c10d::ReduceOp& op,
@@ -47,9 +33,7 @@ std::shared_ptr<LocalAllreduce> LocalAllreduce::ifEligible(
     return nullptr;
   }
   auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
-  const int64_t bytes = tensor.numel() * static_cast<int64_t>(c10::elementSize(lowered.wireType)) *
-      (lowered.viewComplexAsReal ? 2 : 1);
-  if (bytes > inlineBytesPerCheck(worldSize) || !reproducible(lowered.wireOp, lowered.wireType)) {
+  if (wireBytes(lowered, tensor) > inlineBytesPerCheck(worldSize) || !reducesAsGloo(lowered.wireOp, lowered.wireType)) {
     return nullptr;
   }
   return std::shared_ptr<LocalAllreduce>(new LocalAllreduce(tensor, std::move(lowered), worldSize));
@@ -62,14 +46,10 @@ at::Tensor LocalAllreduce::contribution() const {
   return asBytes(toWire(lowered_, tensor_).contiguous());
 }
 
-void LocalAllreduce::received(std::vector<at::Tensor> contributions) {
-  contributions_ = std::move(contributions);
-}
-
-void LocalAllreduce::finish() {
-  auto acc = at::empty_like(contributions_[0]);
+void LocalAllreduce::finishFrom(const std::vector<at::Tensor>& contributions) {
+  auto acc = at::empty_like(contributions[0]);
   std::vector<const uint8_t*> fromRank;
-  for (const auto& bytes : contributions_) {
+  for (const auto& bytes : contributions) {
     fromRank.push_back(static_cast<const uint8_t*>(bytes.const_data_ptr()));
   }
   const auto elementSize = static_cast<int64_t>(c10::elementSize(lowered_.wireType));
@@ -77,7 +57,6 @@ void LocalAllreduce::finish() {
   reduceInGlooOrder(
       lowered_.wireOp, lowered_.wireType, static_cast<uint8_t*>(acc.mutable_data_ptr()), 0, acc.numel(), fromRank,
       glooAllreduceChunkElements(count, elementSize, worldSize_));
-  contributions_.clear();
   fromWire(lowered_, acc.view(lowered_.wireType), tensor_, worldSize_);
 }
 

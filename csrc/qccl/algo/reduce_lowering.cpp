@@ -136,6 +136,10 @@ at::Tensor toWire(const LoweredReduction& lowered, const at::Tensor& input) {
   return wire;
 }
 
+int64_t wireBytes(const LoweredReduction& lowered, const at::Tensor& input) {
+  return input.numel() * static_cast<int64_t>(c10::elementSize(lowered.wireType)) * (lowered.viewComplexAsReal ? 2 : 1);
+}
+
 void fromWire(const LoweredReduction& lowered, const at::Tensor& wire, at::Tensor& output, int worldSize) {
   if (lowered.divideByWorldSize) {
     if (at::isIntegralType(wire.scalar_type(), /*includeBool=*/false)) {

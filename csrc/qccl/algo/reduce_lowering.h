@@ -33,6 +33,9 @@ LoweredReduction lowerReduction(
 // Gloo works in place), otherwise a new converted, pre-scaled tensor.
 at::Tensor toWire(const LoweredReduction& lowered, const at::Tensor& input);
 
+// The bytes of toWire(lowered, input), without making it.
+int64_t wireBytes(const LoweredReduction& lowered, const at::Tensor& input);
+
 // Turns Gloo's reduced `wire` tensor (any shape with the right element count) into the
 // final result in `output`, which `wire` may alias.
 void fromWire(const LoweredReduction& lowered, const at::Tensor& wire, at::Tensor& output, int worldSize);

@@ -86,10 +86,13 @@ void ShardedCompression::reduceScatter(
     Route route,
     int64_t place,
     const NodeTransports* nodes,
-    OneHost* oneHost) {
+    OneHost* oneHost,
+    CarriedCall* carried) {
   auto delta = countCall(byteSize(input), route);
   if (route != Route::Compressed) {
-    if (oneHost) {
+    if (carried && carried->hasContributions()) {
+      carried->finish();
+    } else if (oneHost) {
       oneHost->reduceScatterTensor(output, input, op);
     } else {
       reduceScatterTensor(net, output, input, op);
@@ -119,10 +122,15 @@ std::optional<StartedTransfer> ShardedCompression::allgather(
     at::Tensor& output,
     const at::Tensor& input,
     Route route,
-    OneHost* oneHost) {
+    OneHost* oneHost,
+    CarriedCall* carried) {
   auto delta = countCall(byteSize(output), route);
   if (route != Route::Compressed) {
     allgatherStats_.add(delta);
+    if (carried && carried->hasContributions()) {
+      carried->finish();
+      return std::nullopt;
+    }
     if (oneHost) {
       oneHost->allgatherIntoTensor(output, input);
       return std::nullopt;

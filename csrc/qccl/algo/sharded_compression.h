@@ -17,6 +17,7 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
 #include "qccl/algo/compression_state.h"
+#include "qccl/algo/carried_call.h"
 #include "qccl/algo/compression_stats.h"
 #include "qccl/algo/hierarchical.h"
 #include "qccl/algo/one_host.h"
@@ -47,6 +48,7 @@ class ShardedCompression {
   // tensors of one dtype; `route` and `place` as decided when the call was issued. With
   // `nodes` (a group on several nodes) a compressed one runs hierarchically; with
   // `oneHost` (a group on one host) every byte goes through it, encoded ones included.
+  // An exact one whose data rode in its check (`carried`) is finished from it.
   void reduceScatter(
       GlooTransport& net,
       at::Tensor& output,
@@ -55,15 +57,18 @@ class ShardedCompression {
       Route route,
       int64_t place,
       const NodeTransports* nodes,
-      OneHost* oneHost = nullptr);
+      OneHost* oneHost = nullptr,
+      CarriedCall* carried = nullptr);
   // output (ranks * n) = every rank's input (n). An exact one returns with its transfer
-  // running (algo/collectives.h), or done through `oneHost` when the group has one.
+  // running (algo/collectives.h), or done through `oneHost` when the group has one, or
+  // from what its check carried.
   std::optional<StartedTransfer> allgather(
       GlooTransport& net,
       at::Tensor& output,
       const at::Tensor& input,
       Route route,
-      OneHost* oneHost = nullptr);
+      OneHost* oneHost = nullptr,
+      CarriedCall* carried = nullptr);
 
   StatsSnapshot reduceScatterStats() const {
     return reduceScatterStats_.snapshot();

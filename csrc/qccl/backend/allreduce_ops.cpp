@@ -9,6 +9,7 @@
 
 #include "qccl/algo/collectives.h"
 #include "qccl/algo/exact_allreduce.h"
+#include "qccl/algo/local_allreduce.h"
 #include "qccl/backend/op_signatures.h"
 #include "qccl/backend/process_group_qccl.h"
 #include "qccl/common/errors.h"
@@ -116,7 +117,6 @@ WorkPtr ProcessGroupQCCL::allreduceList(
     allreduce_.run(compressedNet(), tensors, routes, op, [&](std::vector<at::Tensor>& bucket, const c10d::ReduceOp&) {
       if (local && local->hasContributions()) {
         local->finish();
-        allreduce_.countCallInCheck();
       } else {
         // A call of one tensor (DDP's buckets with an exact route) leaves its transfer on
         // the wire, and its end completes the call.

@@ -7,6 +7,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 
+#include "qccl/algo/carried_calls.h"
 #include "qccl/algo/collectives.h"
 #include "qccl/backend/nccl_capabilities.h"
 #include "qccl/backend/op_signatures.h"
@@ -30,13 +31,18 @@ WorkPtr ProcessGroupQCCL::broadcast(std::vector<at::Tensor>& tensors, const c10d
         [&](c10d::Backend& nccl) { return nccl.broadcast(tensors, opts); },
         [&](CallStaging& s) -> CpuCall {
           auto t = s.writes(tensor);
-          return {{t}, {}, [this, t, root]() mutable -> std::optional<StartedTransfer> {
+          auto carried = algo::CarriedBroadcast::ifEligible(t, root, size_);
+          return {{t}, {}, [this, t, root, carried]() mutable -> std::optional<StartedTransfer> {
+            if (carried && carried->hasContributions()) {
+              carried->finish();
+              return std::nullopt;
+            }
             if (oneHost_) {
               oneHost_->broadcast(t, root);
               return std::nullopt;
             }
             return algo::broadcast(transport_, t, root);
-          }};
+          }, carried};
         }});
   });
 }
@@ -83,21 +89,22 @@ WorkPtr ProcessGroupQCCL::allgather(
         [&](CallStaging& s) -> CpuCall {
           auto os = s.writes(outs);
           auto in = s.reads(input);
-          return {os, {in}, [this, os, in, route]() mutable -> std::optional<StartedTransfer> {
-            // Gathered into one tensor, as all_gather_into_tensor, then split.
-            auto gathered = at::empty({in.numel() * size_}, in.options());
+          // Gathered into one tensor, as all_gather_into_tensor, then split.
+          auto gathered = at::empty({in.numel() * size_}, in.options());
+          auto carried = route == algo::Route::Compressed ? nullptr : algo::CarriedAllgather::ifEligible(gathered, in, size_);
+          return {os, {in}, [this, os, in, route, gathered, carried]() mutable -> std::optional<StartedTransfer> {
             auto split = [gathered, os, n = in.numel()]() mutable {
               for (size_t r = 0; r < os.size(); ++r) {
                 os[r].copy_(gathered.narrow(0, static_cast<int64_t>(r) * n, n).view(os[r].sizes()));
               }
             };
-            auto started = sharded_.allgather(transport_, gathered, in, route, oneHost_.get());
+            auto started = sharded_.allgather(transport_, gathered, in, route, oneHost_.get(), carried.get());
             if (!started) {
               split();
               return std::nullopt;
             }
             return std::move(*started).andThen(split);
-          }};
+          }, carried};
         }});
   });
 }
@@ -117,9 +124,10 @@ WorkPtr ProcessGroupQCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto in = s.reads(input);
-          return {{out}, {in}, [this, out, in, route]() mutable {
-            return sharded_.allgather(transport_, out, in, route, oneHost_.get());
-          }};
+          auto carried = route == algo::Route::Compressed ? nullptr : algo::CarriedAllgather::ifEligible(out, in, size_);
+          return {{out}, {in}, [this, out, in, route, carried]() mutable {
+            return sharded_.allgather(transport_, out, in, route, oneHost_.get(), carried.get());
+          }, carried};
         }});
   });
 }
@@ -297,10 +305,14 @@ WorkPtr ProcessGroupQCCL::_reduce_scatter_base(
         [&](CallStaging& s) -> CpuCall {
           auto out = s.writes(output);
           auto in = s.reads(input);
-          return {{out}, {in}, [this, out, in, op, route, place]() mutable -> std::optional<StartedTransfer> {
-            sharded_.reduceScatter(transport_, out, in, op, route, place, acrossNodes(), oneHost_.get());
+          // Not across nodes: the hierarchical stages are not Gloo's order.
+          auto carried = route == algo::Route::Compressed || acrossNodes()
+              ? nullptr
+              : algo::CarriedReduceScatter::ifEligible(out, in, op, rank_, size_);
+          return {{out}, {in}, [this, out, in, op, route, place, carried]() mutable -> std::optional<StartedTransfer> {
+            sharded_.reduceScatter(transport_, out, in, op, route, place, acrossNodes(), oneHost_.get(), carried.get());
             return std::nullopt;
-          }};
+          }, carried};
         },
         !ncclReduces(op, output.scalar_type())});
   });

@@ -182,14 +182,14 @@ void OpQueue::runBatch(std::unique_lock<std::mutex>& lock) {
   bool leading = true;
   for (size_t i = 0; i < ops_.size() && i < static_cast<size_t>(kMaxCallsPerCheck); ++i) {
     auto& op = ops_[i];  // deque elements stay put while only the runner pops
-    // The leading small all_reduces give their data to the check (QueuedOp::local), but
-    // not one whose tensors an earlier call of the batch touches: its data must be what
-    // that call leaves there, which the check would read before that call ran.
-    leading = leading && op.local &&
+    // The leading small calls give their data to the check (QueuedOp::carried), but not
+    // one whose tensors an earlier call of the batch touches: its data must be what that
+    // call leaves there, which the check would read before that call ran.
+    leading = leading && op.carried &&
         std::none_of(batch.begin(), batch.end(), [&](const QueuedOp* earlier) {
           return shareStorage(op.touches, earlier->touches);
         });
-    op.carried = leading;
+    op.ridesInCheck = leading;
     batch.push_back(&op);
   }
   lock.unlock();
@@ -197,7 +197,7 @@ void OpQueue::runBatch(std::unique_lock<std::mutex>& lock) {
   std::exception_ptr batchFailed;
   try {
     // The data a carried call gives must be what earlier transfers left there.
-    for (size_t i = 0; i < batch.size() && batch[i]->carried; ++i) {
+    for (size_t i = 0; i < batch.size() && batch[i]->ridesInCheck; ++i) {
       awaitTransfersTouching(batch[i]->touches);
     }
     verdicts = admit_(batch);

@@ -30,7 +30,7 @@
 #include <ATen/ThreadLocalState.h>
 
 #include "qccl/algo/agreement.h"
-#include "qccl/algo/local_allreduce.h"
+#include "qccl/algo/carried_call.h"
 #include "qccl/work/work.h"
 #include "qccl/transport/started_transfer.h"
 
@@ -58,8 +58,8 @@ struct QueuedOp {
   std::vector<at::Tensor> touches;
   // Runs the op; returns the transfer it left running, if any.
   std::function<std::optional<StartedTransfer>()> body;
-  // A small all_reduce whose data can travel with its check (algo/local_allreduce.h).
-  std::shared_ptr<algo::LocalAllreduce> local;
+  // A small call whose data can travel with its check (algo/carried_call.h).
+  std::shared_ptr<algo::CarriedCall> carried;
   // Set when the call can run together with its neighbours; null otherwise.
   std::shared_ptr<Joinable> joinable;
   // The caller's thread-local state, captured while torch.profiler records on the
@@ -69,8 +69,8 @@ struct QueuedOp {
   // False for a call the cross-rank check leaves out (monitored_barrier: it must name a
   // rank that never arrives, where the check would wait for that rank itself).
   bool checked = true;
-  // Set by the queue for the batch being checked: `local`'s data rides in this check.
-  bool carried = false;
+  // Set by the queue for the batch being checked: `carried`'s data rides in this check.
+  bool ridesInCheck = false;
 };
 
 class OpQueue {

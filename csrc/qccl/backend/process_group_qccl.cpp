@@ -137,7 +137,9 @@ WorkPtr ProcessGroupQCCL::issue(const std::string& name, const OpChecker& check,
   }
   CallStaging staging(CallStaging::modeFor(check.onCuda(), check.strided()), rank_);
   auto cpu = call.cpu(staging);
-  auto work = place(name, std::move(call.signature), std::move(cpu.outputs), std::move(cpu.inputs), std::move(cpu.body));
+  auto work = place(
+      name, std::move(call.signature), std::move(cpu.outputs), std::move(cpu.inputs), std::move(cpu.body),
+      std::move(cpu.carried));
   return track(staging.finish(work));
 }
 
@@ -147,7 +149,7 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     std::vector<at::Tensor> outputs,
     std::vector<at::Tensor> inputs,
     OpBody body,
-    std::shared_ptr<algo::LocalAllreduce> local,
+    std::shared_ptr<algo::CarriedCall> carried,
     std::shared_ptr<Joinable> joinable,
     bool checked) {
   signature.settings = settingsFingerprint_;
@@ -167,7 +169,7 @@ c10::intrusive_ptr<FutureWork> ProcessGroupQCCL::place(
     return work;
   }
   queue_.enqueue(
-      {work, name, std::move(signature), std::move(touches), std::move(body), std::move(local), std::move(joinable),
+      {work, name, std::move(signature), std::move(touches), std::move(body), std::move(carried), std::move(joinable),
        at::hasThreadLocalCallbacks() ? std::make_shared<at::ThreadLocalState>() : nullptr, checked});
   return work;
 }
@@ -198,14 +200,15 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
   std::vector<CallToCheck> calls;
   for (size_t i = 0; i < batch.size(); ++i) {
     const auto* op = batch[i];
-    calls.push_back({op->name, &signatures[i], op->carried ? op->local->contribution() : at::Tensor()});
+    calls.push_back({op->name, &signatures[i], op->ridesInCheck ? op->carried->contribution() : at::Tensor()});
   }
   auto checked = check_.compareAcrossRanks(rank_, size_, calls, [this](const at::Tensor& mine, const std::string& what) {
     return oneHost_ ? oneHost_->exchange(mine, what) : exchangeCheckParts(p2p_, transport_, mine, what);
   });
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
-    batch[i]->local->received(std::move(checked.contributions[i]));
+    batch[i]->carried->received(std::move(checked.contributions[i]));
   }
+  callsInCheck_ += static_cast<int64_t>(checked.contributions.size());
   applyRunStarts(batch, checked.startsRun);
   const auto& disagreements = checked.verdicts;
   for (size_t i = 0; i < disagreements.size(); ++i) {

@@ -174,9 +174,14 @@ class ProcessGroupQCCL : public c10d::Backend {
     const auto* memory = sharedMemory();
     return (memory ? memory->bytesPublished() : 0) + p2p_.bytesThroughMemory();
   }
+  // Calls of any kind done from what their cross-rank check carried (algo/carried_call.h).
+  int64_t callsInCheck() const {
+    return callsInCheck_.load();
+  }
   void resetCompressionStats() {
     allreduce_.resetStats();
     sharded_.resetStats();
+    callsInCheck_ = 0;
   }
   // Compressible calls issued while the count is above zero are exact (qccl.exact()).
   void enterExactRegion();
@@ -208,6 +213,9 @@ class ProcessGroupQCCL : public c10d::Backend {
     std::vector<at::Tensor> outputs;
     std::vector<at::Tensor> inputs;
     OpBody body;
+    // Set when the call's data may ride in its check; then the body finishes it from
+    // what the check brought, if it did.
+    std::shared_ptr<algo::CarriedCall> carried = nullptr;
   };
   // The CPU path built on the tensors `staging` maps: the caller's own, or host copies of
   // CUDA tensors, or contiguous copies of strided views (call_staging.h).
@@ -234,7 +242,7 @@ class ProcessGroupQCCL : public c10d::Backend {
       std::vector<at::Tensor> outputs,
       std::vector<at::Tensor> inputs,
       OpBody body,
-      std::shared_ptr<algo::LocalAllreduce> local = nullptr,
+      std::shared_ptr<algo::CarriedCall> carried = nullptr,
       std::shared_ptr<Joinable> joinable = nullptr,
       bool checked = true);
   // On the worker, for each batch of queued collectives: fails them all if the group is
@@ -334,6 +342,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   std::optional<algo::NodeTransports> nodes_;  // nodeGroups_'s, for the algorithms
   algo::BucketedAllreduce allreduce_;
   algo::ShardedCompression sharded_;  // reduce-scatter and all-gather
+  std::atomic<int64_t> callsInCheck_{0};  // for callsInCheck()
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;

@@ -1,7 +1,8 @@
-"""Small exact all-reduces ride in the cross-rank check (algo/local_allreduce.h) at any
-world size: each rank reduces the contributions the check brought in the order of Gloo's
-ring, so float sums and products are Gloo's to the bit at 3 and 4 ranks too, through
-shared memory and over sockets alike. Float MIN/MAX keep an exchange of their own."""
+"""Small exact calls ride in the cross-rank check (algo/carried_call.h) at any world size:
+all_reduce, broadcast, all_gather (both forms) and reduce_scatter_tensor. Each rank
+finishes them from what the check brought: sums and products in the order of Gloo's
+ring, so float results are Gloo's to the bit at 3 and 4 ranks too, through shared memory
+and over sockets alike. Float MIN/MAX keep an exchange of their own."""
 
 import pytest
 import torch
@@ -88,3 +89,62 @@ def rank_chained(ctx):
 @pytest.mark.parametrize("size", [2, 3])
 def test_calls_queued_on_one_tensor_see_each_others_results(size):
     assert get_world(size).run(rank_chained) == [[]] * size
+
+
+def rank_other_calls(ctx):
+    """broadcast, both all_gathers and reduce_scatter_tensor of a few KiB, per placement:
+    which differ from Gloo's results on the same inputs, and how many rode in the check."""
+    placements = {"shared memory": None,
+                  "sockets": dist.new_group(backend="qccl", pg_options=qccl.Options(force_network=True))}
+    n = ctx.size
+    found = {}
+    for where, group in placements.items():
+        differ = []
+        dist.all_reduce(torch.ones(2000), group=group)  # makes room for 8000 bytes, as above
+        before = _calls_in_check(group)
+        for dtype in (torch.float32, torch.bfloat16, torch.int64):
+            x = _inputs(ctx.rank, torch.float64, 500, dist.ReduceOp.SUM).to(dtype)
+            for root in (0, n - 1):
+                mine, ref = x.clone(), x.clone()
+                dist.broadcast(mine, root, group=group)
+                dist.broadcast(ref, root, group=ctx.gloo)
+                differ += [] if torch.equal(mine, ref) else [f"broadcast {dtype} root {root}"]
+            mine, ref = torch.empty(n * 500, dtype=dtype), torch.empty(n * 500, dtype=dtype)
+            dist.all_gather_into_tensor(mine, x, group=group)
+            dist.all_gather_into_tensor(ref, x, group=ctx.gloo)
+            differ += [] if torch.equal(mine, ref) else [f"all_gather_into_tensor {dtype}"]
+            mine, ref = [torch.empty(500, dtype=dtype) for _ in range(n)], [torch.empty(500, dtype=dtype) for _ in range(n)]
+            dist.all_gather(mine, x, group=group)
+            dist.all_gather(ref, x, group=ctx.gloo)
+            differ += [] if all(map(torch.equal, mine, ref)) else [f"all_gather {dtype}"]
+            whole = _inputs(ctx.rank, torch.float64, 1000 // n * n, dist.ReduceOp.SUM).to(dtype)
+            mine, ref = torch.empty(1000 // n, dtype=dtype), torch.empty(1000 // n, dtype=dtype)
+            dist.reduce_scatter_tensor(mine, whole, group=group)
+            dist.reduce_scatter_tensor(ref, whole, group=ctx.gloo)
+            differ += [] if torch.equal(mine, ref) else [f"reduce_scatter_tensor {dtype}"]
+        found[where] = (differ, _calls_in_check(group) - before)
+    return found
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_small_broadcasts_gathers_and_reduce_scatters_ride_in_the_check(size):
+    # Per dtype: two broadcasts, two all-gathers and a reduce-scatter.
+    expected = {where: ([], 3 * 5) for where in ("shared memory", "sockets")}
+    assert get_world(size).run(rank_other_calls) == [expected] * size
+
+
+def rank_chained_broadcast(ctx):
+    """A broadcast queued behind an all_reduce of the same tensor sends the sum."""
+    wrong = []
+    for _ in range(30):
+        x = torch.full((16,), float(ctx.rank + 1))
+        works = [dist.all_reduce(x, async_op=True), dist.broadcast(x, ctx.size - 1, async_op=True)]
+        for work in works:
+            work.wait()
+        if x.tolist() != [float(ctx.size * (ctx.size + 1) // 2)] * 16:
+            wrong.append(x.tolist())
+    return wrong[:2]
+
+
+def test_a_broadcast_queued_behind_an_all_reduce_sends_its_result(world2):
+    assert world2.run(rank_chained_broadcast) == [[], []]
