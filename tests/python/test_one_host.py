@@ -314,6 +314,39 @@ def test_point_to_point_goes_through_shared_memory(size):
     assert run_in_fresh_world(size, _p2p_exchange) == [([], True)] * size
 
 
+def _receives_waited_by_two_threads(ctx):
+    """Rank 0 waits for two receives from rank 1 on two threads at once, while rank 1
+    sends the second tag first: each waiter reads the mailbox for itself (p2p_engine.h,
+    HostReader), so one may read the other's message; both must get their own."""
+    import threading
+    results = {}
+    if ctx.rank == 0:
+        def receive(tag):
+            got = torch.zeros(64)
+            dist.recv(got, 1, tag=tag)
+            results[tag] = got[0].item()
+        for _ in range(50):
+            threads = [threading.Thread(target=receive, args=(tag,)) for tag in (1, 2)]
+            for thread in threads:
+                thread.start()
+            dist.send(torch.ones(1), 1)  # go
+            for thread in threads:
+                thread.join(timeout=60)
+            if results != {1: 1.0, 2: 2.0}:
+                return results
+            results.clear()
+    else:
+        for _ in range(50):
+            dist.recv(torch.zeros(1), 0)
+            dist.send(torch.full((64,), 2.0), 0, tag=2)
+            dist.send(torch.full((64,), 1.0), 0, tag=1)
+    return "ok"
+
+
+def test_two_threads_waiting_for_one_peer_both_get_their_message():
+    assert run_in_fresh_world(2, _receives_waited_by_two_threads) == ["ok", "ok"]
+
+
 def test_force_network_turns_shared_memory_off():
     used = run_in_fresh_world(2, _shared_memory, env={"QCCL_FORCE_NETWORK": "1"})
     assert [s["used"] for s in used] == [False, False]

@@ -41,6 +41,7 @@ P2PEngine::P2PEngine(
     for (int peer = 0; peer < size_; ++peer) {
       outboxes_.push_back(peer == rank_ ? nullptr
                                         : std::make_unique<HostOutbox>(*mailbox_, rank_, peer, transport_.timeout()));
+      hostReaders_.push_back(std::make_unique<HostReader>());
     }
   }
   // From the start: a peer's first message must find this rank listening even if this
@@ -146,6 +147,24 @@ c10::intrusive_ptr<P2PWork> P2PEngine::recv(const at::Tensor& tensor, int src, i
       "recv from " + from + tagText(tag), tensor, transport_.timeout(), src);
   if (src != -1) {
     closePairOnTimeout(*work, src);
+    if (mailbox_) {
+      work->readWhileWaiting([sink = timeoutSink_, src](P2PWork& waited, std::chrono::steady_clock::time_point deadline) {
+        P2PEngine* engine = nullptr;
+        {
+          std::lock_guard<std::mutex> lock(sink->mutex);
+          if (!sink->engine) {
+            return;  // the group is gone
+          }
+          engine = sink->engine;
+          ++sink->readers;
+        }
+        engine->readWhileWaiting(src, waited, deadline);
+        std::lock_guard<std::mutex> lock(sink->mutex);
+        if (--sink->readers == 0) {
+          sink->noReaders.notify_all();
+        }
+      });
+    }
   }
 
   std::vector<std::string> reported;
@@ -382,12 +401,14 @@ void P2PEngine::shutdown(const std::string& why) {
     wait->abort();
   }
   if (mailbox_) {
-    mailbox_->abort();  // the listeners' and the outboxes' waits end
+    mailbox_->abort();  // the listeners', the outboxes' and the reading waiters' waits end
     for (auto& outbox : outboxes_) {
       if (outbox) {
         outbox->stop();
       }
     }
+    std::unique_lock<std::mutex> lock(timeoutSink_->mutex);
+    timeoutSink_->noReaders.wait(lock, [this] { return timeoutSink_->readers == 0; });
   }
   for (auto& listener : listeners_) {
     if (listener.joinable()) {

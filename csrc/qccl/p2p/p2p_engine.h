@@ -35,7 +35,9 @@
 // as status records, which never wait, so that a listener never waits for the peer it
 // answers. A send returns once its bytes are in the stream.
 
+#include <array>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -43,6 +45,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <ATen/ops/empty.h>
 
 #include "qccl/p2p/async_waiter.h"
 #include "qccl/p2p/host_outbox.h"
@@ -109,6 +113,11 @@ class P2PEngine {
 
   void listen(int peer);
   void listenOnHost(int peer);  // the same, through the mailbox
+  // Handles every message `peer` has put in the mailbox so far; the caller holds the
+  // peer's reader role (HostReader).
+  void readAvailable(int peer);
+  // A receive's waiter reading `peer`'s messages itself (P2PWork::readWhileWaiting).
+  void readWhileWaiting(int peer, P2PWork& work, std::chrono::steady_clock::time_point deadline);
   ControlReceive postControlReceive(int peer, at::Tensor bytes);
   // Takes a message in; `takePayload` writes a payload that did not come inline into its
   // argument (sized to it).
@@ -180,6 +189,9 @@ class P2PEngine {
     explicit TimeoutSink(P2PEngine* engine) : engine(engine) {}
     std::mutex mutex;
     P2PEngine* engine;
+    // Waiters reading the mailbox (readWhileWaiting) right now: shutdown() waits for them.
+    int readers = 0;
+    std::condition_variable noReaders;
   };
   std::shared_ptr<TimeoutSink> timeoutSink_;
   // Per peer, as a sender: its Rejected statuses that no call has reported yet.
@@ -196,6 +208,19 @@ class P2PEngine {
   AsyncWaiter glooSends_;
   const std::unique_ptr<shm::Mailbox> mailbox_;  // null: every message goes through Gloo
   std::vector<std::unique_ptr<HostOutbox>> outboxes_;  // by peer, with the mailbox
+  // By peer, with the mailbox: who reads that peer's stream now, one at a time, with the
+  // buffers a message is read into. Its listener reads only while no receive's waiter
+  // reads for itself (readWhileWaiting), so a waiter's receive is completed by its own
+  // read, never behind its back while it sleeps.
+  struct HostReader {
+    std::mutex role;
+    at::Tensor control = at::empty({kControlBytes}, at::kByte);
+    std::array<uint8_t, shm::Mailbox::kStatusBytes> status{};
+    std::mutex waitersMutex;
+    std::condition_variable noWaiters;
+    int waiters = 0;  // receives' waiters reading now or about to
+  };
+  std::vector<std::unique_ptr<HostReader>> hostReaders_;
   std::mutex statusMutex_;  // one status record at a time into the mailbox
 };
 

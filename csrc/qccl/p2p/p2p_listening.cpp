@@ -58,39 +58,88 @@ void P2PEngine::listen(int peer) {
 }
 
 void P2PEngine::listenOnHost(int peer) {
-  // Each message is its header and its payload (p2p_engine.h); an inline one is read
-  // behind the header, as it arrives over Gloo, so that the handlers below serve both.
-  auto control = at::empty({kControlBytes}, at::kByte);
-  auto* bytes = static_cast<uint8_t*>(control.mutable_data_ptr());
-  std::array<uint8_t, shm::Mailbox::kStatusBytes> status{};
   try {
+    auto& reader = *hostReaders_[peer];
     while (mailbox_->awaitFrom(peer)) {
-      Header header;
-      if (mailbox_->takeStatus(peer, status.data())) {
-        std::memcpy(&header, status.data(), sizeof(Header));
-        TORCH_CHECK(header.magic == kMagic, "a status that is not qccl's point-to-point protocol arrived");
-        onStatus(peer, header);
-        continue;
+      {
+        std::unique_lock<std::mutex> lock(reader.waitersMutex);
+        reader.noWaiters.wait(lock, [&] { return reader.waiters == 0; });
       }
-      mailbox_->read(peer, bytes, sizeof(Header));
-      std::memcpy(&header, bytes, sizeof(Header));
-      TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
-      if (carriesInline(header)) {
-        mailbox_->read(peer, bytes + sizeof(Header), static_cast<uint64_t>(header.payloadBytes));
-      }
-      if (header.kind == Kind::Data) {
-        onData(peer, header, control, [&](at::Tensor& payload) {
-          mailbox_->read(peer, payload.mutable_data_ptr(), static_cast<uint64_t>(header.payloadBytes));
-        });
-      } else if (isNotice(header.kind)) {
-        onNotice(peer, header, control);
-      } else {
-        onStatus(peer, header);
+      std::lock_guard<std::mutex> role(reader.role);
+      readAvailable(peer);
+      std::lock_guard<std::mutex> lock(reader.waitersMutex);
+      if (reader.waiters > 0) {
+        // One came while this read ran and may sleep on a message this read took.
+        mailbox_->wakeReceivers(peer);
       }
     }
     peerFailed(peer, "its process ended or closed the group");
   } catch (...) {
     peerFailed(peer, describeException(std::current_exception()));
+  }
+}
+
+void P2PEngine::readWhileWaiting(int peer, P2PWork& work, std::chrono::steady_clock::time_point deadline) {
+  auto& reader = *hostReaders_[peer];
+  {
+    std::lock_guard<std::mutex> lock(reader.waitersMutex);
+    ++reader.waiters;
+  }
+  try {
+    // Gone or past the deadline: the listener or the work's own wait takes it from there.
+    // Another waiter's read may complete this work: it wakes this one (wakeReceivers).
+    auto done = [&] { return work.isCompleted(); };
+    while (!done() && mailbox_->awaitFrom(peer, deadline, done)) {
+      std::lock_guard<std::mutex> role(reader.role);  // the listener may hold it now
+      readAvailable(peer);
+      std::lock_guard<std::mutex> lock(reader.waitersMutex);
+      if (reader.waiters > 1) {
+        mailbox_->wakeReceivers(peer);  // this read may have completed another's work
+      }
+    }
+  } catch (...) {
+    peerFailed(peer, describeException(std::current_exception()));  // as the listener would
+  }
+  std::lock_guard<std::mutex> lock(reader.waitersMutex);
+  if (--reader.waiters == 0) {
+    reader.noWaiters.notify_all();
+  }
+}
+
+void P2PEngine::readAvailable(int peer) {
+  // Each message is its header and its payload (p2p_engine.h); an inline one is read
+  // behind the header, as it arrives over Gloo, so that the handlers below serve both.
+  auto& reader = *hostReaders_[peer];
+  auto* bytes = static_cast<uint8_t*>(reader.control.mutable_data_ptr());
+  while (mailbox_->ready(peer)) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!peerFailure_[peer].empty()) {
+        return;  // a reader failed mid-message: what follows is not a message boundary
+      }
+    }
+    Header header;
+    if (mailbox_->takeStatus(peer, reader.status.data())) {
+      std::memcpy(&header, reader.status.data(), sizeof(Header));
+      TORCH_CHECK(header.magic == kMagic, "a status that is not qccl's point-to-point protocol arrived");
+      onStatus(peer, header);
+      continue;
+    }
+    mailbox_->read(peer, bytes, sizeof(Header));
+    std::memcpy(&header, bytes, sizeof(Header));
+    TORCH_CHECK(header.magic == kMagic, "a message that is not qccl's point-to-point protocol arrived");
+    if (carriesInline(header)) {
+      mailbox_->read(peer, bytes + sizeof(Header), static_cast<uint64_t>(header.payloadBytes));
+    }
+    if (header.kind == Kind::Data) {
+      onData(peer, header, reader.control, [&](at::Tensor& payload) {
+        mailbox_->read(peer, payload.mutable_data_ptr(), static_cast<uint64_t>(header.payloadBytes));
+      });
+    } else if (isNotice(header.kind)) {
+      onNotice(peer, header, reader.control);
+    } else {
+      onStatus(peer, header);
+    }
   }
 }
 

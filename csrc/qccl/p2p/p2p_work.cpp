@@ -23,10 +23,14 @@ bool P2PWork::wait(std::chrono::milliseconds timeout) {
     transfer_->waitQuietly();  // settles this work through the callback of settleWith()
   }
   const auto limit = timeout == kNoTimeout ? groupTimeout_ : timeout;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  if (reader_ && !isCompleted()) {
+    reader_(*this, deadline);
+  }
   bool done = false;
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    done = cv_.wait_for(lock, limit, [this] { return completed_; });
+    done = cv_.wait_until(lock, deadline, [this] { return completed_; });
   }
   if (!done) {
     // Settles the work: a message that comes later is no longer matched to it.

@@ -32,6 +32,13 @@ class P2PWork : public FutureWork {
   void onTimedOut(OnTimedOut callback) {
     onTimedOut_ = std::move(callback);
   }
+  // Given to a receive that its waiter may serve itself (from one peer, on one host):
+  // wait() calls it first, to read the peer's messages on the waiting thread until this
+  // work is settled or `deadline` passes, sparing the hand-off from the listener.
+  using ReadWhileWaiting = std::function<void(P2PWork& work, std::chrono::steady_clock::time_point deadline)>;
+  void readWhileWaiting(ReadWhileWaiting reader) {
+    reader_ = std::move(reader);
+  }
   // The peer; for a receive from any source, the sender once it has been matched.
   int sourceRank() const override;
   void setSourceRank(int rank);
@@ -44,6 +51,7 @@ class P2PWork : public FutureWork {
   std::atomic<int> peer_;
   c10::intrusive_ptr<WaitingWork> transfer_;
   OnTimedOut onTimedOut_;
+  ReadWhileWaiting reader_;
 };
 
 } // namespace qccl::p2p

@@ -146,7 +146,7 @@ void Mailbox::fail(int peer, const std::string& what, const std::string& why) co
 
 template <typename Ready>
 bool Mailbox::waitFor(Ready ready, uint32_t& seq, uint32_t& waiters, int peer, const char* what,
-                      Clock::time_point deadline, bool untilGone) {
+                      Clock::time_point deadline, bool mayGiveUp) {
   const auto start = Clock::now();
   for (uint32_t spins = 0; Clock::now() - start < kSpin; ++spins) {
     if (ready()) {
@@ -173,13 +173,16 @@ bool Mailbox::waitFor(Ready ready, uint32_t& seq, uint32_t& waiters, int peer, c
       if (ready()) {  // what it wrote before it went away
         return true;
       }
-      if (untilGone) {
+      if (mayGiveUp) {
         return false;
       }
       fail(peer, what, "the peer went away (it died, or closed the process group)");
     }
     const auto now = Clock::now();
     if (now >= deadline) {
+      if (mayGiveUp) {
+        return false;
+      }
       fail(peer, what, "timed out");
     }
     futexWait(&seq, seen, std::min<Clock::duration>(kSleepSlice, deadline - now));
@@ -224,16 +227,25 @@ void Mailbox::postStatus(int peer, const void* record) {
   notifyChange(out.dataSeq, out.dataWaiters);
 }
 
-bool Mailbox::awaitFrom(int peer) {
+bool Mailbox::ready(int peer) const {
   auto& in = theirs(peer);
-  auto& mineOf = mine(peer);
-  return waitFor(
-      [&] {
-        return shared(in.written).load(std::memory_order_acquire) > shared(mineOf.read).load(std::memory_order_relaxed) ||
-            shared(in.statusWritten).load(std::memory_order_acquire) >
-            shared(mineOf.statusRead).load(std::memory_order_relaxed);
-      },
-      in.dataSeq, in.dataWaiters, peer, "a receive waiting for a message", Clock::time_point::max(), true);
+  auto& own = mine(peer);
+  return shared(in.written).load(std::memory_order_acquire) > shared(own.read).load(std::memory_order_relaxed) ||
+      shared(in.statusWritten).load(std::memory_order_acquire) > shared(own.statusRead).load(std::memory_order_relaxed);
+}
+
+bool Mailbox::awaitFrom(int peer, Clock::time_point until, const std::function<bool()>& stop) {
+  auto& in = theirs(peer);
+  return waitFor([&] { return ready(peer) || (stop && stop()); }, in.dataSeq, in.dataWaiters, peer,
+                 "a receive waiting for a message", until, true);
+}
+
+void Mailbox::wakeReceivers(int peer) {
+  // The word lives in the peer's segment; bumping it makes a sleeper that is just about
+  // to sleep on the old value return at once (futex.h).
+  auto& in = theirs(peer);
+  shared(in.dataSeq).fetch_add(1, std::memory_order_seq_cst);
+  futexWakeAll(&in.dataSeq);
 }
 
 bool Mailbox::takeStatus(int peer, void* record) {

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,9 +56,17 @@ class Mailbox {
   // kStatusSlots records it has not read yet. One caller per peer at a time.
   void postStatus(int peer, const void* record);
 
-  // Waits until `peer` sent a status record or stream bytes; false when it sent neither
-  // and never will (it went away). Raises DistBackendError on abort().
-  bool awaitFrom(int peer);
+  // Waits until `peer` sent a status record or stream bytes, or `stop` holds (checked
+  // whenever the wait wakes: see wakeReceivers); false when it sent neither and never
+  // will (it went away), or at `until`. Raises DistBackendError on abort().
+  bool awaitFrom(
+      int peer,
+      std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max(),
+      const std::function<bool()>& stop = nullptr);
+  // Wakes this rank's awaitFrom(peer) sleepers, so that they check their `stop` again.
+  void wakeReceivers(int peer);
+  // Whether `peer` sent a status record or stream bytes not taken yet (does not wait).
+  bool ready(int peer) const;
   // Takes the oldest status record from `peer` into `record`, if there is one.
   bool takeStatus(int peer, void* record);
   // Takes the next `bytes` of `peer`'s stream, waiting for them (no time limit: a reader
@@ -75,10 +84,11 @@ class Mailbox {
   Pair& theirs(int peer) const;  // `peer`'s block for this rank
   uint8_t* ring(int owner, int peer) const;
   // Waits until `ready()` holds, sleeping on `seq` (with `waiters`) of `owner`'s segment.
-  // Raises naming `what` on abort(), when `peer` is gone, or at `deadline`.
+  // Raises naming `what` on abort(); when `peer` is gone or at `deadline`, raises too,
+  // or returns false if `mayGiveUp`.
   template <typename Ready>
   bool waitFor(Ready ready, uint32_t& seq, uint32_t& waiters, int peer, const char* what,
-               std::chrono::steady_clock::time_point deadline, bool untilGone);
+               std::chrono::steady_clock::time_point deadline, bool mayGiveUp);
   [[noreturn]] void fail(int peer, const std::string& what, const std::string& why) const;
   bool gone(int peer) const;
 
