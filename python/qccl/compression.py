@@ -52,18 +52,19 @@ def _with_ratio(counters: dict) -> dict:
 def stats(group=None) -> dict:
     """Counters of the group's allreduces since it was created (or reset_stats()).
 
-    calls, tensors, compressed_tensors, exact_tensors (per reason), logical_bytes (of the tensors), wire_bytes (this rank sent;
-    node_wire_bytes of them to its own node, with hierarchical compression),
-    exact_wire_bytes (it would have sent uncompressed),
-    compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent
-    encoding, communicating and decoding, plus the group's settings. The same counters
-    of its reduce-scatters and all-gathers (every form of each) are under
-    "reduce_scatter" and "all_gather" (logical_bytes: the full tensor, every rank's shard).
-    "calls_in_check" counts the group's small exact calls of every kind (all_reduce,
-    broadcast, all_gather, reduce_scatter) done from what their cross-rank check
-    carried, with no exchange of their own. "shared_memory" says whether this rank goes through shared memory ("used"), with how
-    many ranks ("ranks": the whole group when its ranks share one host; the rank's node
-    in a hierarchical group, for the node stages), and how many bytes it published there
+    calls, tensors, compressed_tensors, exact_tensors (per reason), logical_bytes (of
+    the tensors), wire_bytes (this rank sent; node_wire_bytes of them to its own node,
+    with hierarchical compression), exact_wire_bytes (it would have sent uncompressed),
+    compression_ratio (exact_wire_bytes / wire_bytes), and seconds spent encoding,
+    communicating and decoding, plus the group's settings. The same counters of its
+    reduce-scatters and all-gathers (every form of each) are under "reduce_scatter" and
+    "all_gather" (logical_bytes: the full tensor, every rank's shard). "calls_in_check"
+    counts the group's small exact calls of every kind (all_reduce, broadcast,
+    all_gather, reduce_scatter) done from what their cross-rank check carried, with no
+    exchange of their own. "shared_memory" says whether this rank goes through shared
+    memory ("used"), with how many ranks ("ranks": the whole group when its ranks share
+    one host; the rank's node in a hierarchical group, for the node stages), and how
+    many bytes it published there
     ("bytes", since the group was created).
     """
     backend = _backend(group)
