@@ -26,11 +26,23 @@ def _run(worker, model_type, backend, tmp_path):
     return match.group(1), int(match.group(2))
 
 
+def _gloo_reference(worker, model_type, tmp_path):
+    """Gloo's run, for reference. ProcessGroupGloo itself sometimes aborts at interpreter
+    exit once the work is done ("terminate called without an active exception", seen
+    with plain Gloo too: issue 30), so the reference alone gets a second try."""
+    try:
+        return _run(worker, model_type, "gloo", tmp_path)
+    except AssertionError as error:
+        if "terminate called without an active exception" not in str(error):
+            raise
+        return _run(worker, model_type, "gloo", tmp_path)
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_after_init_process_group_matches_gloo(recipe, tmp_path):
     package, worker, model_type = RECIPES[recipe]
     pytest.importorskip(package, reason=f"{package} is not installed (pip install {package})")
     qccl_digest, qccl_calls = _run(worker, model_type, "qccl", tmp_path)
-    gloo_digest, _ = _run(worker, model_type, "gloo", tmp_path)
+    gloo_digest, _ = _gloo_reference(worker, model_type, tmp_path)
     assert qccl_digest == gloo_digest
     assert qccl_calls >= 10, "the gradients did not go through qccl"
