@@ -20,10 +20,6 @@ bool fits(const std::vector<at::Tensor>& tensors, int64_t contributionBytes, int
   return worldSize > 1 && contributionBytes <= inlineBytesPerCheck(worldSize);
 }
 
-const uint8_t* bytesOf(const at::Tensor& contiguous) {
-  return static_cast<const uint8_t*>(contiguous.const_data_ptr());
-}
-
 } // namespace
 
 std::shared_ptr<CarriedBroadcast> CarriedBroadcast::ifEligible(const at::Tensor& tensor, int64_t root, int worldSize) {
@@ -90,11 +86,11 @@ void CarriedReduceScatter::finishFrom(const std::vector<at::Tensor>& contributio
   auto wireOut = at::empty({block}, at::kByte);
   std::vector<const uint8_t*> fromRank;
   for (const auto& bytes : contributions) {
-    fromRank.push_back(bytesOf(bytes) + rank_ * block);
+    fromRank.push_back(bytePointer(bytes) + rank_ * block);
   }
   // The whole input's chunks, as Gloo all-reduces it and keeps this rank's block.
   reduceInGlooOrder(
-      lowered_.wireOp, type, static_cast<uint8_t*>(wireOut.mutable_data_ptr()), rank_ * block / elementSize, block,
+      lowered_.wireOp, type, mutableBytePointer(wireOut), rank_ * block / elementSize, block,
       fromRank, glooAllreduceChunkElements(whole / elementSize, elementSize, worldSize_));
   fromWire(lowered_, wireOut.view(type), output_, worldSize_);
 }

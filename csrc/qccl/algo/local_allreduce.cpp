@@ -50,12 +50,12 @@ void LocalAllreduce::finishFrom(const std::vector<at::Tensor>& contributions) {
   auto acc = at::empty_like(contributions[0]);
   std::vector<const uint8_t*> fromRank;
   for (const auto& bytes : contributions) {
-    fromRank.push_back(static_cast<const uint8_t*>(bytes.const_data_ptr()));
+    fromRank.push_back(bytePointer(bytes));
   }
   const auto elementSize = static_cast<int64_t>(c10::elementSize(lowered_.wireType));
   const int64_t count = acc.numel() / elementSize;
   reduceInGlooOrder(
-      lowered_.wireOp, lowered_.wireType, static_cast<uint8_t*>(acc.mutable_data_ptr()), 0, acc.numel(), fromRank,
+      lowered_.wireOp, lowered_.wireType, mutableBytePointer(acc), 0, acc.numel(), fromRank,
       glooAllreduceChunkElements(count, elementSize, worldSize_));
   fromWire(lowered_, acc.view(lowered_.wireType), tensor_, worldSize_);
 }

@@ -16,14 +16,6 @@ namespace {
 // Chunks start at multiples of this, so no element (complex128 is the widest) is split.
 constexpr int64_t kWidestElement = 16;
 
-const uint8_t* bytesOf(const at::Tensor& contiguous) {
-  return static_cast<const uint8_t*>(contiguous.const_data_ptr());
-}
-
-uint8_t* mutableBytesOf(at::Tensor& contiguous) {
-  return static_cast<uint8_t*>(contiguous.mutable_data_ptr());
-}
-
 bool everyRank(int) {
   return true;
 }
@@ -108,7 +100,7 @@ void OneHost::allreduceWire(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, 
   const int64_t chunkElements = glooAllreduceChunkElements(wire.numel(), elementSize, size());
   // The wire tensor is this rank's contribution until its bytes are in its slot, then the
   // result: each chunk is overwritten only after the round published it.
-  auto* acc = mutableBytesOf(wire);
+  auto* acc = mutableBytePointer(wire);
   rounds(what, byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     reduceInGlooOrder(wireOp, wire.scalar_type(), acc + offset, offset / elementSize, length, fromRank, chunkElements);
   });
@@ -120,7 +112,7 @@ void OneHost::reduce(at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root)
   auto wire = toWire(lowered, tensor).contiguous();
   const int64_t elementSize = static_cast<int64_t>(wire.element_size());
   const int64_t chunkElements = glooReduceChunkElements(wire.numel(), elementSize, size());
-  auto* acc = mutableBytesOf(wire);
+  auto* acc = mutableBytePointer(wire);
   rounds("reduce", byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     if (isRoot) {  // the others only contribute: their tensors stay as they were
       reduceInGlooOrder(lowered.wireOp, lowered.wireType, acc + offset, offset / elementSize, length, fromRank, chunkElements);
@@ -140,9 +132,9 @@ void OneHost::reduceScatterTensor(at::Tensor& output, const at::Tensor& input, c
   const int64_t chunkElements = glooAllreduceChunkElements(wireIn.numel(), elementSize, size());
   const int64_t block = byteSize(wireOut);
   const int64_t mineFrom = rank() * block;
-  auto* out = mutableBytesOf(wireOut);
+  auto* out = mutableBytePointer(wireOut);
   // Every rank offers its whole input; each reduces only its own block of each chunk.
-  rounds("reduce_scatter", byteSize(wireIn), bytesOf(wireIn), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+  rounds("reduce_scatter", byteSize(wireIn), bytePointer(wireIn), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     const int64_t start = std::max(offset, mineFrom);
     const int64_t end = std::min(offset + length, mineFrom + block);
     if (start >= end) {
@@ -159,7 +151,7 @@ void OneHost::reduceScatterTensor(at::Tensor& output, const at::Tensor& input, c
 
 void OneHost::broadcast(at::Tensor& tensor, int64_t root) {
   auto bytes = asBytes(tensor.contiguous());
-  auto* out = mutableBytesOf(bytes);
+  auto* out = mutableBytePointer(bytes);
   const bool isRoot = rank() == root;
   rounds(
       "broadcast", bytes.numel(), out, [root](int peer) { return peer == root; },
@@ -177,8 +169,8 @@ void OneHost::allgatherIntoTensor(at::Tensor& output, const at::Tensor& input) {
   const auto in = input.contiguous();
   const int64_t block = byteSize(in);
   auto gathered = output.is_contiguous() ? output : at::empty(output.sizes(), output.options());
-  auto* out = mutableBytesOf(gathered);
-  rounds("all_gather", block, bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+  auto* out = mutableBytePointer(gathered);
+  rounds("all_gather", block, bytePointer(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     for (int peer = 0; peer < size(); ++peer) {
       std::memcpy(out + peer * block + offset, fromRank[peer], static_cast<size_t>(length));
     }
@@ -194,9 +186,9 @@ void OneHost::gather(std::vector<at::Tensor>& outputs, const at::Tensor& input, 
   for (auto& output : outputs) {
     targets.push_back(output.is_contiguous() ? asBytes(output) : at::empty({in.numel()}, in.options()));
   }
-  rounds("gather", in.numel(), bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+  rounds("gather", in.numel(), bytePointer(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     for (size_t peer = 0; peer < targets.size(); ++peer) {  // none but on the root
-      std::memcpy(mutableBytesOf(targets[peer]) + offset, fromRank[peer], static_cast<size_t>(length));
+      std::memcpy(mutableBytePointer(targets[peer]) + offset, fromRank[peer], static_cast<size_t>(length));
     }
   });
   for (size_t r = 0; r < targets.size(); ++r) {
@@ -213,9 +205,9 @@ void OneHost::scatter(at::Tensor& output, const std::vector<at::Tensor>& inputs,
   // The root offers every rank's block, in rank order; each rank copies its own.
   const auto offered = isRoot ? concatBytes(inputs) : at::Tensor();
   rounds(
-      "scatter", block * size(), isRoot ? bytesOf(offered) : nullptr, [root](int peer) { return peer == root; },
+      "scatter", block * size(), isRoot ? bytePointer(offered) : nullptr, [root](int peer) { return peer == root; },
       [&](int64_t offset, const auto& fromRank, int64_t length) {
-        copyOverlap(mutableBytesOf(out), rank() * block, block, fromRank[root], offset, length);
+        copyOverlap(mutableBytePointer(out), rank() * block, block, fromRank[root], offset, length);
       });
   if (!out.is_alias_of(output)) {
     asBytes(output).copy_(out);
@@ -250,7 +242,7 @@ void OneHost::allToAll(
     }
     span = std::max(span, total);
   }
-  auto* out = mutableBytesOf(output);
+  auto* out = mutableBytePointer(output);
   std::vector<int64_t> blockStart(n, 0);  // where this rank's block sits in each peer's input
   std::vector<int64_t> outStart(n, 0);    // where each peer's block goes in the output
   for (int from = 0; from < n; ++from) {
@@ -261,7 +253,7 @@ void OneHost::allToAll(
       outStart[from] = outStart[from - 1] + recvBytes[from - 1];
     }
   }
-  unevenRounds("all_to_all", span, bytesOf(input), byteSize(input), [&](int64_t offset, const auto& fromRank, int64_t length) {
+  unevenRounds("all_to_all", span, bytePointer(input), byteSize(input), [&](int64_t offset, const auto& fromRank, int64_t length) {
     for (int from = 0; from < n; ++from) {
       copyOverlap(out + outStart[from], blockStart[from], recvBytes[from], fromRank[from], offset, length);
     }
@@ -276,8 +268,8 @@ at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what) {
   const auto in = asBytes(mine.contiguous());
   const int64_t part = in.numel();
   auto all = at::empty({size() * part}, in.options());
-  auto* out = mutableBytesOf(all);
-  rounds(what.c_str(), part, bytesOf(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
+  auto* out = mutableBytePointer(all);
+  rounds(what.c_str(), part, bytePointer(in), everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     for (int peer = 0; peer < size(); ++peer) {
       std::memcpy(out + peer * part + offset, fromRank[peer], static_cast<size_t>(length));
     }

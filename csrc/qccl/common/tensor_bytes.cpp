@@ -13,6 +13,14 @@ int64_t byteSize(const at::Tensor& tensor) {
   return tensor.numel() * static_cast<int64_t>(tensor.element_size());
 }
 
+const uint8_t* bytePointer(const at::Tensor& contiguous) {
+  return static_cast<const uint8_t*>(contiguous.const_data_ptr());
+}
+
+uint8_t* mutableBytePointer(at::Tensor& contiguous) {
+  return static_cast<uint8_t*>(contiguous.mutable_data_ptr());
+}
+
 std::vector<int64_t> splitBytes(const at::Tensor& tensor, const std::vector<int64_t>& rowSplits, int parts) {
   const int64_t rows = tensor.size(0);
   const int64_t rowBytes = rows == 0 ? 0 : byteSize(tensor) / rows;

@@ -16,6 +16,10 @@ at::Tensor asBytes(const at::Tensor& tensor);
 
 int64_t byteSize(const at::Tensor& tensor);
 
+// The first byte of a contiguous tensor's elements.
+const uint8_t* bytePointer(const at::Tensor& contiguous);
+uint8_t* mutableBytePointer(at::Tensor& contiguous);
+
 // The bytes in each of `parts` pieces of `tensor` cut along dim 0 into `rowSplits` rows
 // each (empty: equal pieces), as all_to_all_single cuts its input and output.
 std::vector<int64_t> splitBytes(const at::Tensor& tensor, const std::vector<int64_t>& rowSplits, int parts);
