@@ -428,9 +428,11 @@ TEST(ShmChannel, AbortFromAnotherThreadWakesASleepingWaiter) {
   });
   std::this_thread::sleep_for(100ms); // let it fall asleep (it would raise awake too)
   const auto aborted = Clock::now();
-  ranks.a.abort();
+  ranks.a.abort("rank 2 reported that the group failed there");
   waiter.join();
-  EXPECT_EQ(message, "qccl: shared-memory round 1 on rank 0: aborted while waiting for rank 1 to publish round 1");
+  EXPECT_EQ(message,
+            "qccl: shared-memory round 1 on rank 0: aborted (rank 2 reported that the group failed there) while "
+            "waiting for rank 1 to publish round 1");
   EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(thrown - aborted).count(), 1000);
   EXPECT_THROW(ranks.a.awaitPeer(1, 1), c10::DistBackendError); // and every later wait
 }

@@ -277,8 +277,8 @@ at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what) {
   return all.view(mine.scalar_type());
 }
 
-void OneHost::abort() {
-  channel_->abort();
+void OneHost::abort(const std::string& why) {
+  channel_->abort(why);
 }
 
 void OneHost::setTimeout(std::chrono::milliseconds timeout) {

@@ -76,7 +76,7 @@ class OneHost : public Transport {
   at::Tensor exchange(const at::Tensor& mine, const std::string& what);
 
   // Every wait, now or later, raises at once (any thread).
-  void abort();
+  void abort(const std::string& why);
   void setTimeout(std::chrono::milliseconds timeout);
   uint64_t bytesPublished() const {
     return channel_->bytesPublished();

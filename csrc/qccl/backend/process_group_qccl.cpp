@@ -271,7 +271,7 @@ void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
   p2p_.failGroup(unusableSince(why));
   for (auto* memory : {oneHost_.get(), nodeMemory_.get()}) {
     if (memory) {
-      memory->abort();
+      memory->abort(why);
     }
   }
   if (nodeGroups_) {

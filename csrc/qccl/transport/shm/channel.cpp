@@ -188,7 +188,13 @@ void Channel::finish(uint64_t round) {
   finished_ = round;
 }
 
-void Channel::abort() {
+void Channel::abort(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(abortMutex_);
+    if (abortReason_.empty()) {
+      abortReason_ = why;
+    }
+  }
   aborted_.store(true, std::memory_order_seq_cst);
   closeAndWakeAll();
 }

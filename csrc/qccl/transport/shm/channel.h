@@ -42,6 +42,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -69,8 +70,9 @@ class Channel {
   const uint8_t* awaitPeer(int peer, uint64_t round);
   void finish(uint64_t round);
 
-  // Every wait, now or later, raises at once (from any thread).
-  void abort();
+  // Every wait, now or later, raises at once (from any thread), naming `why`: a rank
+  // whose wait was cut short by another rank's failure says which.
+  void abort(const std::string& why);
   void setTimeout(std::chrono::milliseconds timeout) {
     timeoutMs_.store(timeout.count());
   }
@@ -115,6 +117,8 @@ class Channel {
   std::vector<PeerProcess> processes_; // by rank
   std::atomic<bool> attached_{false};
   std::atomic<bool> aborted_{false};
+  std::mutex abortMutex_;
+  std::string abortReason_; // the first abort()'s, under abortMutex_
   std::string failure_; // the first failure, repeated by every later call
   uint64_t published_ = 0; // this rank's counters, as it last stored them
   uint64_t finished_ = 0;

@@ -71,7 +71,12 @@ void Channel::waitAtLeast(int owner, uint64_t& counter, uint64_t target, const W
 
 void Channel::checkBetweenSleeps(const Waiting& waiting, Clock::time_point deadline) {
   if (aborted_.load(std::memory_order_seq_cst)) {
-    fail(waiting, "aborted");
+    std::string why;
+    {
+      std::lock_guard<std::mutex> lock(abortMutex_);
+      why = abortReason_;
+    }
+    fail(waiting, "aborted (" + why + ")");
   }
   int closedPeer = -1;
   for (int peer = 0; peer < size_ && closedPeer < 0; ++peer) {
