@@ -1,7 +1,7 @@
 // Data-parallel training from C++ with qccl: every process trains the same small model
 // on its own shard of a synthetic regression task and averages gradients with qccl's
-// compressed allreduce (int8 unless QCCL_CODEC says otherwise). Build and run: README,
-// "C++ (LibTorch) programs".
+// compressed allreduce (int8 unless QCCL_CODEC says otherwise). Build and run:
+// examples/README.md, "cpp/"; the API: docs/guide/cpp.md.
 //
 // Environment (what torchrun sets; a shell loop can set it too):
 //   RANK, WORLD_SIZE              this process's rank and the number of processes

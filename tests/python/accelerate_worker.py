@@ -1,4 +1,4 @@
-"""The README's Accelerate recipe, run by test_huggingface.py under torchrun: create the
+"""The Accelerate recipe of docs/guide/frameworks.md, run by test_huggingface.py under torchrun: create the
 group first, then Accelerator(); prints a digest of the trained parameters and how many
 all_reduces qccl carried."""
 

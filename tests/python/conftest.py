@@ -1,4 +1,4 @@
-"""Test tiers (pytest markers, see README "Tests"): every test is `unit` (one process,
+"""Test tiers (pytest markers, see README, "Run the tests"): every test is `unit` (one process,
 seconds: `python -m pytest -m unit` is the edit-test loop), `multiprocess` (ranks or
 launchers as processes) or `perf` (the benchmark tools run end to end on a small size,
 never asserting timings). A module declares `unit` or `perf` in its `pytestmark`; every

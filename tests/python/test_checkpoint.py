@@ -60,9 +60,10 @@ def rank_uninterrupted(ctx, directory):
 
 
 def rebuild_buckets_exactly(group, ddp):
-    """README's resume recipe: DDP reduces a new model's first step as one bucket of all
-    gradients, then rebuilds its buckets; one step inside qccl.exact(), before the states
-    are loaded, makes the resumed run reduce the buckets the original run reduced."""
+    """The resume recipe of docs/guide/compression.md: DDP reduces a new model's first
+    step as one bucket of all gradients, then rebuilds its buckets; one step inside
+    qccl.exact(), before the states are loaded, makes the resumed run reduce the buckets
+    the original run reduced."""
     with qccl.exact(group):
         ddp(torch.zeros(1, 32)).sum().backward()
     ddp.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ CODECS = ["fp16", "bf16", "int8", "int4"]
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 # Relative L2 error of a compressed allreduce of Gaussian data against float64 (two
-# quantization stages, block 256), with margin over what 2 and 4 ranks measure (README).
+# quantization stages, block 256), with margin over what 2 and 4 ranks measure (docs/guide/compression.md).
 CODEC_BOUND = {"fp16": 6e-4, "bf16": 4e-3, "int8": 1.5e-2, "int4": 0.25}
 # Plus rounding the float32 result to the tensor's own dtype.
 DTYPE_BOUND = {torch.float32: 0.0, torch.float16: 6e-4, torch.bfloat16: 4e-3}

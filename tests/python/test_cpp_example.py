@@ -1,8 +1,8 @@
 """The C++ example (examples/cpp/train.cpp) as a LibTorch user runs it: two processes
 from a plain shell-style launcher, and under `torchrun --no-python`.
 
-tests/run_all.sh builds it first against the installed package, with the README's
-commands; QCCL_CPP_EXAMPLE names another binary.
+tests/run_all.sh builds it first against the installed package, with the commands of
+examples/README.md; QCCL_CPP_EXAMPLE names another binary.
 """
 
 import os
@@ -19,7 +19,7 @@ BINARY = pathlib.Path(os.environ.get("QCCL_CPP_EXAMPLE", ROOT / "build" / "examp
 
 pytestmark = pytest.mark.skipif(
     not BINARY.exists(),
-    reason=f"{BINARY} is not built: run the README's C++ build commands (tests/run_all.sh does)",
+    reason=f"{BINARY} is not built: run the C++ build commands of examples/README.md (tests/run_all.sh does)",
 )
 
 RESULT = re.compile(r"rank (\d+) first_loss (\S+) final_loss (\S+) digest (\w+)")

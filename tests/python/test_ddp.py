@@ -43,7 +43,7 @@ def test_ddp_matches_gloo_bit_for_bit(world2):
 
 
 # Final loss of a compressed run may exceed the exact run's by at most this fraction
-# (the targets; README "Codecs" lists what was measured).
+# (the targets; docs/guide/compression.md, "Training", lists what was measured).
 CONVERGENCE_STEPS = 200
 CODEC_RUNS = [("bf16", {}, 0.02), ("int8", {}, 0.02), ("int4", {"error_feedback": True}, 0.05)]
 

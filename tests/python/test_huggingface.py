@@ -1,4 +1,4 @@
-"""Accelerate and the Transformers Trainer on qccl, as the README says: init_process_group
+"""Accelerate and the Transformers Trainer on qccl, as docs/guide/frameworks.md says: init_process_group
 ("qccl") first, then Accelerator() / the Trainer. The gradients go through qccl, and the
 parameters end as on Gloo, to the bit. Each case is skipped where its package is missing."""
 

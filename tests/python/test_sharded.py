@@ -12,7 +12,7 @@ from test_compression import CODECS, DTYPE_BOUND, FLOAT_DTYPES, assert_identical
     relative_error
 
 # Relative L2 error against float64 of one quantization stage of Gaussian data (block 256),
-# with margin over what 2 and 4 ranks measure (README). Reduce-scatter: each contribution
+# with margin over what 2 and 4 ranks measure (docs/guide/sharded.md). Reduce-scatter: each contribution
 # but the owner's is quantized once; all-gather: every shard is quantized once.
 SHARDED_BOUND = {"fp16": 4e-4, "bf16": 3e-3, "int8": 1e-2, "int4": 0.17}
 PREMUL_FACTOR = 0.37

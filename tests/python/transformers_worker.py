@@ -1,4 +1,4 @@
-"""The README's Transformers recipe, run by test_huggingface.py under torchrun: create the
+"""The Transformers recipe of docs/guide/frameworks.md, run by test_huggingface.py under torchrun: create the
 group first, then the Trainer; prints a digest of the trained parameters and how many
 all_reduces qccl carried."""
 

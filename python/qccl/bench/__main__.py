@@ -45,15 +45,61 @@ def parse_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 1gbit, 100mbit)") from None
 
 
+_DEFAULT_MIN_SIZE = "4K"
+_DEFAULT_MAX_SIZE = "256M"
+_DEFAULT_STEP_FACTOR = 4
+
+
+def size_range(min_size: int, max_size: int, step_factor: int) -> list[int]:
+    """min_size, min_size x factor, ... up to max_size (a factor below 2 counts as 2)."""
+    sizes, size = [], min_size
+    while size <= max_size:
+        sizes.append(size)
+        size *= max(2, step_factor)
+    return sizes
+
+
+def size_text(size: int) -> str:
+    """4096 -> '4K': the form --sizes takes."""
+    for unit in ("G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def sizes_help() -> str:
+    """--help's epilog: without it a user had to read the code to learn how sizes are
+    written and which sizes a plain run measures."""
+    defaults = size_range(parse_size(_DEFAULT_MIN_SIZE), parse_size(_DEFAULT_MAX_SIZE), _DEFAULT_STEP_FACTOR)
+    return (
+        "sizes: bytes with an optional binary unit K, M or G (KiB, MB and the like are read\n"
+        "the same way): 4K = 4096 bytes, 64M = 64 MiB, 1.5M works too. A size is the larger\n"
+        "of a rank's input and output buffer.\n"
+        f"default sizes: --min-size {_DEFAULT_MIN_SIZE} to --max-size {_DEFAULT_MAX_SIZE}, "
+        f"times --step-factor {_DEFAULT_STEP_FACTOR} per row:\n"
+        f"  {','.join(size_text(s) for s in defaults)}\n"
+        "--sizes lists the sizes instead.\n\n"
+        "examples:\n"
+        "  python -m qccl.bench --sizes 4K,64K,1M,16M,64M\n"
+        "  python -m qccl.bench --ranks 4 --collectives allreduce --backends gloo,qccl:int8 --max-size 64M\n"
+    )
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m qccl.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m qccl.bench", description=__doc__.splitlines()[0],
+                                epilog=sizes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2, help="local ranks to start (ignored under torchrun)")
     p.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma-separated: %(default)s")
     p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated: %(default)s")
-    p.add_argument("--min-size", type=parse_size, default=4 << 10)
-    p.add_argument("--max-size", type=parse_size, default=256 << 20)
-    p.add_argument("--step-factor", type=int, default=4, help="size multiplier between rows")
-    p.add_argument("--sizes", help="comma-separated sizes instead of the min/max/factor range")
+    # String defaults go through parse_size too, so --help prints them as a user writes them.
+    p.add_argument("--min-size", type=parse_size, default=_DEFAULT_MIN_SIZE, metavar="SIZE",
+                   help="smallest size, e.g. 4K (default %(default)s)")
+    p.add_argument("--max-size", type=parse_size, default=_DEFAULT_MAX_SIZE, metavar="SIZE",
+                   help="largest size, e.g. 64M (default %(default)s)")
+    p.add_argument("--step-factor", type=int, default=_DEFAULT_STEP_FACTOR,
+                   help="size multiplier between rows (default %(default)s)")
+    p.add_argument("--sizes", metavar="SIZE,...",
+                   help="comma-separated sizes instead of the min/max/factor range, e.g. 4K,64K,1M")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per backend and size")
     p.add_argument("--rounds", type=int, default=3, help="alternations between backends")
@@ -69,10 +115,7 @@ def parse_args(argv=None):
         except argparse.ArgumentTypeError as e:
             p.error(str(e))
     else:
-        args.size_list, size = [], args.min_size
-        while size <= args.max_size:
-            args.size_list.append(size)
-            size *= max(2, args.step_factor)
+        args.size_list = size_range(args.min_size, args.max_size, args.step_factor)
     args.collective_list = [c.strip() for c in args.collectives.split(",") if c.strip()]
     unknown = [c for c in args.collective_list if c not in COLLECTIVES]
     if unknown:
