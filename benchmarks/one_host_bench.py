@@ -2,7 +2,7 @@
 sockets, force_network), side by side in one run.
 
     torchrun --nproc-per-node 2 benchmarks/one_host_bench.py [--repeats 5] [--json out.json]
-    torchrun --nproc-per-node 4 benchmarks/one_host_bench.py
+    torchrun --nproc-per-node 4 benchmarks/one_host_bench.py [--rows "all_reduce 4 MiB" barrier]
 
 Each row is a loop of back-to-back synchronous calls (issue 28's table): all_reduce of
 64 B, 4 KiB, 256 KiB, 4 MiB and 64 MiB of float32; broadcast, all_gather_into_tensor and
@@ -90,6 +90,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the rows here (rank 0)")
+    parser.add_argument("--rows", nargs="+", metavar="TEXT",
+                        help="run only the rows whose call contains one of these texts (default: every row)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     dist.init_process_group("gloo")
@@ -101,6 +103,8 @@ def main():
     assert qccl.stats(groups["qccl"])["shared_memory"]["used"], "qccl's ranks did not share memory"
     rows = []
     for name, calls in ROWS:
+        if args.rows and not any(text in name for text in args.rows):
+            continue
         fns = {backend: MAKERS[name](group) for backend, group in groups.items()}
         times = {backend: [] for backend in groups}
         for _ in range(args.repeats):

@@ -20,6 +20,13 @@ bool everyRank(int) {
   return true;
 }
 
+// From this size on, an all-reduce among more than two ranks spreads its reductions: each
+// rank reduces one share of every chunk and the ranks then gather the shares. One-shot,
+// every rank reads every contribution; spread, each reads one share of each plus the
+// others' results: about 4 chunk lengths of memory traffic per rank instead of size + 2.
+// Two ranks would gain nothing and pay a second round per chunk.
+constexpr int64_t kSpreadReductionBytes = 1 << 20;
+
 // Copies the part of [offset, offset + length) that falls in [from, from + block) of a
 // contribution at `data` to `into` (which holds that block).
 void copyOverlap(uint8_t* into, int64_t from, int64_t block, const uint8_t* data, int64_t offset, int64_t length) {
@@ -39,27 +46,26 @@ OneHost::OneHost(std::unique_ptr<shm::Channel> channel)
   TORCH_INTERNAL_ASSERT(chunkBytes_ > 0, "qccl: a shared-memory slot smaller than one element");
 }
 
-void OneHost::rounds(
-    const char* what,
-    int64_t bytes,
-    const uint8_t* mine,
-    const std::function<bool(int)>& contributes,
-    const Take& take) {
+void OneHost::named(const char* what, const std::function<void()>& body) {
   try {
-    runRounds(bytes, mine, bytes, contributes, take);
+    body();
   } catch (const c10::DistBackendError&) {
     throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " +
                    describeCause(std::current_exception()));
   }
 }
 
+void OneHost::rounds(
+    const char* what,
+    int64_t bytes,
+    const uint8_t* mine,
+    const std::function<bool(int)>& contributes,
+    const Take& take) {
+  named(what, [&] { runRounds(bytes, mine, bytes, contributes, take); });
+}
+
 void OneHost::unevenRounds(const char* what, int64_t span, const uint8_t* mine, int64_t myBytes, const Take& take) {
-  try {
-    runRounds(span, mine, myBytes, everyRank, take);
-  } catch (const c10::DistBackendError&) {
-    throwCommError(std::string(what) + " on rank " + std::to_string(rank()) + " over shared memory failed: " +
-                   describeCause(std::current_exception()));
-  }
+  named(what, [&] { runRounds(span, mine, myBytes, everyRank, take); });
 }
 
 void OneHost::runRounds(
@@ -101,8 +107,55 @@ void OneHost::allreduceWire(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, 
   // The wire tensor is this rank's contribution until its bytes are in its slot, then the
   // result: each chunk is overwritten only after the round published it.
   auto* acc = mutableBytePointer(wire);
+  if (size() > 2 && byteSize(wire) >= kSpreadReductionBytes) {
+    allreduceSpread(wire, wireOp, chunkElements, what);
+    return;
+  }
   rounds(what, byteSize(wire), acc, everyRank, [&](int64_t offset, const auto& fromRank, int64_t length) {
     reduceInGlooOrder(wireOp, wire.scalar_type(), acc + offset, offset / elementSize, length, fromRank, chunkElements);
+  });
+}
+
+void OneHost::allreduceSpread(
+    at::Tensor& wire,
+    c10d::ReduceOp::RedOpType wireOp,
+    int64_t chunkElements,
+    const char* what) {
+  const int64_t elementSize = static_cast<int64_t>(wire.element_size());
+  auto* acc = mutableBytePointer(wire);
+  const int64_t total = byteSize(wire);
+  named(what, [&] {
+    for (int64_t offset = 0; offset < total; offset += chunkBytes_) {
+      const int64_t length = std::min(chunkBytes_, total - offset);
+      // Rank r's share of the chunk: the r-th of size() runs of whole elements.
+      const int64_t elements = length / elementSize;
+      auto shareStart = [&](int r) { return elements * r / size() * elementSize; };
+      const int64_t myStart = shareStart(rank());
+      const int64_t myLength = shareStart(rank() + 1) - myStart;
+      int64_t longestShare = 0;
+      for (int r = 0; r < size(); ++r) {
+        longestShare = std::max(longestShare, shareStart(r + 1) - shareStart(r));
+      }
+      // Round one: every rank's contribution; this rank reduces its share of it (its own
+      // copy is in its slot, so the share of `acc` can take the result).
+      runRounds(length, acc + offset, length, everyRank, [&](int64_t, const auto& fromRank, int64_t) {
+        std::vector<const uint8_t*> share;
+        for (const auto* data : fromRank) {
+          share.push_back(data + myStart);
+        }
+        reduceInGlooOrder(wireOp, wire.scalar_type(), acc + offset + myStart, (offset + myStart) / elementSize,
+                          myLength, share, chunkElements);
+      });
+      // Round two: every rank's reduced share, copied into place.
+      runRounds(longestShare, acc + offset + myStart, myLength, everyRank, [&](int64_t, const auto& fromRank, int64_t) {
+        for (int peer = 0; peer < size(); ++peer) {
+          if (peer != rank()) {
+            std::memcpy(acc + offset + shareStart(peer), fromRank[peer],
+                        static_cast<size_t>(shareStart(peer + 1) - shareStart(peer)));
+          }
+        }
+      });
+    }
   });
 }
 

@@ -10,9 +10,12 @@
 // moves once: from the caller's tensor into this rank's slot, and from the peers' slots
 // into the caller's output.
 //
-// Reductions are one-shot: every rank reduces every contribution itself, in the order
-// Gloo's ring would (algo/gloo_ring_order.h), so every rank computes the same bits, the
-// same from run to run, and Gloo's bits at any world size.
+// Reductions follow the order Gloo's ring would (algo/gloo_ring_order.h), so every rank
+// computes the same bits, the same from run to run, and Gloo's bits at any world size.
+// Below 1 MiB, or at two ranks, they are one-shot: every rank reduces every contribution
+// itself. Above, among more ranks, each rank reduces one share of each chunk and the
+// ranks then gather the shares (a reduce-scatter and an all-gather through the slots),
+// spreading the memory traffic over the ranks.
 //
 // Runs on the group's worker thread (one call at a time, in the group's order, which
 // every rank shares: the channel's rounds stay in step). Failures raise DistBackendError.
@@ -99,6 +102,10 @@ class OneHost : public Transport {
   // contribution, the same on every rank) and this rank offers its `myBytes`; a peer's
   // chunk holds only what is left of its own contribution, which `take` must know.
   void unevenRounds(const char* what, int64_t span, const uint8_t* mine, int64_t myBytes, const Take& take);
+  // Runs `body`, naming `what` in the DistBackendError it raises.
+  void named(const char* what, const std::function<void()>& body);
+  // allreduceWire's reduce-scatter + all-gather: two rounds per chunk.
+  void allreduceSpread(at::Tensor& wire, c10d::ReduceOp::RedOpType wireOp, int64_t chunkElements, const char* what);
   void runRounds(
       int64_t span,
       const uint8_t* mine,
