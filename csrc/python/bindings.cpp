@@ -2,6 +2,9 @@
 // the pybind11 copy inside torch (torch/include/pybind11) so that c10d::Backend and
 // Store are the very types torch registered.
 
+#include <mutex>
+#include <vector>
+
 #include <pybind11/chrono.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
@@ -26,6 +29,32 @@ namespace {
 
 qccl::Config configWith(const Settings& settings) {
   return qccl::Config::fromEnvironment().overriddenBy(settings);
+}
+
+// Every group this process created that may still be alive, for close_every_group_at_exit.
+std::mutex liveGroupsMutex;
+std::vector<c10::weak_intrusive_ptr<qccl::ProcessGroupQCCL>> liveGroups;
+
+void remember(const c10::intrusive_ptr<qccl::ProcessGroupQCCL>& group) {
+  std::lock_guard<std::mutex> lock(liveGroupsMutex);
+  std::erase_if(liveGroups, [](const auto& weak) { return weak.expired(); });
+  liveGroups.emplace_back(group);
+}
+
+void closeEveryGroupAtExit() {
+  std::vector<c10::intrusive_ptr<qccl::ProcessGroupQCCL>> alive;
+  {
+    std::lock_guard<std::mutex> lock(liveGroupsMutex);
+    for (auto& weak : liveGroups) {
+      if (auto group = weak.lock()) {
+        alive.push_back(std::move(group));
+      }
+    }
+    liveGroups.clear();
+  }
+  for (auto& group : alive) {
+    group->closeAtExit();
+  }
 }
 
 py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
@@ -150,8 +179,10 @@ void bindBackend(py::module_& m) {
                       const Settings& settings,
                       const std::optional<c10::intrusive_ptr<c10d::Backend>>& nccl,
                       const std::optional<c10::intrusive_ptr<c10d::Store>>& store) {
-            return c10::make_intrusive<ProcessGroupQCCL>(
+            auto group = c10::make_intrusive<ProcessGroupQCCL>(
                 gloo, rank, size, timeout, configWith(settings), nccl.value_or(nullptr), store.value_or(nullptr));
+            remember(group);
+            return group;
           }),
           py::arg("gloo"),
           py::arg("rank"),
@@ -224,6 +255,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("timeout"), py::call_guard<py::gil_scoped_release>(),
         "A key prefix of `store` that no earlier creation of a group on it used, agreed by "
         "all `size` ranks (each calls it): where the group's transports keep their keys.");
+  m.def("close_every_group_at_exit", &closeEveryGroupAtExit, py::call_guard<py::gil_scoped_release>(),
+        "Stops the threads of every qccl group still alive (failing calls nobody waited "
+        "for), while the interpreter can still take the tensors they release: "
+        "python/qccl/_exit.py.");
   m.def("has_cuda", &qccl::builtWithCuda, "Whether this build compiled qccl's CUDA code.");
   m.def("cuda_self_test", &qccl::cudaSelfTest,
         "Launches a trivial kernel; returns True when a GPU ran it (False without a GPU).");

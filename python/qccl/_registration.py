@@ -24,8 +24,10 @@ def register_backend() -> None:
     if BACKEND_NAME in dist.Backend.backend_list:
         return
     from ._coalescing_guard import install
+    from ._exit import close_groups_at_exit
 
     install()
+    close_groups_at_exit()
     dist.Backend.register_backend(
         BACKEND_NAME, _create_backend, extended_api=True, devices=["cpu", "cuda"]
     )

@@ -377,6 +377,10 @@ void ProcessGroupQCCL::abort() {
   stop("the process group was aborted");
 }
 
+void ProcessGroupQCCL::closeAtExit() {
+  stop("the process is exiting");
+}
+
 void ProcessGroupQCCL::shutdown() {
   if (nccl_) {
     nccl_->shutdown();

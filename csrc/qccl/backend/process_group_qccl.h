@@ -194,6 +194,10 @@ class ProcessGroupQCCL : public c10d::Backend {
   void abort() override;
   // Lets queued work finish (each op is bounded by the timeout), then releases the group.
   void shutdown() override;
+  // Fails what is still queued or running (nothing the caller waited for) and joins the
+  // group's threads, without waiting for peers: what the Python interpreter's exit does
+  // for groups nobody destroyed (python/qccl/_exit.py says why).
+  void closeAtExit();
 
  private:
   // Issues a collective: `validateAndIssue` validates and queues it. If it raises before
