@@ -203,6 +203,22 @@ void bindBackend(py::module_& m) {
       .def("shared_memory_ranks", &ProcessGroupQCCL::sharedMemoryRanks)
       .def("shared_memory_bytes", &ProcessGroupQCCL::sharedMemoryBytes)
       .def("calls_in_check", &ProcessGroupQCCL::callsInCheck)
+      .def(
+          "peer_waits",
+          [](const ProcessGroupQCCL& pg) {
+            py::list peers;
+            for (const auto& peer : pg.peerWaits()) {
+              py::dict d;
+              d["checks"] = peer.checks;
+              d["seconds"] = static_cast<double>(peer.totalNs) * 1e-9;
+              d["longest_seconds"] = static_cast<double>(peer.longestNs) * 1e-9;
+              d["histogram"] = peer.histogram;
+              peers.append(d);
+            }
+            return peers;
+          },
+          "Per rank of the group: how long this rank's cross-rank checks waited for it "
+          "(backend/peer_waits.h); this rank's own entry stays empty.")
       .def("reset_compression_stats", &ProcessGroupQCCL::resetCompressionStats)
       .def("abandon_coalescing", &ProcessGroupQCCL::abandonCoalescing, py::call_guard<py::gil_scoped_release>())
       .def("enter_exact", &ProcessGroupQCCL::enterExactRegion)

@@ -20,6 +20,7 @@ from .checkpoint import CompressionStateful, load_state_dict, state_dict
 from .compression import exact, mark_step, reset_stats, stats
 from .factory import create_backend, create_process_group
 from .options import Options
+from .stragglers import StragglerReport, straggler_report
 
 register_backend()
 
@@ -51,4 +52,6 @@ __all__ = [
     "reset_stats",
     "state_dict",
     "stats",
+    "straggler_report",
+    "StragglerReport",
 ]

@@ -61,7 +61,9 @@ def stats(group=None) -> dict:
     "all_gather" (logical_bytes: the full tensor, every rank's shard). "calls_in_check"
     counts the group's small exact calls of every kind (all_reduce, broadcast,
     all_gather, reduce_scatter) done from what their cross-rank check carried, with no
-    exchange of their own. "shared_memory" says whether this rank goes through shared
+    exchange of their own. "peer_waits" says, per peer rank, how many cross-rank checks
+    waited for it, how long in all and at most ("checks", "seconds", "longest_seconds";
+    qccl.straggler_report gathers every rank's). "shared_memory" says whether this rank goes through shared
     memory ("used"), with how many ranks ("ranks": the whole group when its ranks share
     one host; the rank's node in a hierarchical group, for the node stages), and how
     many bytes it published there
@@ -70,6 +72,8 @@ def stats(group=None) -> dict:
     backend = _backend(group)
     counters = _with_ratio(backend.compression_stats())
     counters["calls_in_check"] = backend.calls_in_check()
+    counters["peer_waits"] = {peer: {key: waits[key] for key in ("checks", "seconds", "longest_seconds")}
+                              for peer, waits in enumerate(backend.peer_waits()) if waits["checks"]}
     counters["reduce_scatter"] = _with_ratio(backend.reduce_scatter_stats())
     counters["all_gather"] = _with_ratio(backend.all_gather_stats())
     shm_ranks = backend.shared_memory_ranks()

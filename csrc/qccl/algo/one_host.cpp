@@ -317,7 +317,11 @@ void OneHost::barrier() {
   rounds("barrier", 0, nullptr, everyRank, [](int64_t, const auto&, int64_t) {});
 }
 
-at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what) {
+at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what, std::vector<int64_t>* waitedNs) {
+  std::vector<int64_t> blockedBefore(size());
+  for (int peer = 0; waitedNs && peer < size(); ++peer) {
+    blockedBefore[peer] = channel_->blockedNanoseconds(peer);
+  }
   const auto in = asBytes(mine.contiguous());
   const int64_t part = in.numel();
   auto all = at::empty({size() * part}, in.options());
@@ -327,6 +331,9 @@ at::Tensor OneHost::exchange(const at::Tensor& mine, const std::string& what) {
       std::memcpy(out + peer * part + offset, fromRank[peer], static_cast<size_t>(length));
     }
   });
+  for (int peer = 0; waitedNs && peer < size(); ++peer) {
+    (*waitedNs)[peer] += channel_->blockedNanoseconds(peer) - blockedBefore[peer];
+  }
   return all.view(mine.scalar_type());
 }
 

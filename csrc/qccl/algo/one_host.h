@@ -75,8 +75,9 @@ class OneHost : public Transport {
                 const std::vector<int64_t>& sendBytes);
   void barrier();
   // Every rank's `mine` (the same size on every rank), in rank order: the cross-rank
-  // check's exchange (backend/check_exchange.h).
-  at::Tensor exchange(const at::Tensor& mine, const std::string& what);
+  // check's exchange (backend/check_exchange.h). Adds to (*waitedNs)[r], if given, the
+  // nanoseconds it was blocked on rank r (backend/peer_waits.h).
+  at::Tensor exchange(const at::Tensor& mine, const std::string& what, std::vector<int64_t>* waitedNs = nullptr);
 
   // Every wait, now or later, raises at once (any thread).
   void abort(const std::string& why);

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -21,11 +22,13 @@
 namespace qccl {
 
 // Every rank's `mine` (the same size on every rank), in rank order. Waits as `net` does
-// (the group's timeout, abort), naming `what` when it fails.
+// (the group's timeout, abort), naming `what` when it fails. Adds to waitedNs[r] the
+// nanoseconds it waited for rank r's part (backend/peer_waits.h).
 at::Tensor exchangeCheckParts(
     p2p::P2PEngine& p2p,
     GlooTransport& net,
     const at::Tensor& mine,
-    const std::string& what);
+    const std::string& what,
+    std::vector<int64_t>& waitedNs);
 
 } // namespace qccl

@@ -202,9 +202,11 @@ std::vector<std::exception_ptr> ProcessGroupQCCL::admit(const std::vector<const 
     const auto* op = batch[i];
     calls.push_back({op->name, &signatures[i], op->ridesInCheck ? op->carried->contribution() : at::Tensor()});
   }
-  auto checked = check_.compareAcrossRanks(rank_, size_, calls, [this](const at::Tensor& mine, const std::string& what) {
-    return oneHost_ ? oneHost_->exchange(mine, what) : exchangeCheckParts(p2p_, transport_, mine, what);
+  std::vector<int64_t> waitedNs(size_, 0);
+  auto checked = check_.compareAcrossRanks(rank_, size_, calls, [&](const at::Tensor& mine, const std::string& what) {
+    return oneHost_ ? oneHost_->exchange(mine, what, &waitedNs) : exchangeCheckParts(p2p_, transport_, mine, what, waitedNs);
   });
+  peerWaits_.add(rank_, waitedNs);
   for (size_t i = 0; i < checked.contributions.size(); ++i) {
     batch[i]->carried->received(std::move(checked.contributions[i]));
   }

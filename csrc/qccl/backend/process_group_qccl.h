@@ -27,6 +27,7 @@
 #include "qccl/backend/call_staging.h"
 #include "qccl/backend/joint_allreduce.h"
 #include "qccl/backend/op_queue.h"
+#include "qccl/backend/peer_waits.h"
 #include "qccl/backend/validation.h"
 #include "qccl/common/config.h"
 #include "qccl/p2p/inner_backend_p2p.h"
@@ -178,10 +179,15 @@ class ProcessGroupQCCL : public c10d::Backend {
   int64_t callsInCheck() const {
     return callsInCheck_.load();
   }
+  // How long this rank's cross-rank checks waited for each peer (backend/peer_waits.h).
+  std::vector<PeerWaits::Peer> peerWaits() const {
+    return peerWaits_.snapshot();
+  }
   void resetCompressionStats() {
     allreduce_.resetStats();
     sharded_.resetStats();
     callsInCheck_ = 0;
+    peerWaits_.reset();
   }
   // Compressible calls issued while the count is above zero are exact (qccl.exact()).
   void enterExactRegion();
@@ -347,6 +353,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   algo::BucketedAllreduce allreduce_;
   algo::ShardedCompression sharded_;  // reduce-scatter and all-gather
   std::atomic<int64_t> callsInCheck_{0};  // for callsInCheck()
+  PeerWaits peerWaits_{size_};
   std::atomic<int> exactDepth_{0};
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;

@@ -33,7 +33,8 @@ Channel::Channel(int rank, int size, uint64_t slotBytes, std::chrono::millisecon
       own_(Segment::create(checkedSegmentBytes(rank, size, slotBytes))),
       peers_(size),
       headers_(size, nullptr),
-      processes_(size) {
+      processes_(size),
+      blockedNs_(size, 0) {
   // The segment is zero-filled (fresh tmpfs pages): counters, seq and flags start at 0.
   auto* header = new (own_.data()) SegmentHeader{};
   header->slotBytes = slotBytes;
@@ -164,8 +165,10 @@ const uint8_t* Channel::awaitPeer(int peer, uint64_t round) {
       finished_ + 1,
       ", after publishing round ",
       published_);
-  if (peer != rank_) {
+  if (peer != rank_ && shared(headers_[peer]->published).load(std::memory_order_acquire) < round) {
+    const auto start = std::chrono::steady_clock::now();
     waitAtLeast(peer, headers_[peer]->published, round, Waiting{"round", round, peer, "publish", round});
+    blockedNs_[peer] += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
   }
   return slot(peer, round);
 }

@@ -89,6 +89,11 @@ class Channel {
   uint64_t bytesPublished() const {
     return bytesPublished_.load(std::memory_order_relaxed);
   }
+  // Nanoseconds awaitPeer() was blocked on `peer` since the channel was made (a peer that
+  // had published already costs nothing): the cross-rank check's per-peer waits.
+  int64_t blockedNanoseconds(int peer) const {
+    return blockedNs_[peer];
+  }
 
  private:
   // What a wait is for, worded only when it fails.
@@ -123,6 +128,7 @@ class Channel {
   uint64_t published_ = 0; // this rank's counters, as it last stored them
   uint64_t finished_ = 0;
   std::atomic<uint64_t> bytesPublished_{0};
+  std::vector<int64_t> blockedNs_; // by rank
   std::chrono::steady_clock::time_point lastLivenessCheck_{};
 };
 
