@@ -77,7 +77,8 @@ def late_rank_scenario(rank, size, port, report, gave_up, op, retrying_ranks, so
         os.environ["QCCL_FORCE_NETWORK"] = "1"
     init_loopback_rank(rank, size, port, TIMEOUT_S)
     late = size - 1
-    outcomes = [("call 0", _attempt(op, 0, rank, size))]
+    backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+    outcomes = [("call 0", _attempt(op, 0, rank, size)), ("get_error before", ("ok", True, backend.get_error().name))]
     if rank == late:
         # Arrives at call 1 once every other rank gave up on it.
         for event in gave_up:
@@ -98,6 +99,7 @@ def late_rank_scenario(rank, size, port, report, gave_up, op, retrying_ranks, so
         outcomes.append(("p2p after", ("ok", True)))
     except Exception as error:  # noqa: BLE001
         outcomes.append(("p2p after", ("raised", type(error).__name__, str(error))))
+    outcomes.append(("get_error after", ("ok", True, backend.get_error().name)))
     report.put((rank, outcomes))
     dist.destroy_process_group()
 
@@ -152,6 +154,18 @@ def test_no_wrong_value_after_a_timeout(op, size, retrying_ranks, sockets):
             assert second[:2] == ("raised", "DistBackendError"), second
             assert any(why in second[2] for why in ("failed earlier", "closed its shared-memory channel",
                                                     " Timed out ")), second
+        # Backend.get_error(): nothing before, then the kind of the rank's first failure.
+        assert by_name["get_error before"][2] == "SUCCESS", by_name
+        first_failure = next(outcome[2] for _, outcome in outcomes if outcome[0] == "raised")
+        assert by_name["get_error after"][2] == _error_kind(first_failure), (first_failure, by_name)
+
+
+def _error_kind(message):
+    """c10d's ErrorType for a rank's first failure, from its message (not from qccl's code)."""
+    if any(why in message for why in ("reported that the group failed", "failed earlier",
+                                      "closed its shared-memory channel")):
+        return "REMOTE_ERROR"  # a peer failed first and told this rank
+    return "TIMEOUT" if " Timed out " in message else "COMM_ERROR"
 
 
 def test_a_receive_from_one_peer_that_timed_out_closes_the_pair():

@@ -265,6 +265,14 @@ void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
       return;
     }
     failure_ = why;
+    // A peer's notice quotes the peer's reason, which may be its timeout: it is remote here.
+    if (!tellPeers || why.find("closed its shared-memory channel") != std::string::npos) {
+      failureKind_ = c10d::ErrorType::REMOTE_ERROR;
+    } else if (why.find(" Timed out ") != std::string::npos) {
+      failureKind_ = c10d::ErrorType::TIMEOUT;
+    } else {
+      failureKind_ = c10d::ErrorType::COMM_ERROR;
+    }
   }
   // Peers first: the transport's abort below cuts short what this rank waits for.
   if (tellPeers) {
@@ -281,6 +289,11 @@ void ProcessGroupQCCL::failGroup(const std::string& why, bool tellPeers) {
   }
   queue_.fail(makeCommError("a call still pending on rank " + std::to_string(rank_) + ": " + unusableSince(why)));
   transport_.abort();  // wakes the worker if it waits for a transfer
+}
+
+c10d::ErrorType ProcessGroupQCCL::getError() {
+  std::lock_guard<std::mutex> lock(failureMutex_);
+  return failureKind_;
 }
 
 std::exception_ptr ProcessGroupQCCL::groupFailedError(const std::string& name) const {

@@ -196,6 +196,10 @@ class ProcessGroupQCCL : public c10d::Backend {
   algo::CompressionState saveCompressionState();
   void loadCompressionState(const algo::CompressionState& state);
 
+  // The group's first failure, as c10d names its kinds: TIMEOUT (a wait ran out), REMOTE_ERROR
+  // (a peer failed and told this rank, or closed its shared-memory channel), COMM_ERROR
+  // (anything else: a dead peer, a transport error, abort()); SUCCESS while it works.
+  c10d::ErrorType getError() override;
   // Fails queued and running work at once.
   void abort() override;
   // Lets queued work finish (each op is bounded by the timeout), then releases the group.
@@ -366,6 +370,7 @@ class ProcessGroupQCCL : public c10d::Backend {
   ArgumentCheck check_;  // worker only
   mutable std::mutex failureMutex_;
   std::string failure_;  // failGroup()'s first reason; empty while the group works
+  c10d::ErrorType failureKind_ = c10d::ErrorType::SUCCESS;  // of failure_
 
   std::mutex coalescingMutex_;
   bool coalescing_ = false;
