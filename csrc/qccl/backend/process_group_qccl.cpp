@@ -8,6 +8,8 @@
 
 #include "qccl/backend/check_exchange.h"
 #include "qccl/common/errors.h"
+#include "qccl/transport/fresh_prefix.h"
+#include "qccl/transport/gloo_factory.h"
 #include "qccl/transport/shm/connect.h"
 
 namespace qccl {
@@ -84,7 +86,9 @@ ProcessGroupQCCL::ProcessGroupQCCL(
            // keeps every op on sockets, with one warning.
            oneHost_ ? shm::connectMailbox(*store, rank, size, kMailboxRingBytes, timeout) : nullptr),
       nccl_(std::move(nccl)),
-      ncclP2P_(config, rank, std::move(store), nccl_.defined()) {
+      ncclP2P_(config, rank, store, nccl_.defined()),
+      store_(std::move(store)),
+      timeout_(timeout) {
   QCCL_CHECK_VALUE(
       transport_.rank() == rank && transport_.size() == size,
       "the Gloo transport is rank ", transport_.rank(), " of ", transport_.size(),
@@ -327,6 +331,35 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::split(
   }
   return c10::make_intrusive<ProcessGroupQCCL>(
       gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl, store);
+}
+
+c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::shrink(
+    const std::vector<int64_t>& ranksToExclude,
+    int shrinkFlags,
+    const c10::intrusive_ptr<Options>& optsOverride) {
+  QCCL_CHECK_VALUE(store_, "shrink needs the group's store; this group was made without one");
+  std::vector<bool> excluded(size_, false);
+  for (const auto rank : ranksToExclude) {
+    QCCL_CHECK_VALUE(rank >= 0 && rank < size_, "shrink: rank ", rank, " is not in this group of ", size_);
+    excluded[rank] = true;
+  }
+  QCCL_CHECK_VALUE(!excluded[rank_], "shrink: rank ", rank_, " is excluded, so it must not call shrink");
+  if (shrinkFlags & kShrinkAbort) {
+    abort();
+  }
+  const int newRank = static_cast<int>(std::count(excluded.begin(), excluded.begin() + rank_, false));
+  const int newSize = static_cast<int>(std::count(excluded.begin(), excluded.end(), false));
+  const auto timeout = optsOverride ? optsOverride->timeout : timeout_;
+  // Under a prefix that this shrink's ranks, and only they, agree on: the survivors of
+  // the n-th shrink of this group; inside it a fresh one, as every creation takes.
+  auto shrunkStore = c10::make_intrusive<c10d::PrefixStore>("shrink/" + std::to_string(++shrinks_) + "/", store_);
+  auto fresh = c10::make_intrusive<c10d::PrefixStore>(agreeOnFreshPrefix(shrunkStore, newRank, newSize, timeout), shrunkStore);
+  auto gloo = makeGlooBackend(c10::make_intrusive<c10d::PrefixStore>("gloo/", fresh), newRank, newSize, timeout);
+  c10::intrusive_ptr<c10d::Backend> nccl;
+  if (nccl_ && nccl_->supportsShrinking()) {
+    nccl = nccl_->shrink(ranksToExclude, shrinkFlags, nullptr);
+  }
+  return c10::make_intrusive<ProcessGroupQCCL>(gloo, newRank, newSize, timeout, config_, nccl, fresh);
 }
 
 // --- compression state ---------------------------------------------------------------------

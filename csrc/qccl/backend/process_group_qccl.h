@@ -143,6 +143,19 @@ class ProcessGroupQCCL : public c10d::Backend {
       const c10::intrusive_ptr<c10d::Store>& store,
       const std::vector<int>& ranks,
       const c10::intrusive_ptr<Options>& opts) override;
+  // dist.shrink_group: a new qccl group of the ranks not excluded, with this group's
+  // settings, built on this group's store under a prefix of its own (the excluded ranks
+  // take no part: they may be dead). kShrinkAbort first aborts this group, so calls still
+  // pending on it raise instead of waiting for an excluded rank. Every remaining rank
+  // calls it with the same ranks.
+  bool supportsShrinking() const override {
+    return true;
+  }
+  static constexpr int kShrinkAbort = 0x01;  // torch.distributed.SHRINK_ABORT
+  c10::intrusive_ptr<c10d::Backend> shrink(
+      const std::vector<int64_t>& ranksToExclude,
+      int shrinkFlags,
+      const c10::intrusive_ptr<Options>& optsOverride) override;
   void startCoalescing() override;
   c10::intrusive_ptr<c10d::Work> endCoalescing() override;
   // Closes a coalescing window that an exception left open (torch's coalescing manager
@@ -362,6 +375,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   p2p::P2PEngine p2p_;
   c10::intrusive_ptr<c10d::Backend> nccl_;
   p2p::InnerBackendP2P ncclP2P_;  // CUDA point-to-point through nccl_
+  c10::intrusive_ptr<c10d::Store> store_;  // the group's own (prefixed); null in some C++ tests
+  std::chrono::milliseconds timeout_;
+  int shrinks_ = 0;  // shrink() calls so far: each new group's store prefix
   std::atomic<uint64_t> seq_{0};
   // Set on the worker by a cross-rank disagreement that may mean a rank skipped a call:
   // why the group is out of step. From then on every collective of the group raises with
