@@ -1,5 +1,5 @@
-"""The trainer test_restart.py runs under torchrun: it creates a qccl group, checks an
-all_reduce against a float64 sum, and in the first attempt rank 1 then dies (os._exit, as
+"""The trainer test_restart.py runs under torchrun: it creates a qccl group and a split of
+it, checks an all_reduce on each against a float64 sum, and in the first attempt rank 1 then dies (os._exit, as
 a crashed trainer would) so that torchrun restarts both ranks. Each rank leaves a file in
 the directory named by argv[1] for the test to read: "crashed", or "attempt<k>.rank<r>"
 once attempt k finished on rank r.
@@ -30,10 +30,14 @@ def main():
     dist.init_process_group("qccl", timeout=datetime.timedelta(seconds=STUCK_AFTER_S))
     size = dist.get_world_size()
 
-    values = torch.arange(8, dtype=torch.float32) * (rank + 1)
-    dist.all_reduce(values)
     expected = torch.arange(8, dtype=torch.float64) * sum(r + 1 for r in range(size))
-    assert torch.equal(values.double(), expected), (values, expected)
+    # The default group, and a group made by split (DeviceMesh's way), whose keys must not
+    # meet the crashed attempt's either.
+    split = dist.split_group(split_ranks=[list(range(size))])
+    for group in (None, split):
+        values = torch.arange(8, dtype=torch.float32) * (rank + 1)
+        dist.all_reduce(values, group=group)
+        assert torch.equal(values.double(), expected), (values, expected)
 
     if attempt == 0 and rank == 1:
         (out / "crashed").write_text("rank 1 died after the group was up")

@@ -319,18 +319,25 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::split(
     const c10::intrusive_ptr<c10d::Store>& store,
     const std::vector<int>& ranks,
     const c10::intrusive_ptr<Options>& opts) {
-  auto gloo = transport_.gloo().split(store, ranks, opts);
-  if (!gloo) {
+  // `ranks` are this group's ranks of the new one, in its order (as Gloo's split reads them).
+  const auto mine = std::find(ranks.begin(), ranks.end(), rank_);
+  if (mine == ranks.end()) {
     return nullptr;  // this rank is not in the new group
   }
+  // Keys under a prefix of this creation's own, as every qccl group's: the store torch
+  // hands over outlives a torchrun restart, with the previous attempt's keys in it.
+  const int newRank = static_cast<int>(std::distance(ranks.begin(), mine));
+  auto fresh = c10::make_intrusive<c10d::PrefixStore>(
+      agreeOnFreshPrefix(store, newRank, static_cast<int>(ranks.size()), opts->timeout), store);
+  auto gloo = transport_.gloo().split(fresh, ranks, opts);
   c10::intrusive_ptr<c10d::Backend> nccl;
   if (nccl_) {
     auto ncclOptions = nccl_->getBackendOptions();
     ncclOptions->timeout = opts->timeout;
-    nccl = nccl_->split(c10::make_intrusive<c10d::PrefixStore>("qccl/nccl/", store), ranks, ncclOptions);
+    nccl = nccl_->split(c10::make_intrusive<c10d::PrefixStore>("qccl/nccl/", fresh), ranks, ncclOptions);
   }
   return c10::make_intrusive<ProcessGroupQCCL>(
-      gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl, store);
+      gloo, gloo->getRank(), gloo->getSize(), opts->timeout, config_, nccl, fresh);
 }
 
 c10::intrusive_ptr<c10d::Backend> ProcessGroupQCCL::shrink(
