@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import time
 
+import pytest
 import torch
 import torch.distributed as dist
 
@@ -44,13 +45,27 @@ def hung_peer_rank(rank, size, port, report, release, shorter_timeout):
     release.set()
 
 
-def abort_rank(rank, size, port, report, release):
+ABORTED_CALLS = {
+    "all_reduce": lambda: dist.all_reduce(torch.ones(10), async_op=True),
+    # Large enough to run on its own transfer (not in the check), exact and int8.
+    "reduce_scatter": lambda: dist.reduce_scatter_tensor(torch.empty(1 << 18), torch.ones(1 << 19), async_op=True),
+}
+# (call, settings): without the check (QCCL_VERIFY=0) rank 0 goes straight into the
+# transfer, which rank 1 never joins; over sockets and through shared memory.
+ABORT_CASES = [("all_reduce", {}),
+               ("reduce_scatter", {"QCCL_VERIFY": "0"}),
+               ("reduce_scatter", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1"}),
+               ("reduce_scatter", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1", "QCCL_CODEC": "int8"})]
+
+
+def abort_rank(rank, size, port, report, release, call, env):
+    os.environ.update(env)
     init_loopback_rank(rank, size, port, 600)
     dist.barrier()
     if rank == 1:
         release.wait(120)  # never joins the collective below
         return
-    work = dist.all_reduce(torch.ones(10), async_op=True)
+    work = ABORTED_CALLS[call]()
     backend = dist.group.WORLD._get_backend(torch.device("cpu"))
     report_outcome(report, rank, lambda: (backend.abort(), work.wait()))
     release.set()
@@ -99,10 +114,12 @@ def test_set_timeout_shortens_the_wait():
     assert seconds < TIMEOUT_S - 1, f"set_timeout(2s) ignored: waited {seconds:.1f}s"
 
 
-def test_abort_wakes_a_waiter_at_once():
+@pytest.mark.parametrize("call,env", ABORT_CASES, ids=[
+    f"{call}{'-' + '-'.join(f'{k[5:].lower()}={v}' for k, v in env.items()) if env else ''}" for call, env in ABORT_CASES])
+def test_abort_wakes_a_waiter_at_once(call, env):
     ctx = mp.get_context("spawn")
     report, release = ctx.Queue(), ctx.Event()
-    spawn_ranks(2, abort_rank, (report, release))
+    spawn_ranks(2, abort_rank, (report, release, call, env))
     (rank, kind, message, seconds) = collect(report, 1)[0]
     assert kind == "DistBackendError", (kind, message)
     assert "abort" in message, message
