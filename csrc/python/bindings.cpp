@@ -2,9 +2,6 @@
 // the pybind11 copy inside torch (torch/include/pybind11) so that c10d::Backend and
 // Store are the very types torch registered.
 
-#include <mutex>
-#include <vector>
-
 #include <pybind11/chrono.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
@@ -13,6 +10,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
 
+#include "qccl/backend/live_groups.h"
 #include "qccl/backend/process_group_qccl.h"
 #include "qccl/codec/codec.h"
 #include "qccl/codec/cuda/device_codec.h"
@@ -29,32 +27,6 @@ namespace {
 
 qccl::Config configWith(const Settings& settings) {
   return qccl::Config::fromEnvironment().overriddenBy(settings);
-}
-
-// Every group this process created that may still be alive, for close_every_group_at_exit.
-std::mutex liveGroupsMutex;
-std::vector<c10::weak_intrusive_ptr<qccl::ProcessGroupQCCL>> liveGroups;
-
-void remember(const c10::intrusive_ptr<qccl::ProcessGroupQCCL>& group) {
-  std::lock_guard<std::mutex> lock(liveGroupsMutex);
-  std::erase_if(liveGroups, [](const auto& weak) { return weak.expired(); });
-  liveGroups.emplace_back(group);
-}
-
-void closeEveryGroupAtExit() {
-  std::vector<c10::intrusive_ptr<qccl::ProcessGroupQCCL>> alive;
-  {
-    std::lock_guard<std::mutex> lock(liveGroupsMutex);
-    for (auto& weak : liveGroups) {
-      if (auto group = weak.lock()) {
-        alive.push_back(std::move(group));
-      }
-    }
-    liveGroups.clear();
-  }
-  for (auto& group : alive) {
-    group->closeAtExit();
-  }
 }
 
 py::dict statsDict(const qccl::algo::StatsSnapshot& s) {
@@ -181,7 +153,7 @@ void bindBackend(py::module_& m) {
                       const std::optional<c10::intrusive_ptr<c10d::Store>>& store) {
             auto group = c10::make_intrusive<ProcessGroupQCCL>(
                 gloo, rank, size, timeout, configWith(settings), nccl.value_or(nullptr), store.value_or(nullptr));
-            remember(group);
+            qccl::rememberLiveGroup(group);
             return group;
           }),
           py::arg("gloo"),
@@ -271,7 +243,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("timeout"), py::call_guard<py::gil_scoped_release>(),
         "A key prefix of `store` that no earlier creation of a group on it used, agreed by "
         "all `size` ranks (each calls it): where the group's transports keep their keys.");
-  m.def("close_every_group_at_exit", &closeEveryGroupAtExit, py::call_guard<py::gil_scoped_release>(),
+  m.def("close_every_group_at_exit", &qccl::closeEveryLiveGroup, py::call_guard<py::gil_scoped_release>(),
         "Stops the threads of every qccl group still alive (failing calls nobody waited "
         "for), while the interpreter can still take the tensors they release: "
         "python/qccl/_exit.py.");

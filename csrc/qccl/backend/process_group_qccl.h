@@ -133,8 +133,9 @@ class ProcessGroupQCCL : public c10d::Backend {
   bool supportsCoalescing() const override {
     return true;
   }
-  // split_group (and DeviceMesh): the child is a qccl group with this group's settings
-  // over a split of the Gloo transport.
+  // split_group (DeviceMesh) and shrink_group: a new qccl group with this group's
+  // settings (backend/group_membership.cpp). shrink's excluded ranks take no part (they may
+  // be dead); kShrinkAbort first fails this group, so its pending calls raise at once.
   bool supportsSplitting() const override {
     return true;
   }
@@ -143,11 +144,6 @@ class ProcessGroupQCCL : public c10d::Backend {
       const c10::intrusive_ptr<c10d::Store>& store,
       const std::vector<int>& ranks,
       const c10::intrusive_ptr<Options>& opts) override;
-  // dist.shrink_group: a new qccl group of the ranks not excluded, with this group's
-  // settings, built on this group's store under a prefix of its own (the excluded ranks
-  // take no part: they may be dead). kShrinkAbort first aborts this group, so calls still
-  // pending on it raise instead of waiting for an excluded rank. Every remaining rank
-  // calls it with the same ranks.
   bool supportsShrinking() const override {
     return true;
   }
@@ -209,17 +205,15 @@ class ProcessGroupQCCL : public c10d::Backend {
   algo::CompressionState saveCompressionState();
   void loadCompressionState(const algo::CompressionState& state);
 
-  // The group's first failure, as c10d names its kinds: TIMEOUT (a wait ran out), REMOTE_ERROR
-  // (a peer failed and told this rank, or closed its shared-memory channel), COMM_ERROR
-  // (anything else: a dead peer, a transport error, abort()); SUCCESS while it works.
+  // The first failure's kind: TIMEOUT, REMOTE_ERROR (a peer failed first and told this
+  // rank), COMM_ERROR (a dead peer, a transport error, abort()); SUCCESS while it works.
   c10d::ErrorType getError() override;
   // Fails queued and running work at once.
   void abort() override;
   // Lets queued work finish (each op is bounded by the timeout), then releases the group.
   void shutdown() override;
-  // Fails what is still queued or running (nothing the caller waited for) and joins the
-  // group's threads, without waiting for peers: what the Python interpreter's exit does
-  // for groups nobody destroyed (python/qccl/_exit.py says why).
+  // Fails what is still pending and joins the group's threads, without waiting for peers:
+  // the interpreter's exit, for groups nobody destroyed (python/qccl/_exit.py).
   void closeAtExit();
 
  private:
