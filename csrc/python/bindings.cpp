@@ -252,4 +252,5 @@ PYBIND11_MODULE(_C, m) {
         "Launches a trivial kernel; returns True when a GPU ran it (False without a GPU).");
   m.attr("torch_version") = TORCH_VERSION;
   m.attr("GLOO_THREADS") = qccl::kGlooThreads;
+  m.attr("PEER_WAIT_BUCKETS_PER_DOUBLING") = qccl::PeerWaits::kBucketsPerDoubling;
 }

@@ -63,11 +63,11 @@ def stats(group=None) -> dict:
     all_gather, reduce_scatter) done from what their cross-rank check carried, with no
     exchange of their own. "peer_waits" says, per peer rank, how many cross-rank checks
     waited for it, how long in all and at most ("checks", "seconds", "longest_seconds";
-    qccl.straggler_report gathers every rank's). "shared_memory" says whether this rank goes through shared
-    memory ("used"), with how many ranks ("ranks": the whole group when its ranks share
-    one host; the rank's node in a hierarchical group, for the node stages), and how
-    many bytes it published there
-    ("bytes", since the group was created).
+    qccl.straggler_report gathers every rank's). "shared_memory" says whether this rank
+    goes through shared memory ("used"), with how many ranks ("ranks": the whole group
+    when its ranks share one host; the rank's node in a hierarchical group, for the node
+    stages), and how many bytes it published there ("bytes", since the group was
+    created).
     """
     backend = _backend(group)
     counters = _with_ratio(backend.compression_stats())

@@ -9,20 +9,21 @@ QCCL_VERIFY=0 have no check and are not counted.
 """
 
 import dataclasses
+import statistics
 
 import torch
 import torch.distributed as dist
 
+from ._extension import load
 from .compression import _backend
-
-_BUCKETS_PER_DOUBLING = 4  # backend/peer_waits.h
 
 
 def _bucket_bounds(bucket: int):
-    """The [low, high) seconds of one histogram bucket."""
+    """The [low, high) seconds of one histogram bucket (backend/peer_waits.h)."""
     if bucket == 0:
         return 0.0, 1e-6
-    return 1e-6 * 2 ** ((bucket - 1) / _BUCKETS_PER_DOUBLING), 1e-6 * 2 ** (bucket / _BUCKETS_PER_DOUBLING)
+    per_doubling = load().PEER_WAIT_BUCKETS_PER_DOUBLING
+    return 1e-6 * 2 ** ((bucket - 1) / per_doubling), 1e-6 * 2 ** (bucket / per_doubling)
 
 
 @dataclasses.dataclass
@@ -104,15 +105,11 @@ def straggler_report(group=None, min_wait: float = 1e-3, factor: float = 3.0) ->
             longest_seconds=float(everyone[waiters, target, 2].max()) if waiters else 0.0,
             seconds_by_rank={waiter: float(everyone[waiter, target, 1]) for waiter in waiters},
         ))
-    named = [r for r in ranks
-             if r.seconds >= 10 * min_wait and r.seconds >= factor * _median([o.seconds for o in ranks if o is not r])]
+    def others_median(rank):
+        others = [o.seconds for o in ranks if o is not rank]
+        return statistics.median(others) if others else 0.0
+
+    named = [r for r in ranks if r.seconds >= 10 * min_wait and r.seconds >= factor * others_median(r)]
     return StragglerReport(ranks=ranks, stragglers=[r.rank for r in sorted(named, key=lambda r: -r.seconds)],
                            min_wait=min_wait)
 
-
-def _median(values):
-    if not values:
-        return 0.0
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
