@@ -58,8 +58,15 @@ def _rank_main(rank, size, port, backend, timeout_s, env, tasks, results):
         if task is None:
             break
         fn, args = task
+        groups_before = set(dist.distributed_c10d._world.pg_map)
         try:
-            results.put(("ok", rank, fn(ctx, *args)))
+            value = fn(ctx, *args)
+            # The groups a test made die with it: every group keeps Gloo's threads (32,
+            # and an event loop that wakes up now and then), so a world that ran many tests
+            # would otherwise hold thousands of threads and slow every later test down.
+            for group in [g for g in dist.distributed_c10d._world.pg_map if g not in groups_before]:
+                dist.destroy_process_group(group)
+            results.put(("ok", rank, value))
         except BaseException:  # noqa: BLE001 - reported to the test
             results.put(("error", rank, traceback.format_exc()))
     dist.destroy_process_group()
