@@ -17,14 +17,9 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace qccl::p2p {
+#include "qccl/transport/slots.h"
 
-// Gloo slots for qccl's own point-to-point traffic. Gloo collectives use slots with a
-// prefix in the high bits, so these small values never meet them; user tags travel in
-// the header, not in the slot. transport/transport.h holds the compressed all-reduce's.
-constexpr uint32_t kControlSlot = 0x51430001;
-constexpr uint32_t kPayloadSlot = 0x51430002;
-constexpr uint32_t kStagedPayloadSlot = 0x51430003;
+namespace qccl::p2p {
 
 // "QCCP2": version 2 answers only rejections; a peer speaking version 1 fails the pair.
 constexpr int64_t kMagic = 0x3250434351;

@@ -10,13 +10,9 @@
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
-namespace qccl {
+#include "qccl/transport/slots.h"
 
-// Gloo slots (send/recv tags) of the compressed all-reduce's pairwise stages. Gloo's
-// collectives use slots with a prefix in the high bits, and p2p/message.h takes
-// 0x51430001 to 0x51430003 for the point-to-point engine, so nothing else meets these.
-constexpr uint32_t kAllToAllSlot = 0x51430004;
-constexpr uint32_t kAllGatherSlot = 0x51430005;
+namespace qccl {
 
 class Transport {
  public:
