@@ -7,7 +7,7 @@ The calls issue 15 targets on a high-latency link: a 4 KiB all_reduce (float32, 
 int32, which rides in qccl's argument check at any world size); 16 async
 256 KiB all_reduces posted at once, then waited (DDP's bucket burst), and the same with
 all_gather_into_tensor (FSDP's); a 4 KiB broadcast; a 1 KiB send/recv
-ping-pong between ranks 0 and 1; a 64 MiB all_reduce; and the two async all_reduces of
+ping-pong between ranks 0 and 1; a 64 MiB all_reduce and reduce_scatter_tensor; and the two async all_reduces of
 DDP's buckets for examples/train_diloco.py's model (1 MiB and 0.9 MiB). Every backend (Gloo, qccl with
 codec none, qccl with int8) has its own group over the same ranks, and each repeat runs
 them in turn, so the machine's noise hits them alike. Rank 0 prints the median time of
@@ -109,6 +109,12 @@ def large(group):
     return lambda: dist.all_reduce(tensor, group=group)
 
 
+def large_reduce_scatter(group):
+    tensor = torch.ones(64 * MIB // 4)
+    output = torch.empty(tensor.numel() // dist.get_world_size(group))
+    return lambda: dist.reduce_scatter_tensor(output, tensor, group=group)
+
+
 CALLS = {
     "all_reduce 4 KiB": (small, 10),
     "all_reduce 4 KiB int32": (small_int, 10),
@@ -118,6 +124,7 @@ CALLS = {
     "broadcast 4 KiB": (small_broadcast, 10),
     "send/recv 1 KiB ping-pong": (ping_pong, 10),
     "all_reduce 64 MiB": (large, 1),
+    "reduce_scatter 64 MiB": (large_reduce_scatter, 1),
 }
 
 

@@ -25,12 +25,13 @@ def _survivor(rank, report, action):
     report.put((rank, "destroyed", "", time.monotonic() - start))
 
 
-def dead_peer_rank(rank, size, port, report):
+def dead_peer_rank(rank, size, port, report, numel, env):
+    os.environ.update(env)
     init_loopback_rank(rank, size, port, TIMEOUT_S)
     dist.barrier()
     if rank == size - 1:
         os._exit(17)  # dies without a word, like a crashed worker
-    _survivor(rank, report, lambda: dist.all_reduce(torch.ones(1000)))
+    _survivor(rank, report, lambda: dist.all_reduce(torch.ones(numel)))
 
 
 def hung_peer_rank(rank, size, port, report, release, shorter_timeout):
@@ -49,13 +50,16 @@ ABORTED_CALLS = {
     "all_reduce": lambda: dist.all_reduce(torch.ones(10), async_op=True),
     # Large enough to run on its own transfer (not in the check), exact and int8.
     "reduce_scatter": lambda: dist.reduce_scatter_tensor(torch.empty(1 << 18), torch.ones(1 << 19), async_op=True),
+    # Over sockets both take the deep pipeline (algo/deep_reduction.h): 2 and 4 MiB.
+    "large_all_reduce": lambda: dist.all_reduce(torch.ones(1 << 20), async_op=True),
 }
 # (call, settings): without the check (QCCL_VERIFY=0) rank 0 goes straight into the
 # transfer, which rank 1 never joins; over sockets and through shared memory.
 ABORT_CASES = [("all_reduce", {}),
                ("reduce_scatter", {"QCCL_VERIFY": "0"}),
                ("reduce_scatter", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1"}),
-               ("reduce_scatter", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1", "QCCL_CODEC": "int8"})]
+               ("reduce_scatter", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1", "QCCL_CODEC": "int8"}),
+               ("large_all_reduce", {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1"})]
 
 
 def abort_rank(rank, size, port, report, release, call, env):
@@ -75,10 +79,14 @@ def collect(report, count):
     return [report.get(timeout=120) for _ in range(count)]
 
 
-def test_dead_peer_raises_on_survivors_within_timeout():
+# A small all_reduce (its check meets the dead peer), and a large one over sockets without
+# the check, so that the deep pipeline's transfers meet it (algo/deep_reduction.h).
+@pytest.mark.parametrize("numel,env", [(1000, {}), (1 << 20, {"QCCL_VERIFY": "0", "QCCL_FORCE_NETWORK": "1"})],
+                         ids=["small", "deep-sockets"])
+def test_dead_peer_raises_on_survivors_within_timeout(numel, env):
     ctx = mp.get_context("spawn")
     report = ctx.Queue()
-    codes = spawn_ranks(3, dead_peer_rank, (report,))
+    codes = spawn_ranks(3, dead_peer_rank, (report, numel, env))
     assert codes == [0, 0, 17], codes
     results = collect(report, 4)
     errors = [r for r in results if r[1] != "destroyed"]

@@ -62,8 +62,9 @@ StartedTransfer barrier(GlooTransport& net);
 
 // --- reductions ----------------------------------------------------------------------
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op);
-// The same, returning once Gloo has the transfer: `then` completes it into `tensor`.
-StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op);
+// The same, returning once Gloo has the transfer: `then` completes it into `tensor`. A
+// large buffer takes qccl's deep pipeline instead (deep_reduction.h), done on return.
+std::optional<StartedTransfer> startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op);
 // A sparse COO tensor, SUM: Gloo's own sparse all-reduce (every rank's indices and values
 // gathered, then summed), so the result is Gloo's to the bit. `tensor` is replaced by
 // the coalesced sum in place.
@@ -77,6 +78,8 @@ void allreduceCoalesced(
     OneHost* oneHost = nullptr);
 // Leaves `tensor` unchanged on every rank but the root.
 StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op, int64_t root);
+// Gloo's bits; a large input takes qccl's deep pipeline (deep_reduction.h), which sends
+// half the bytes of Gloo's (an all-reduce of the whole input).
 void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op);
 
 } // namespace qccl::algo

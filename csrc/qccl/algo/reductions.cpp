@@ -6,13 +6,19 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 
+#include "qccl/algo/deep_reduction.h"
 #include "qccl/algo/reduce_lowering.h"
 
 namespace qccl::algo {
 namespace {
 
-// Gloo reduces `wire` in place with the lowered op.
+// Gloo reduces `wire` in place with the lowered op (or, for a large buffer, qccl's deep
+// pipeline: the same bits).
 void glooAllreduce(GlooTransport& net, at::Tensor& wire, c10d::ReduceOp::RedOpType op, const char* what) {
+  if (goesDeep(net, wire, op)) {
+    deepAllreduce(net, wire, op);
+    return;
+  }
   std::vector<at::Tensor> tensors{wire};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp(op);
@@ -21,16 +27,23 @@ void glooAllreduce(GlooTransport& net, at::Tensor& wire, c10d::ReduceOp::RedOpTy
 
 } // namespace
 
-StartedTransfer startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op) {
+std::optional<StartedTransfer> startAllreduce(GlooTransport& net, const at::Tensor& tensor, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, tensor.scalar_type(), "all_reduce");
   auto wire = toWire(lowered, tensor);
+  if (goesDeep(net, wire, lowered.wireOp)) {
+    deepAllreduce(net, wire, lowered.wireOp);
+    at::Tensor output = tensor;  // a handle: the result goes into the caller's storage
+    fromWire(lowered, wire, output, net.size());
+    return std::nullopt;
+  }
   std::vector<at::Tensor> tensors{wire};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
   auto work = net.gloo().allreduce(tensors, opts);
-  return {work,
-          [lowered, wire, output = tensor, ranks = net.size()]() mutable { fromWire(lowered, wire, output, ranks); },
-          net.timeout()};
+  return StartedTransfer{
+      work,
+      [lowered, wire, output = tensor, ranks = net.size()]() mutable { fromWire(lowered, wire, output, ranks); },
+      net.timeout()};
 }
 
 void sparseAllreduce(GlooTransport& net, at::Tensor& tensor) {
@@ -39,9 +52,10 @@ void sparseAllreduce(GlooTransport& net, at::Tensor& tensor) {
 }
 
 void allreduce(GlooTransport& net, at::Tensor& tensor, const c10d::ReduceOp& op) {
-  auto started = startAllreduce(net, tensor, op);
-  net.waitFor(started.work, "all_reduce");
-  started.then();
+  if (auto started = startAllreduce(net, tensor, op)) {
+    net.waitFor(started->work, "all_reduce");
+    started->then();
+  }
 }
 
 void allreduceCoalesced(
@@ -107,16 +121,19 @@ StartedTransfer reduce(GlooTransport& net, at::Tensor& tensor, const c10d::Reduc
 
 void reduceScatterTensor(GlooTransport& net, at::Tensor& output, const at::Tensor& input, const c10d::ReduceOp& op) {
   const auto lowered = lowerReduction(op, input.scalar_type(), "reduce_scatter");
-  // Gloo reduces the input in place as scratch: keep the caller's input intact.
-  auto wireIn = toWire(lowered, input.contiguous());
-  if (wireIn.is_alias_of(input)) {
-    wireIn = wireIn.clone();
-  }
+  auto wireIn = toWire(lowered, input.contiguous()).reshape({-1});
   auto wireOut = at::empty({wireIn.numel() / net.size()}, wireIn.options());
-  c10d::ReduceScatterOptions opts;
-  opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
-  auto flatIn = wireIn.reshape({-1});
-  net.waitFor(net.gloo()._reduce_scatter_base(wireOut, flatIn, opts), "reduce_scatter");
+  if (goesDeep(net, wireIn, lowered.wireOp)) {
+    deepReduceScatter(net, wireOut, wireIn, lowered.wireOp);  // reads the input only
+  } else {
+    // Gloo reduces the input in place as scratch: keep the caller's input intact.
+    if (wireIn.is_alias_of(input)) {
+      wireIn = wireIn.clone();
+    }
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = c10d::ReduceOp(lowered.wireOp);
+    net.waitFor(net.gloo()._reduce_scatter_base(wireOut, wireIn, opts), "reduce_scatter");
+  }
   fromWire(lowered, wireOut, output, net.size());
 }
 
