@@ -1,6 +1,8 @@
 """Recovery time after a rank is SIGKILLed: from the kill to the survivors' next successful
-all_reduce, for qccl healing with dist.shrink_group, qccl with a fresh group, and Gloo with
-a fresh group (what torchft does on every quorum change, its quorum's own time aside).
+all_reduce, for qccl healing in place with dist._reconfigure (a group made with
+enable_reconfigure=True; the survivors' handles), qccl healing with dist.shrink_group,
+qccl with a fresh group, and Gloo with a fresh group (what torchft does on every quorum
+change, its quorum's own time aside).
 
     python benchmarks/recovery_bench.py --ranks 4 --repeats 3 [--json out.json]
 
@@ -21,7 +23,7 @@ import socket
 import statistics
 import time
 
-METHODS = ("qccl shrink", "qccl fresh group", "gloo fresh group")
+METHODS = ("qccl reconfigure", "qccl shrink", "qccl fresh group", "gloo fresh group")
 TIMEOUT = datetime.timedelta(seconds=30)
 
 
@@ -42,7 +44,13 @@ def rank_main(rank, size, port, method, killed_at, results, force_network):
     torch.set_num_threads(1)
     store = dist.TCPStore("127.0.0.1", port, size, rank == 0, timeout=TIMEOUT)
     backend = "gloo" if method.startswith("gloo") else "qccl"
-    dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT)
+    reconfigure = method == "qccl reconfigure"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT,
+                            enable_reconfigure=reconfigure)
+    if reconfigure:  # the first members: every rank's handle, in rank order
+        store.set(f"handle/{rank}", dist._get_reconfigure_handle())
+        handles = [store.get(f"handle/{r}").decode() for r in range(size)]
+        dist._reconfigure(uuid=1, handles=handles)
     t = torch.ones(1000)
     for _ in range(5):
         dist.all_reduce(t)
@@ -57,7 +65,10 @@ def rank_main(rank, size, port, method, killed_at, results, force_network):
             dist.all_reduce(t)
     except Exception:  # noqa: BLE001 - the failure this measures
         detected = time.time()
-    if method == "qccl shrink":
+    if reconfigure:
+        dist._reconfigure(uuid=2, handles=handles[:victim])  # the survivors, in place
+        group = dist.group.WORLD
+    elif method == "qccl shrink":
         group = dist.shrink_group([victim], shrink_flags=dist.distributed_c10d.SHRINK_ABORT)
     else:
         fresh = dist.PrefixStore("recovered/", store)
@@ -99,10 +110,11 @@ def main():
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--force-network", action="store_true", help="qccl over sockets, as across hosts")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     rows = []
-    for method in METHODS:
+    for method in args.methods.split(","):
         runs = [run_once(args.ranks, method, args.force_network) for _ in range(args.repeats)]
         row = {"method": method, "ranks": args.ranks, "force_network": args.force_network,
                "detected s": statistics.median(r[0] for r in runs),

@@ -12,6 +12,7 @@
 
 #include "qccl/backend/live_groups.h"
 #include "qccl/backend/process_group_qccl.h"
+#include "qccl/backend/reconfigurable_group.h"
 #include "qccl/codec/codec.h"
 #include "qccl/codec/cuda/device_codec.h"
 #include "qccl/common/build_info.h"
@@ -221,6 +222,19 @@ void bindBackend(py::module_& m) {
           py::arg("reduce_scatter_places") = std::vector<int64_t>{},
           py::arg("reduce_scatter_residuals") = std::vector<at::Tensor>{},
           py::call_guard<py::gil_scoped_release>());
+
+  using qccl::ReconfigurableGroup;
+  py::class_<ReconfigurableGroup, c10d::Backend, c10::intrusive_ptr<ReconfigurableGroup>>(
+      m, "ReconfigurableGroup", py::release_gil_before_calling_cpp_dtor())
+      .def(
+          py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                      std::chrono::milliseconds timeout, const Settings& settings) {
+            return c10::make_intrusive<ReconfigurableGroup>(store, rank, size, timeout, configWith(settings));
+          }),
+          py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("settings") = Settings{},
+          "A qccl group made with enable_reconfigure=True: no members until dist._reconfigure.")
+      .def("current", &ReconfigurableGroup::current,
+           "The ProcessGroupQCCL of the current members (raises before the first reconfigure).");
 }
 
 } // namespace

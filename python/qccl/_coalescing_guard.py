@@ -47,6 +47,8 @@ def _close_after_error(group, device) -> None:
         backend = group._get_backend(device or torch.device("cpu"))
     except RuntimeError:  # no backend for that device: not a window qccl knows
         return
+    if isinstance(backend, load().ReconfigurableGroup):
+        backend = backend.current()
     if not isinstance(backend, load().ProcessGroupQCCL):
         return
     c10d._world.pg_coalesce_state.pop(group, None)

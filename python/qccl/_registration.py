@@ -2,13 +2,23 @@
 
 import torch.distributed as dist
 
-from .factory import create_backend
+from .factory import create_backend, create_reconfigurable_backend
 
 BACKEND_NAME = "qccl"
 
 
 def _create_backend(backend_opts, pg_options):
-    """The creator torch calls (extended API) for every group that uses qccl."""
+    """The creator torch calls (extended API) for every group that uses qccl; with
+    init_process_group(..., enable_reconfigure=True) a group whose members come from
+    dist._reconfigure."""
+    if getattr(backend_opts, "enable_reconfigure", False):
+        return create_reconfigurable_backend(
+            backend_opts.store,
+            backend_opts.group_rank,
+            backend_opts.group_size,
+            timeout=backend_opts.timeout,
+            options=pg_options,
+        )
     return create_backend(
         backend_opts.store,
         backend_opts.group_rank,

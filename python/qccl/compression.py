@@ -12,7 +12,8 @@ from ._extension import load
 def _backend(group):
     """The qccl backend behind `group`: a process group (None: the default one), a qccl
     backend itself (qccl.create_backend), or a wrapper around either: torch's
-    _ProcessGroupWrapper (TORCH_DISTRIBUTED_DEBUG=DETAIL) and torchft's process groups."""
+    _ProcessGroupWrapper (TORCH_DISTRIBUTED_DEBUG=DETAIL), torchft's process groups, and
+    a reconfigurable group (its current members')."""
     found = group if group is not None else dist.group.WORLD
     if found is None:
         raise RuntimeError("qccl: no default process group; call init_process_group first")
@@ -31,6 +32,8 @@ def _backend(group):
 
 def _unwrapped(group):
     """What `group` wraps or delegates CPU tensors to, or None."""
+    if isinstance(group, load().ReconfigurableGroup):
+        return group.current()  # the current members' group
     for attribute in ("wrapped_pg", "parent", "_pg"):  # torch's wrapper; torchft's
         inner = getattr(group, attribute, None)
         if inner is not None and inner is not group:

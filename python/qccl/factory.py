@@ -48,6 +48,24 @@ def create_backend(store, rank: int, world_size: int, timeout: timedelta = dist.
     return extension.ProcessGroupQCCL(gloo, rank, world_size, timeout, options.settings(), nccl, store)
 
 
+def create_reconfigurable_backend(store, rank: int, world_size: int, timeout: timedelta = dist.default_pg_timeout,
+                                  options=None):
+    """A qccl backend whose members come from c10d's reconfigure (torch.distributed's
+    _get_reconfigure_handle and _reconfigure), and change in place at every reconfigure:
+    what init_process_group(..., enable_reconfigure=True) creates. It has no members
+    (and makes no connection) until the first reconfigure. `options` as create_backend's;
+    CUDA tensors are staged through host memory (no NCCL transport)."""
+    from .options import Options
+
+    if options is None:
+        options = Options()
+    if not isinstance(options, Options):
+        raise TypeError(f"qccl: options must be a qccl.Options, not {type(options).__name__}")
+    extension = load()
+    watch_optimizer_steps()
+    return extension.ReconfigurableGroup(store, rank, world_size, timeout, options.settings())
+
+
 def create_process_group(store, rank: int, world_size: int, timeout: timedelta = dist.default_pg_timeout, options=None):
     """A torch ProcessGroup whose CPU (and CUDA) tensors go through one new qccl backend:
     what torchft's _create_pg returns, and what dist's collectives take as `group=`."""

@@ -17,8 +17,9 @@ DEAD = 1  # not the last rank: the survivors' ranks move down
 TIMEOUT_S = 20  # a test that waited for it would fail: SHRINK_ABORT must not wait
 
 
-def _ops_of_the_shrunk_group(rank, size):
-    """Each op with values from this rank's new rank, and what arithmetic says it gives."""
+def ops_against_arithmetic(rank, size):
+    """Every kind of op with values from this rank's rank in the current default group,
+    each checked against what arithmetic says it gives: (op, whether it matched)."""
     results = []
     t = torch.full((1000,), float(rank + 1))
     dist.all_reduce(t)
@@ -66,7 +67,7 @@ def shrink_rank(rank, size, port, report, dying, sockets):
         pending_outcome = type(error).__name__
     new_rank, new_size = dist.get_rank(), dist.get_world_size()
     assert dist.group.WORLD is shrunk or dist.get_world_size(shrunk) == new_size
-    report.put((rank, new_rank, new_size, pending_outcome, _ops_of_the_shrunk_group(new_rank, new_size)))
+    report.put((rank, new_rank, new_size, pending_outcome, ops_against_arithmetic(new_rank, new_size)))
     dist.destroy_process_group()
 
 

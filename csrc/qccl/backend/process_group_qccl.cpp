@@ -113,7 +113,8 @@ thread_local uint64_t callsPlacedByThisThread = 0;
 // What every call raises once the group failed with `why` (docs/errors.md, rule 9).
 std::string unusableSince(const std::string& why) {
   return "the group failed earlier (" + why + "), so no later call of it can pair safely with the other ranks' "
-      "calls; create a new group (destroy_process_group, then init_process_group or new_group)";
+      "calls; create a new group (destroy_process_group, then init_process_group or new_group), or reconfigure "
+      "it if it was made with enable_reconfigure=True";
 }
 } // namespace
 

@@ -212,6 +212,11 @@ class ProcessGroupQCCL : public c10d::Backend {
   void abort() override;
   // Lets queued work finish (each op is bounded by the timeout), then releases the group.
   void shutdown() override;
+  // Fails pending and later calls with `why`, without telling the peers (they are being
+  // replaced too, or dead): its members changed (ReconfigurableGroup).
+  void retire(const std::string& why) {
+    failGroup(why, /*tellPeers=*/false);
+  }
   // Fails what is still pending and joins the group's threads, without waiting for peers:
   // the interpreter's exit, for groups nobody destroyed (python/qccl/_exit.py).
   void closeAtExit();
