@@ -17,6 +17,12 @@ pytestmark = [
 ]
 
 CODECS = ["fp16", "bf16", "int8", "int4"]
+
+
+def test_a_kernel_of_this_build_runs_on_the_gpu():
+    # Before the codec kernels: a failure here means the build's device code does not
+    # run on this GPU at all (architecture, driver), not that a codec is wrong.
+    assert load().cuda_self_test(), "a trivial kernel of this build did not run on the GPU"
 SIZES = [1, 7, 255, 257, 4099, 1_000_003]
 BLOCKS = [8, 256, 4096]
 

@@ -54,9 +54,11 @@ struct Config {
   enum class CudaTransport : uint8_t { Nccl, StagedThroughHost };
   CudaTransport cudaTransport = CudaTransport::Nccl;
 
-  // Never take a path that bypasses the network (benchmarks/netlab sets it, so shaped
-  // links are what a result was measured on). Every byte goes through Gloo's TCP sockets
-  // today; a shortcut added later (shared memory, NCCL's SHM/P2P) must honour it.
+  // Never take shared memory (the one-host collectives and check, a hierarchical group's
+  // node stage, the point-to-point mailbox): every byte goes through Gloo's TCP sockets.
+  // benchmarks/netlab sets it, so that shaped links are what a result was measured on,
+  // and tests set it to run the socket paths on one host. NCCL's own SHM/P2P transports
+  // are NCCL's to choose (NCCL_SHM_DISABLE, NCCL_P2P_DISABLE).
   bool forceNetwork = false;
 
   static Config fromEnvironment();

@@ -1,5 +1,7 @@
-// Placeholder for the CUDA codec kernels (a later issue): it keeps the CUDA build path
-// compiling in CI, which has nvcc but no GPU, and lets a GPU machine prove it runs.
+// The CUDA flavour's build facts (common/build_info.h; the CPU flavour's are in
+// build_info.cpp): this build has CUDA, and a trivial kernel that proves its device code
+// runs on the visible GPU, which tests/python/test_cuda_codecs.py checks before the
+// codec kernels (codec_kernels.cu).
 
 #include <cuda_runtime.h>
 
