@@ -25,9 +25,10 @@ _groups = {}
 
 
 def group_for(tag="", **options):
-    """A qccl group with `options`, created once per rank process (same order on all ranks)."""
+    """A qccl group with `options`, created once per test on every rank, in the same order
+    (the test world destroys the groups a test made once it returns: world.py)."""
     key = (tag, tuple(sorted(options.items())))
-    if key not in _groups:
+    if key not in _groups or _groups[key] not in dist.distributed_c10d._world.pg_map:
         _groups[key] = dist.new_group(backend="qccl", pg_options=qccl.Options(**options))
     return _groups[key]
 

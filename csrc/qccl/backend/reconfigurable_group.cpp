@@ -149,8 +149,11 @@ WorkPtr ReconfigurableGroup::reconfigure(const c10d::ReconfigureOptions& opts) {
   if (previous) {
     previous->retire(why);
   }
+  // Keys of this reconfigure only: two groups of a job may pick the same uuid, never the
+  // same first member.
   auto meeting = c10::make_intrusive<c10d::PrefixStore>(
-      "qccl/reconfigure/" + std::to_string(opts.uuid) + "/", meetingStore(members[0], store_, timeout));
+      "qccl/reconfigure/" + members[0].identity + "/" + std::to_string(opts.uuid) + "/",
+      meetingStore(members[0], store_, timeout));
   auto fresh = c10::make_intrusive<c10d::PrefixStore>(agreeOnFreshPrefix(meeting, rank, size, timeout), meeting);
   auto gloo = makeGlooBackend(c10::make_intrusive<c10d::PrefixStore>("gloo/", fresh), rank, size, timeout);
   auto next = c10::make_intrusive<ProcessGroupQCCL>(gloo, rank, size, timeout, config_, nullptr, fresh);
