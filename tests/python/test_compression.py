@@ -27,8 +27,10 @@ _groups = {}
 def group_for(tag="", **options):
     """A qccl group with `options`, created once per test on every rank, in the same order
     (the test world destroys the groups a test made once it returns: world.py)."""
+    for stale in [k for k, group in _groups.items() if group not in dist.distributed_c10d._world.pg_map]:
+        del _groups[stale]  # destroyed: let go of its threads
     key = (tag, tuple(sorted(options.items())))
-    if key not in _groups or _groups[key] not in dist.distributed_c10d._world.pg_map:
+    if key not in _groups:
         _groups[key] = dist.new_group(backend="qccl", pg_options=qccl.Options(**options))
     return _groups[key]
 

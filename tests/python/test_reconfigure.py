@@ -66,6 +66,7 @@ def member(process, port, report, sockets):
         _raises(lambda: dist._reconfigure(uuid=2, handles=handles[:-1] + ["gloo:1:-1:1:localhost:1"]),
                 "is not a qccl handle")
         _raises(lambda: dist._reconfigure(uuid=2, handles=[h for h in handles if h != mine]), "is not among")
+        _raises(lambda: dist._reconfigure(uuid=2, handles=handles + handles[:1]), "more than once")
         _raises(lambda: dist._reconfigure(uuid=1, handles=handles), "was used before")
         matched += ops_against_arithmetic(dist.get_rank(), SIZE)
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <optional>
+#include <set>
 #include <variant>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -129,8 +130,8 @@ WorkPtr ReconfigurableGroup::reconfigure(const c10d::ReconfigureOptions& opts) {
   const auto mine = std::find(handles.begin(), handles.end(), get_reconfigure_handle());
   QCCL_CHECK_VALUE(mine != handles.end(), "reconfigure: this rank's handle ", get_reconfigure_handle(),
                    " is not among the ", handles.size(), " handles");
-  QCCL_CHECK_VALUE(std::count(handles.begin(), handles.end(), *mine) == 1, "reconfigure: this rank's handle ",
-                   *mine, " appears more than once");
+  QCCL_CHECK_VALUE(std::set<std::string>(handles.begin(), handles.end()).size() == handles.size(),
+                   "reconfigure: a handle appears more than once among the ", handles.size(), " handles");
   std::chrono::milliseconds timeout;
   {
     std::lock_guard<std::mutex> lock(mutex_);
