@@ -27,7 +27,7 @@ from torch.distributed.fsdp import fully_shard
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from train_bench import add_run_arguments, write_json  # noqa: E402  (this folder)
-from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
+from char_lm import CharTransformer, batches, load_corpus  # noqa: E402
 
 from qccl.bench.launch import network_description, run_or_spawn, threads_per_rank  # noqa: E402
 from qccl.bench.runner import slowest_rank  # noqa: E402

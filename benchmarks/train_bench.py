@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-from train_ddp import CharTransformer, batches, load_corpus  # noqa: E402
+from char_lm import CharTransformer, batches, load_corpus  # noqa: E402
 
 from qccl.bench.launch import network_description, parse_configs, run_or_spawn, threads_per_rank  # noqa: E402
 from qccl.bench.runner import slowest_rank  # noqa: E402

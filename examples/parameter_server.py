@@ -2,7 +2,7 @@
 
 Ranks 0..S-1 (--servers) hold the parameters, cut into S shards, and apply the gradients
 that the other ranks, the workers, push; workers never wait for each other. The model and
-the data are train_ddp.py's; a worker's optimizer step is ParameterServerClient.step().
+the data are char_lm.py's; a worker's optimizer step is ParameterServerClient.step().
 QCCL_P2P_CODEC compresses the pushed gradients; the parameters come back exactly unless
 --reply-codec names a codec for them.
 
@@ -22,19 +22,15 @@ import argparse
 import datetime
 import math
 import os
-import sys
 import time
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_ddp import (  # noqa: E402
-    CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores)
-
-import qccl  # noqa: E402
-from qccl.algorithms import ParameterServer, ParameterServerClient  # noqa: E402
+import qccl
+from char_lm import CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores
+from qccl.algorithms import ParameterServer, ParameterServerClient
 
 
 SUMMARY_TAG = 7  # a worker's numbers, for server 0's summary

@@ -1,6 +1,6 @@
 """Training across slow links: the example's transformer with DDP, LocalSGD or DiLoCo.
 
-The model and the data are train_ddp.py's; only the optimizer step differs. The codec of
+The model and the data are char_lm.py's; only the optimizer step differs. The codec of
 the group (QCCL_CODEC, with QCCL_ERROR_FEEDBACK) compresses whatever the algorithm sends.
 
     torchrun --nproc-per-node 2 examples/train_diloco.py --algorithm ddp
@@ -12,8 +12,6 @@ It prints the loss, tokens/s and the bytes each rank sent per token.
 
 import argparse
 import math
-import os
-import sys
 import time
 
 import torch
@@ -21,12 +19,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_ddp import (  # noqa: E402
-    CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores)
-
-import qccl  # noqa: E402
-from qccl.algorithms import DiLoCo, LocalSGD  # noqa: E402
+import qccl
+from char_lm import CharTransformer, add_data_arguments, batches, load_corpus, use_a_share_of_the_cores
+from qccl.algorithms import DiLoCo, LocalSGD
 
 
 def make_stepper(args, model):

@@ -17,8 +17,6 @@ other replicas through one all-reduce per step (compressed when QCCL_CODEC is se
 import argparse
 import math
 import os
-import pathlib
-import sys
 import time
 
 import torch
@@ -28,8 +26,7 @@ import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from train_ddp import batches, load_corpus  # noqa: E402
+from char_lm import batches, load_corpus
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B}
 
