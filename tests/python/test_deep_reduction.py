@@ -1,6 +1,6 @@
-"""Large exact all-reduces over sockets take qccl's deep pipeline (algo/deep_reduction.h):
-their results must be Gloo's to the bit at 2, 3 and 4 ranks, whatever the size, dtype and
-op, alone, fused, or several in flight."""
+"""Large exact all-reduces and reduce-scatters over sockets take qccl's deep pipeline
+(algo/deep_reduction.h): their results must be Gloo's to the bit at 2, 3 and 4 ranks,
+whatever the size, dtype and op, alone, fused, or several in flight."""
 
 import pytest
 import torch
