@@ -150,7 +150,14 @@ void Channel::publish(uint64_t round, uint64_t bytes) {
 }
 
 const uint8_t* Channel::awaitPeer(int peer, uint64_t round) {
-  checkUsable("awaitPeer", round);
+  // A round the peer already published is read even after abort(): a peer that finished
+  // the call may abort right after (torchft aborts a quorum's group as it moves on), and
+  // this rank's call is as complete as the peer's.
+  const bool published = peer >= 0 && peer < size_ && peer != rank_ && attached_.load() &&
+      shared(headers_[peer]->published).load(std::memory_order_acquire) >= round;
+  if (!published) {
+    checkUsable("awaitPeer", round);
+  }
   QCCL_CHECK_VALUE(
       peer >= 0 && peer < size_ && round == finished_ + 1 && (peer != rank_ || round <= published_),
       "shared-memory channel of rank ",
@@ -174,6 +181,9 @@ const uint8_t* Channel::awaitPeer(int peer, uint64_t round) {
 }
 
 void Channel::finish(uint64_t round) {
+  if (aborted_.load() && failure_.empty()) {
+    return;  // the round's data was read; no later round can start on this channel
+  }
   checkUsable("finish", round);
   QCCL_CHECK_VALUE(
       round == finished_ + 1 && round <= published_,
