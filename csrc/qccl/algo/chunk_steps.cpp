@@ -25,6 +25,24 @@ void runStaggered(int64_t count, int64_t depth, const std::vector<std::function<
   }
 }
 
+void runWithReceivesAhead(
+    int64_t count,
+    int64_t depth,
+    const std::function<void(int64_t item)>& postReceives,
+    const std::vector<std::function<void(int64_t item)>>& stages) {
+  for (int64_t i = 0; i < std::min(depth, count); ++i) {
+    postReceives(i);
+  }
+  auto withReceives = stages;
+  withReceives[0] = [&](int64_t i) {
+    if (i + depth < count) {
+      postReceives(i + depth);
+    }
+    stages[0](i);
+  };
+  runStaggered(count, depth, withReceives);
+}
+
 uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage) {
   uint64_t s = seed;
   for (uint64_t part : {static_cast<uint64_t>(chunk), static_cast<uint64_t>(rank), static_cast<uint64_t>(stage)}) {

@@ -34,6 +34,15 @@ int64_t chunksInFlight(int64_t largestChunk);
 // same sequence, so their collectives pair up.
 void runStaggered(int64_t count, int64_t depth, const std::vector<std::function<void(int64_t item)>>& stages);
 
+// runStaggered for pairwise pipelines: item i's receives (postReceives) are posted `depth`
+// steps before its first stage runs (the first `depth` items' at once), so every send
+// meets a receive posted ahead (Transport::postsReceivesAhead).
+void runWithReceivesAhead(
+    int64_t count,
+    int64_t depth,
+    const std::function<void(int64_t item)>& postReceives,
+    const std::vector<std::function<void(int64_t item)>>& stages);
+
 // A different random stream for every (call, chunk, rank, stage).
 uint64_t streamSeed(uint64_t seed, int64_t chunk, int rank, int stage);
 

@@ -282,16 +282,8 @@ void compressedAllreduce(Transport& net, const codec::Codec& codec, std::vector<
   }
   const auto count = static_cast<int64_t>(chunks.size());
   const int64_t depth = chunksInFlight(largest);
-  for (int64_t i = 0; i < std::min(depth, count); ++i) {
-    pipeline.postReceives(chunks[i]);
-  }
-  runStaggered(count, depth, {
-      [&](int64_t i) {
-        if (i + depth < count) {
-          pipeline.postReceives(chunks[i + depth]);
-        }
-        pipeline.sendContributions(chunks[i]);
-      },
+  runWithReceivesAhead(count, depth, [&](int64_t i) { pipeline.postReceives(chunks[i]); }, {
+      [&](int64_t i) { pipeline.sendContributions(chunks[i]); },
       [&](int64_t i) { pipeline.reduceOwnShard(chunks[i]); },
       [&](int64_t i) { pipeline.decodeResult(chunks[i]); },
   });

@@ -132,16 +132,8 @@ class DeepPipeline {
 void run(DeepPipeline& pipeline, std::vector<Step>& steps) {
   const auto count = static_cast<int64_t>(steps.size());
   const int64_t depth = kMaxChunksInFlight;
-  for (int64_t i = 0; i < std::min(depth, count); ++i) {
-    pipeline.postReceives(steps[i]);
-  }
-  runStaggered(count, depth, {
-      [&](int64_t i) {
-        if (i + depth < count) {
-          pipeline.postReceives(steps[i + depth]);
-        }
-        pipeline.sendToOwners(steps[i]);
-      },
+  runWithReceivesAhead(count, depth, [&](int64_t i) { pipeline.postReceives(steps[i]); }, {
+      [&](int64_t i) { pipeline.sendToOwners(steps[i]); },
       [&](int64_t i) { pipeline.reduceOwnPiece(steps[i]); },
       [&](int64_t i) { pipeline.awaitResults(steps[i]); },
   });
